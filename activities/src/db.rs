@@ -1,0 +1,21 @@
+//! PostgreSQL: the pool and the migrations (`activities/migrations`, one schema per service).
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use std::time::Duration;
+
+/// Opens a pool. Connections are made lazily and kept: a payment should never wait for a
+/// TCP and authentication handshake.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}
+
+/// Applies pending migrations (idempotent; safe with several workers starting at once, sqlx
+/// takes an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}

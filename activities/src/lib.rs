@@ -1,0 +1,29 @@
+//! payflow's side effects: the implementations of the activities declared in
+//! `payflow_workflows::activities`, one struct per owning service.
+//!
+//! - [`payment`]: `PaymentActivities { pg, db }`: the PG ([`payment::pg`]) and the `payment` schema.
+//! - [`product`]: `ProductActivities { redis, db }`: the Redis reservation
+//!   ([`product::reservation`]) and the `product` schema.
+//! - [`order`]: `OrderActivities { db, push }`: the `orders` schema and the push gateway.
+//! - [`events`]: `EventActivities { producer }`: Kafka, Avro single-object encoding.
+//! - [`db`]: the PostgreSQL pool and migrations.
+//! - [`failure`]: retryable vs non-retryable failures.
+//! - [`metrics`]: the seed's monitoring points.
+//!
+//! Every activity is idempotent: running it twice leaves the same state, charges nothing
+//! twice and publishes the same event id.
+
+pub mod db;
+pub mod events;
+pub mod failure;
+pub mod metrics;
+pub mod order;
+pub mod payment;
+pub mod product;
+pub mod secret;
+
+pub use events::EventActivities;
+pub use order::{OrderActivities, OrderStore};
+pub use payment::PaymentActivities;
+pub use product::ProductActivities;
+pub use secret::Secret;

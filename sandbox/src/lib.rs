@@ -1,0 +1,561 @@
+//! The sandbox of the two external companies payflow talks to, speaking their HTTP shape:
+//!
+//! - **PG** (Toss-Payments-shaped): `POST /v1/payments/confirm`,
+//!   `POST /v1/payments/{paymentKey}/cancel`; basic auth with the secret key;
+//!   `Idempotency-Key` semantics (same key, same answer, one charge).
+//! - **Push gateway**: `POST /v1/push`, deduplicated by `Idempotency-Key`.
+//!
+//! Test keys drive every path (`paymentKey`):
+//!
+//! | key | behaviour |
+//! | --- | --- |
+//! | `tpk_decline_<CODE>` | declined with `CODE` (e.g. `INSUFFICIENT_FUNDS`), nothing charged |
+//! | `tpk_timeout` | charges, then answers only after the hold time (default 120 s) |
+//! | `tpk_flaky_<n>` | answers 503 `n` times, then approves |
+//! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
+//! | anything else | approves |
+//!
+//! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
+//! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (latency, error rate).
+//!
+//! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{net::TcpListener, sync::Mutex};
+
+/// Sandbox settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The merchant secret key the PG expects (basic auth user).
+    pub secret_key: String,
+    /// Added to every PG answer.
+    pub latency: Duration,
+    /// Probability (0..1) of an injected 503 on a PG call.
+    pub error_rate: f64,
+    /// How long `tpk_timeout` holds its answer.
+    pub timeout_hold: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: "test_sk_payflow".into(),
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+            timeout_hold: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A payment at the PG.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PgPaymentRecord {
+    payment_key: String,
+    order_id: String,
+    status: String,
+    total_amount: i64,
+    method: String,
+    approved_at: String,
+    last_transaction_key: String,
+    card: Value,
+    cancels: Vec<Value>,
+}
+
+/// One push the gateway delivered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The idempotency key it came with.
+    pub id: String,
+    /// Recipient.
+    pub user_id: String,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Extra data (the order id).
+    pub data: Value,
+}
+
+#[derive(Default)]
+struct Books {
+    payments: HashMap<String, PgPaymentRecord>,
+    /// Stored final answers by idempotency key.
+    answers: HashMap<String, (u16, Value)>,
+    /// Real charges per order (approvals that moved money).
+    charges: HashMap<String, u32>,
+    /// Cancellations (voids and refunds) per order.
+    cancels: HashMap<String, u32>,
+    flaky_seen: HashMap<String, u32>,
+    refunds_fixed: HashSet<String>,
+    pushes: Vec<Delivery>,
+}
+
+struct Inner {
+    config: std::sync::RwLock<SandboxConfig>,
+    books: std::sync::Mutex<Books>,
+    /// One lock per idempotency key: concurrent requests with one key are served one after
+    /// the other, the later ones from the stored answer.
+    key_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    sequence: AtomicU64,
+}
+
+/// The sandbox's shared state.
+#[derive(Clone)]
+pub struct Sandbox(Arc<Inner>);
+
+impl Sandbox {
+    /// A sandbox with empty books.
+    pub fn new(config: SandboxConfig) -> Self {
+        Self(Arc::new(Inner {
+            config: std::sync::RwLock::new(config),
+            books: Default::default(),
+            key_locks: Default::default(),
+            sequence: AtomicU64::new(1),
+        }))
+    }
+
+    fn config(&self) -> SandboxConfig {
+        self.0.config.read().expect("config lock").clone()
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.0.books.lock().expect("books lock")
+    }
+
+    fn next(&self) -> u64 {
+        self.0.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn key_lock(&self, key: &str) -> Arc<Mutex<()>> {
+        self.0
+            .key_locks
+            .lock()
+            .await
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The sandbox's routes.
+pub fn router(sandbox: Sandbox) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/payments/confirm", post(confirm))
+        .route("/v1/payments/{payment_key}/cancel", post(cancel))
+        .route("/v1/push", post(push))
+        .route("/sandbox/orders/{order_id}", get(order_books))
+        .route("/sandbox/pushes", get(pushes))
+        .route(
+            "/sandbox/payments/{payment_key}/fix-refunds",
+            post(fix_refunds),
+        )
+        .route("/sandbox/config", post(set_config))
+        .with_state(sandbox)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: SandboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(Sandbox::new(config)))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> (u16, Value) {
+    (status.as_u16(), json!({ "code": code, "message": message }))
+}
+
+fn respond((status, body): (u16, Value)) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(body),
+    )
+        .into_response()
+}
+
+fn authorized(sandbox: &Sandbox, headers: &HeaderMap) -> bool {
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:", sandbox.config().secret_key));
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Basic {expected}"))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn injected_error(config: &SandboxConfig) -> bool {
+    config.error_rate > 0.0 && rand::random::<f64>() < config.error_rate
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmBody {
+    payment_key: String,
+    order_id: String,
+    amount: i64,
+}
+
+async fn confirm(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: Result<Json<ConfirmBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&sandbox, &headers) {
+        return respond(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "invalid secret key",
+        ));
+    }
+    let Ok(Json(body)) = body else {
+        return respond(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "malformed body",
+        ));
+    };
+    let key = idempotency_key(&headers).map(|k| format!("confirm:{k}"));
+    let lock = match &key {
+        Some(k) => Some(sandbox.key_lock(k).await),
+        None => None,
+    };
+    let _guard = match &lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
+    };
+    if let Some(k) = &key
+        && let Some(stored) = sandbox.books().answers.get(k).cloned()
+    {
+        return respond(stored);
+    }
+    let config = sandbox.config();
+    tokio::time::sleep(config.latency).await;
+    if injected_error(&config) {
+        return respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PROVIDER_ERROR",
+            "injected failure",
+        ));
+    }
+
+    let answer = decide_confirm(&sandbox, &body, &config).await;
+    let Some(answer) = answer else {
+        return respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PROVIDER_ERROR",
+            "flaky PG",
+        ));
+    };
+    if let Some(k) = key {
+        sandbox.books().answers.insert(k, answer.clone());
+    }
+    respond(answer)
+}
+
+/// The PG's decision; `None` is a transient 503 (not stored under the idempotency key).
+async fn decide_confirm(
+    sandbox: &Sandbox,
+    body: &ConfirmBody,
+    config: &SandboxConfig,
+) -> Option<(u16, Value)> {
+    let key = body.payment_key.as_str();
+    if body.amount <= 0 {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "amount must be positive",
+        ));
+    }
+    if let Some(code) = key.strip_prefix("tpk_decline_") {
+        let message = match code {
+            "INSUFFICIENT_FUNDS" => "잔액이 부족합니다.",
+            "CARD_LIMIT_EXCEEDED" => "카드 한도를 초과했습니다.",
+            "INVALID_CARD" => "유효하지 않은 카드입니다.",
+            "EXPIRED_CARD" => "유효기간이 만료된 카드입니다.",
+            _ => "결제가 거절되었습니다.",
+        };
+        return Some(error(StatusCode::BAD_REQUEST, code, message));
+    }
+    if let Some(n) = key
+        .strip_prefix("tpk_flaky_")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        let mut books = sandbox.books();
+        let seen = books.flaky_seen.entry(key.to_owned()).or_default();
+        if *seen < n {
+            *seen += 1;
+            return None;
+        }
+    }
+    {
+        let books = sandbox.books();
+        if let Some(existing) = books.payments.get(key) {
+            return Some(
+                if existing.order_id == body.order_id && existing.status == "DONE" {
+                    (200, serde_json::to_value(existing).expect("serializable"))
+                } else {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "ALREADY_PROCESSED_PAYMENT",
+                        "이미 처리된 결제 입니다.",
+                    )
+                },
+            );
+        }
+    }
+
+    // A real charge.
+    let seq = sandbox.next();
+    let record = PgPaymentRecord {
+        payment_key: key.to_owned(),
+        order_id: body.order_id.clone(),
+        status: "DONE".into(),
+        total_amount: body.amount,
+        method: "카드".into(),
+        approved_at: chrono::Utc::now()
+            .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("KST"))
+            .to_rfc3339(),
+        last_transaction_key: format!("txn_{seq:012}"),
+        card: json!({ "approveNo": format!("{:08}", 30_000_000 + seq) }),
+        cancels: vec![],
+    };
+    {
+        let mut books = sandbox.books();
+        books.payments.insert(key.to_owned(), record.clone());
+        *books.charges.entry(body.order_id.clone()).or_default() += 1;
+    }
+    if key == "tpk_timeout" || key.starts_with("tpk_timeout_") {
+        // Charged, but the answer is lost in the network for a long while.
+        tokio::time::sleep(config.timeout_hold).await;
+    }
+    Some((200, serde_json::to_value(record).expect("serializable")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelBody {
+    cancel_reason: String,
+    cancel_amount: Option<i64>,
+}
+
+async fn cancel(
+    State(sandbox): State<Sandbox>,
+    Path(payment_key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<CancelBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&sandbox, &headers) {
+        return respond(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "invalid secret key",
+        ));
+    }
+    let Ok(Json(body)) = body else {
+        return respond(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "malformed body",
+        ));
+    };
+    let key = idempotency_key(&headers).map(|k| format!("cancel:{k}"));
+    let lock = match &key {
+        Some(k) => Some(sandbox.key_lock(k).await),
+        None => None,
+    };
+    let _guard = match &lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
+    };
+    if let Some(k) = &key
+        && let Some(stored) = sandbox.books().answers.get(k).cloned()
+    {
+        return respond(stored);
+    }
+    let config = sandbox.config();
+    tokio::time::sleep(config.latency).await;
+    if injected_error(&config) {
+        return respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PROVIDER_ERROR",
+            "injected failure",
+        ));
+    }
+    let answer = {
+        let mut books = sandbox.books();
+        let fixed = books.refunds_fixed.contains(&payment_key);
+        match books.payments.get(&payment_key).cloned() {
+            None => Some(error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND_PAYMENT",
+                "존재하지 않는 결제 정보 입니다.",
+            )),
+            Some(p) if p.status == "CANCELED" => Some(error(
+                StatusCode::BAD_REQUEST,
+                "ALREADY_CANCELED_PAYMENT",
+                "이미 취소된 결제 입니다.",
+            )),
+            Some(_) if payment_key.starts_with("tpk_refund_fail") && !fixed => None,
+            Some(mut p) => {
+                let seq = format!("txn_{:012}", sandbox.next());
+                p.status = "CANCELED".into();
+                p.cancels.push(json!({
+                    "transactionKey": seq,
+                    "cancelAmount": body.cancel_amount.unwrap_or(p.total_amount),
+                    "cancelReason": body.cancel_reason,
+                    "canceledAt": chrono::Utc::now().to_rfc3339(),
+                }));
+                *books.cancels.entry(p.order_id.clone()).or_default() += 1;
+                books.payments.insert(payment_key.clone(), p.clone());
+                Some((200, serde_json::to_value(p).expect("serializable")))
+            }
+        }
+    };
+    let Some(answer) = answer else {
+        return respond(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "FAILED_INTERNAL_SYSTEM_PROCESSING",
+            "refund failed at the card company",
+        ));
+    };
+    if let Some(k) = key {
+        sandbox.books().answers.insert(k, answer.clone());
+    }
+    respond(answer)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushBody {
+    user_id: String,
+    title: String,
+    body: String,
+    #[serde(default)]
+    data: Value,
+}
+
+async fn push(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    Json(body): Json<PushBody>,
+) -> Response {
+    let id = idempotency_key(&headers).unwrap_or_else(|| format!("push-{}", sandbox.next()));
+    let mut books = sandbox.books();
+    if !books.pushes.iter().any(|d| d.id == id) {
+        books.pushes.push(Delivery {
+            id: id.clone(),
+            user_id: body.user_id,
+            title: body.title,
+            body: body.body,
+            data: body.data,
+        });
+    }
+    (StatusCode::OK, Json(json!({ "id": id }))).into_response()
+}
+
+/// What the PG did for one order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBooks {
+    /// Approvals that moved money.
+    pub charges: u32,
+    /// Cancellations (voids and refunds) that moved money back.
+    pub cancels: u32,
+    /// Payments of this order, as the PG holds them.
+    pub payments: Vec<Value>,
+}
+
+async fn order_books(
+    State(sandbox): State<Sandbox>,
+    Path(order_id): Path<String>,
+) -> Json<OrderBooks> {
+    let books = sandbox.books();
+    Json(OrderBooks {
+        charges: books.charges.get(&order_id).copied().unwrap_or(0),
+        cancels: books.cancels.get(&order_id).copied().unwrap_or(0),
+        payments: books
+            .payments
+            .values()
+            .filter(|p| p.order_id == order_id)
+            .map(|p| serde_json::to_value(p).expect("serializable"))
+            .collect(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushQuery {
+    user_id: Option<String>,
+}
+
+async fn pushes(State(sandbox): State<Sandbox>, Query(q): Query<PushQuery>) -> Json<Vec<Delivery>> {
+    let books = sandbox.books();
+    Json(
+        books
+            .pushes
+            .iter()
+            .filter(|d| q.user_id.as_ref().is_none_or(|u| *u == d.user_id))
+            .cloned()
+            .collect(),
+    )
+}
+
+async fn fix_refunds(
+    State(sandbox): State<Sandbox>,
+    Path(payment_key): Path<String>,
+) -> StatusCode {
+    sandbox.books().refunds_fixed.insert(payment_key);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigBody {
+    latency_ms: Option<u64>,
+    error_rate: Option<f64>,
+    timeout_hold_ms: Option<u64>,
+}
+
+async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>) -> StatusCode {
+    let mut config = sandbox.0.config.write().expect("config lock");
+    if let Some(ms) = body.latency_ms {
+        config.latency = Duration::from_millis(ms);
+    }
+    if let Some(rate) = body.error_rate {
+        config.error_rate = rate.clamp(0.0, 1.0);
+    }
+    if let Some(ms) = body.timeout_hold_ms {
+        config.timeout_hold = Duration::from_millis(ms);
+    }
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,471 @@
+//! The `payflow` command line: products, orders, payments, the demo, and the API server.
+//! Human output by default; `--json` prints one JSON document for scripts.
+
+use crate::{
+    client::PaymentClient,
+    service::{DEFAULT_RESERVATION_TTL_MS, Pay, Payflow, demo_catalogue},
+};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use payflow_activities::{OrderStore, ProductActivities, db, product::reservation::Reservations};
+use payflow_worker::config::{DatabaseArgs, RedisArgs, TemporalArgs};
+use payflow_workflows::types::{
+    ManualRefund, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, PaymentStage,
+};
+use serde::Serialize;
+use std::time::Instant;
+
+/// payflow: order payments as durable Temporal workflows.
+#[derive(Debug, Parser)]
+#[command(name = "payflow", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Connections every command may need.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub temporal: TemporalArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisArgs,
+    /// Base URL of the Temporal Web UI, for links.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYFLOW_UI_URL",
+        default_value = "http://localhost:8233"
+    )]
+    pub ui_url: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Products (the catalogue the orders draw on).
+    Products {
+        #[command(subcommand)]
+        command: ProductsCommand,
+    },
+    /// Orders (the preceding step: an order in PAYMENT_WAIT with its stock reserved).
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
+    /// Pay an order and wait for the PG's decision (and, with --wait, the final state).
+    Pay(PayArgs),
+    /// Show a payment's state (the workflow's status query).
+    Status {
+        /// The order.
+        #[arg(long = "order")]
+        order_id: String,
+    },
+    /// Operator actions on a payment.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Run the seed's scenarios end to end and print each order's outcome.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProductsCommand {
+    /// Seed the demo catalogue (PRD-001..003); existing products keep their stock.
+    Seed,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrdersCommand {
+    /// Create an order: `--item PRD-001:2 --item PRD-002:1`.
+    Create {
+        /// The customer.
+        #[arg(long = "user")]
+        user_id: String,
+        /// `PRODUCT:QUANTITY`, repeatable.
+        #[arg(long = "item", value_parser = parse_item, required = true)]
+        items: Vec<OrderItem>,
+        /// How long the stock stays reserved, in seconds.
+        #[arg(long, default_value_t = DEFAULT_RESERVATION_TTL_MS / 1000)]
+        ttl_secs: u64,
+    },
+    /// Show an order and its payment.
+    Show {
+        /// The order.
+        #[arg(long = "order")]
+        order_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PayArgs {
+    /// The order.
+    #[arg(long = "order")]
+    order_id: String,
+    /// CARD, BANK_TRANSFER, KAKAO_PAY, NAVER_PAY or TOSS.
+    #[arg(long = "method")]
+    method: PaymentMethod,
+    /// Amount in won (must be the order's total).
+    #[arg(long)]
+    amount: i64,
+    /// The PG payment key (sandbox test keys drive failure paths, see the README).
+    #[arg(long)]
+    payment_key: Option<String>,
+    /// Also wait for the final state.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Try a failed refund again (signal `retry_refund`).
+    RetryRefund {
+        /// The order.
+        #[arg(long = "order")]
+        order_id: String,
+        /// Who asks.
+        #[arg(long)]
+        operator: String,
+    },
+    /// Record a refund done by hand (signal `refund_completed_manually`).
+    RefundDone {
+        /// The order.
+        #[arg(long = "order")]
+        order_id: String,
+        /// Who refunded.
+        #[arg(long)]
+        operator: String,
+        /// The refund's reference.
+        #[arg(long)]
+        reference: String,
+    },
+    /// Cancel a payment: compensate what it did (refund, stock, order).
+    Cancel {
+        /// The order.
+        #[arg(long = "order")]
+        order_id: String,
+        /// Why.
+        #[arg(long, default_value = "cancelled by operator")]
+        reason: String,
+    },
+}
+
+fn parse_item(s: &str) -> Result<OrderItem, String> {
+    let (id, qty) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected PRODUCT:QUANTITY"))?;
+    Ok(OrderItem {
+        product_id: id.to_owned(),
+        quantity: qty
+            .parse()
+            .map_err(|_| format!("{qty:?} is not a quantity"))?,
+    })
+}
+
+impl CommonArgs {
+    /// Connects to Temporal, PostgreSQL and Redis.
+    pub async fn payflow(&self) -> anyhow::Result<Payflow> {
+        let payments = PaymentClient::connect(&self.temporal)
+            .await
+            .context("connect to Temporal")?;
+        let pool = db::connect(&self.database.url, self.database.max_connections)
+            .await
+            .context("connect to PostgreSQL")?;
+        db::migrate(&pool).await.context("apply migrations")?;
+        let redis = Reservations::connect(&self.redis.url)
+            .await
+            .context("connect to Redis")?;
+        Ok(Payflow {
+            payments,
+            orders: OrderStore::new(pool.clone()),
+            products: ProductActivities::new(redis, pool),
+            timings: None,
+        })
+    }
+}
+
+fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializable")
+        );
+    } else {
+        println!("{}", human(value));
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let common = cli.common;
+    let json = common.json;
+    match cli.command {
+        Command::Products {
+            command: ProductsCommand::Seed,
+        } => {
+            let payflow = common.payflow().await?;
+            let catalogue = demo_catalogue();
+            payflow.products.seed(&catalogue).await?;
+            print(json, &catalogue, |c| {
+                c.iter()
+                    .map(|p| format!("{}  {}  {} won", p.product_id, p.name, p.price))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Orders {
+            command:
+                OrdersCommand::Create {
+                    user_id,
+                    items,
+                    ttl_secs,
+                },
+        } => {
+            let payflow = common.payflow().await?;
+            let order = payflow
+                .create_order(&user_id, &items, ttl_secs * 1000)
+                .await?;
+            print(json, &order, |o| {
+                format!(
+                    "order {}  total {} won  {}  (stock reserved until {})",
+                    o.order_id, o.total_amount, o.status, o.reservation_expires_at
+                )
+            });
+        }
+        Command::Orders {
+            command: OrdersCommand::Show { order_id },
+        } => {
+            let payflow = common.payflow().await?;
+            let (order, payment) = payflow.order(&order_id).await?;
+            #[derive(Serialize)]
+            struct Shown<'a> {
+                order: &'a payflow_activities::order::OrderRow,
+                payment: &'a Option<payflow_workflows::types::PaymentStatus>,
+            }
+            print(
+                json,
+                &Shown {
+                    order: &order,
+                    payment: &payment,
+                },
+                |s| format!("{:#?}\n{:#?}", s.order, s.payment),
+            );
+        }
+        Command::Pay(args) => {
+            let payflow = common.payflow().await?;
+            let started = Instant::now();
+            let decision = payflow
+                .pay(Pay {
+                    order_id: args.order_id.clone(),
+                    payment_method: args.method,
+                    amount: args.amount,
+                    payment_key: args.payment_key,
+                })
+                .await?;
+            let decided = started.elapsed();
+            if args.wait {
+                let outcome = payflow.payments.result(&args.order_id).await?;
+                let report = Report::new(&decision, &outcome, started.elapsed(), &common, &payflow);
+                print(json, &report, Report::human);
+            } else {
+                print(json, &decision, |d| {
+                    format!("{}  ({} ms)", describe_decision(d), decided.as_millis())
+                });
+            }
+        }
+        Command::Status { order_id } => {
+            let payflow = PaymentClient::connect(&common.temporal).await?;
+            let status = payflow.status(&order_id).await?;
+            print(json, &status, |s| format!("{s:#?}"));
+        }
+        Command::Operator { command } => {
+            let payments = PaymentClient::connect(&common.temporal).await?;
+            match command {
+                OperatorCommand::RetryRefund { order_id, operator } => {
+                    payments.retry_refund(&order_id, &operator).await?;
+                    println!("asked payment of {order_id} to retry its refund");
+                }
+                OperatorCommand::RefundDone {
+                    order_id,
+                    operator,
+                    reference,
+                } => {
+                    payments
+                        .refund_completed_manually(
+                            &order_id,
+                            ManualRefund {
+                                operator,
+                                reference,
+                            },
+                        )
+                        .await?;
+                    println!("recorded the manual refund of {order_id}");
+                }
+                OperatorCommand::Cancel { order_id, reason } => {
+                    payments.cancel(&order_id, &reason).await?;
+                    println!(
+                        "cancelling payment of {order_id}; it compensates and ends ORDER_CANCELLED"
+                    );
+                }
+            }
+        }
+        Command::Demo => demo(&common).await?,
+    }
+    Ok(())
+}
+
+fn describe_decision(d: &PaymentDecision) -> String {
+    if d.approved {
+        format!(
+            "payment {} COMPLETED, approval {}",
+            d.payment_id,
+            d.approval_number.as_deref().unwrap_or("-")
+        )
+    } else {
+        format!(
+            "payment {} FAILED: {} {}",
+            d.payment_id,
+            d.failure_code.as_deref().unwrap_or("-"),
+            d.failure_message.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// One order's end-to-end result.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    order_id: String,
+    payment_id: String,
+    approval_number: Option<String>,
+    status: PaymentStage,
+    failure_reason: Option<String>,
+    elapsed_ms: u128,
+    web_ui: String,
+}
+
+impl Report {
+    fn new(
+        decision: &PaymentDecision,
+        outcome: &PaymentOutcome,
+        elapsed: std::time::Duration,
+        common: &CommonArgs,
+        payflow: &Payflow,
+    ) -> Self {
+        Self {
+            order_id: outcome.order_id.clone(),
+            payment_id: decision.payment_id.clone(),
+            approval_number: outcome.approval_number.clone(),
+            status: outcome.stage,
+            failure_reason: outcome
+                .failure_reason
+                .clone()
+                .map(|r| format!("{r} ({})", outcome.failure_code.clone().unwrap_or_default())),
+            elapsed_ms: elapsed.as_millis(),
+            web_ui: payflow
+                .payments
+                .web_ui_link(&common.ui_url, &outcome.order_id),
+        }
+    }
+
+    fn human(&self) -> String {
+        let mut s = format!(
+            "  order id         {}\n  payment id       {}\n  approval number  {}\n  final status     {}\n",
+            self.order_id,
+            self.payment_id,
+            self.approval_number.as_deref().unwrap_or("-"),
+            self.status,
+        );
+        if let Some(r) = &self.failure_reason {
+            s.push_str(&format!("  reason           {r}\n"));
+        }
+        s.push_str(&format!(
+            "  request -> final {} ms\n  web UI           {}",
+            self.elapsed_ms, self.web_ui
+        ));
+        s
+    }
+}
+
+/// The seed's two scenarios, plus a declined card.
+async fn demo(common: &CommonArgs) -> anyhow::Result<()> {
+    let payflow = common.payflow().await?;
+    payflow.products.seed(&demo_catalogue()).await?;
+    let item = |id: &str, quantity| OrderItem {
+        product_id: id.into(),
+        quantity,
+    };
+    let scenarios = [
+        (
+            "Scenario 1: card, 50,000 won",
+            "USR-001",
+            PaymentMethod::Card,
+            vec![item("PRD-001", 2), item("PRD-002", 1)],
+            None,
+            PaymentStage::OrderCompleted,
+        ),
+        (
+            "Scenario 2: KakaoPay, 30,000 won",
+            "USR-002",
+            PaymentMethod::KakaoPay,
+            vec![item("PRD-003", 1)],
+            None,
+            PaymentStage::OrderCompleted,
+        ),
+        (
+            "Scenario 3: card declined (insufficient funds), 50,000 won",
+            "USR-003",
+            PaymentMethod::Card,
+            vec![item("PRD-001", 2), item("PRD-002", 1)],
+            Some("tpk_decline_INSUFFICIENT_FUNDS".to_owned()),
+            PaymentStage::OrderCancelled,
+        ),
+    ];
+    let mut reports = Vec::new();
+    let mut unexpected = Vec::new();
+    for (title, user, method, items, key, expected) in scenarios {
+        let order = payflow
+            .create_order(user, &items, DEFAULT_RESERVATION_TTL_MS)
+            .await?;
+        let started = Instant::now();
+        let decision = payflow
+            .pay(Pay {
+                order_id: order.order_id.clone(),
+                payment_method: method,
+                amount: order.total_amount,
+                payment_key: key,
+            })
+            .await?;
+        let outcome = payflow.payments.result(&order.order_id).await?;
+        let report = Report::new(&decision, &outcome, started.elapsed(), common, &payflow);
+        if !json_mode(common) {
+            println!("{title}\n{}\n", report.human());
+        }
+        if outcome.stage != expected {
+            unexpected.push(format!(
+                "{}: {} (expected {expected})",
+                order.order_id, outcome.stage
+            ));
+        }
+        reports.push(report);
+    }
+    if json_mode(common) {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    anyhow::ensure!(unexpected.is_empty(), "unexpected outcomes: {unexpected:?}");
+    Ok(())
+}
+
+fn json_mode(common: &CommonArgs) -> bool {
+    common.json
+}

@@ -1,0 +1,13 @@
+//! Starting and following payments.
+//!
+//! - [`client`]: `PaymentClient`, the typed Rust client library (pay, status, result, cancel,
+//!   operator signals) over `temporalio-client`.
+//! - [`service`]: `Payflow`, the validation and order creation the API and the CLI share.
+//! - [`cli`]: the `payflow` command line.
+
+pub mod cli;
+pub mod client;
+pub mod service;
+
+pub use client::PaymentClient;
+pub use service::Payflow;

@@ -1,0 +1,267 @@
+//! `Payflow`: what the HTTP API and the CLI do, in one place. Orders are created here (the
+//! preceding step: price, reserve, `PAYMENT_WAIT`), and payments are validated here before a
+//! workflow exists: bad input changes nothing and never reaches the PG.
+
+use crate::client::{ClientError, PaymentClient};
+use payflow_activities::{
+    OrderStore, ProductActivities,
+    order::OrderRow,
+    product::{Product, ReserveError},
+};
+use payflow_workflows::types::{
+    OrderItem, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus, SagaTimings,
+};
+use serde::Serialize;
+
+/// Default reservation time of a new order (SPEC §4: 15 minutes).
+pub const DEFAULT_RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
+
+/// The demo catalogue: the seed's products, priced so its scenarios come out at 50,000 won
+/// (`PRD-001` × 2 + `PRD-002`) and 30,000 won (`PRD-003`).
+pub fn demo_catalogue() -> Vec<Product> {
+    [
+        ("PRD-001", "무선 마우스", 20_000),
+        ("PRD-002", "마우스 패드", 10_000),
+        ("PRD-003", "USB-C 허브", 30_000),
+    ]
+    .into_iter()
+    .map(|(id, name, price)| Product {
+        product_id: id.into(),
+        name: name.into(),
+        price,
+        stock: 100_000,
+    })
+    .collect()
+}
+
+/// Why a request was refused or failed. Each maps to one HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum PayflowError {
+    /// Input that cannot be right (e.g. a non-positive amount).
+    #[error("{0}")]
+    Invalid(String),
+    /// The amount is not the order's total (a tampered amount never reaches the PG).
+    #[error("amount {given} does not match the order total {expected}")]
+    AmountMismatch {
+        /// What the request said.
+        given: i64,
+        /// The order's total.
+        expected: i64,
+    },
+    /// The order does not exist.
+    #[error("order {0} not found")]
+    OrderNotFound(String),
+    /// The order is not waiting for payment and has no payment to return.
+    #[error("order {order_id} is {status}, not PAYMENT_WAIT")]
+    OrderNotPayable {
+        /// The order.
+        order_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// Unknown products in an order.
+    #[error("unknown products: {0:?}")]
+    UnknownProducts(Vec<String>),
+    /// Not enough stock: (product, available).
+    #[error("not enough stock")]
+    InsufficientStock(Vec<(String, i64)>),
+    /// The payment does not exist.
+    #[error("payment {0} not found")]
+    PaymentNotFound(String),
+    /// A dependency failed.
+    #[error(transparent)]
+    Unavailable(#[from] anyhow::Error),
+}
+
+impl From<ClientError> for PayflowError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::NotFound(order) => PayflowError::PaymentNotFound(order),
+            ClientError::Temporal(msg) => PayflowError::Unavailable(anyhow::anyhow!(msg)),
+        }
+    }
+}
+
+impl From<sqlx::Error> for PayflowError {
+    fn from(e: sqlx::Error) -> Self {
+        PayflowError::Unavailable(e.into())
+    }
+}
+
+/// A new order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrder {
+    /// Its id.
+    pub order_id: String,
+    /// The customer.
+    pub user_id: String,
+    /// Total in won, from the product prices.
+    pub total_amount: i64,
+    /// `PAYMENT_WAIT`.
+    pub status: String,
+    /// When the stock reservation expires (RFC 3339).
+    pub reservation_expires_at: String,
+    /// What was reserved.
+    pub items: Vec<OrderItem>,
+}
+
+/// A payment to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pay {
+    /// The order.
+    pub order_id: String,
+    /// How.
+    pub payment_method: PaymentMethod,
+    /// Amount in won; must be the order's total.
+    pub amount: i64,
+    /// The PG checkout widget's key, if any.
+    pub payment_key: Option<String>,
+}
+
+/// Orders, stock and payments.
+#[derive(Clone, Debug)]
+pub struct Payflow {
+    /// Payment workflows.
+    pub payments: PaymentClient,
+    /// The `orders` schema.
+    pub orders: OrderStore,
+    /// Products and reservations.
+    pub products: ProductActivities,
+    /// Timings passed to new workflows (`None`: production defaults).
+    pub timings: Option<SagaTimings>,
+}
+
+impl Payflow {
+    /// Creates an order in `PAYMENT_WAIT` with its stock reserved for `ttl_ms`.
+    pub async fn create_order(
+        &self,
+        user_id: &str,
+        items: &[OrderItem],
+        ttl_ms: u64,
+    ) -> Result<CreatedOrder, PayflowError> {
+        if user_id.trim().is_empty() {
+            return Err(PayflowError::Invalid("userId must not be empty".into()));
+        }
+        if items.is_empty() {
+            return Err(PayflowError::Invalid(
+                "an order needs at least one item".into(),
+            ));
+        }
+        if let Some(i) = items.iter().find(|i| i.quantity <= 0) {
+            return Err(PayflowError::Invalid(format!(
+                "quantity of {} must be positive",
+                i.product_id
+            )));
+        }
+        let mut merged: Vec<OrderItem> = Vec::new();
+        for i in items {
+            match merged.iter_mut().find(|m| m.product_id == i.product_id) {
+                Some(m) => m.quantity += i.quantity,
+                None => merged.push(i.clone()),
+            }
+        }
+        merged.sort();
+        let order_id = new_order_id();
+        let (lines, expires_at) = self
+            .products
+            .reserve(&order_id, &merged, ttl_ms)
+            .await
+            .map_err(|e| match e {
+                ReserveError::UnknownProducts(p) => PayflowError::UnknownProducts(p),
+                ReserveError::Short(s) => PayflowError::InsufficientStock(s),
+                ReserveError::Exists(o) => PayflowError::Invalid(format!("order {o} exists")),
+                ReserveError::Infra(e) => PayflowError::Unavailable(e),
+            })?;
+        let total = match self.orders.create(&order_id, user_id, &lines).await {
+            Ok(total) => total,
+            Err(e) => {
+                // No order, no reservation.
+                let _ = self
+                    .products
+                    .release_stock(&payflow_workflows::types::ReleaseStock {
+                        order_id: order_id.clone(),
+                    })
+                    .await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(order_id = %order_id, user_id, total, "order created");
+        Ok(CreatedOrder {
+            order_id,
+            user_id: user_id.to_owned(),
+            total_amount: total,
+            status: "PAYMENT_WAIT".into(),
+            reservation_expires_at: chrono::DateTime::from_timestamp_millis(expires_at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            items: merged,
+        })
+    }
+
+    /// Pays an order: validates against the order, then starts (or finds) its payment and
+    /// answers the PG's decision. A repeated request answers the same payment.
+    pub async fn pay(&self, pay: Pay) -> Result<PaymentDecision, PayflowError> {
+        if pay.amount <= 0 {
+            return Err(PayflowError::Invalid("amount must be positive".into()));
+        }
+        let order = self
+            .orders
+            .get(&pay.order_id)
+            .await?
+            .ok_or_else(|| PayflowError::OrderNotFound(pay.order_id.clone()))?;
+        if pay.amount != order.total_amount {
+            return Err(PayflowError::AmountMismatch {
+                given: pay.amount,
+                expected: order.total_amount,
+            });
+        }
+        if order.status != "PAYMENT_WAIT" {
+            // Already paid (or cancelled): the existing payment answers, if there is one.
+            return match self.payments.status(&pay.order_id).await {
+                Ok(status) => Ok(crate::client::decision_from_status(&status)),
+                Err(ClientError::NotFound(_)) => Err(PayflowError::OrderNotPayable {
+                    order_id: order.order_id,
+                    status: order.status,
+                }),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let decision = self
+            .payments
+            .pay(PaymentRequest {
+                order_id: order.order_id,
+                user_id: order.user_id,
+                payment_method: pay.payment_method,
+                amount: pay.amount,
+                payment_key: pay.payment_key,
+                timings: self.timings,
+            })
+            .await?;
+        Ok(decision)
+    }
+
+    /// An order and its payment's state, if it has one.
+    pub async fn order(
+        &self,
+        order_id: &str,
+    ) -> Result<(OrderRow, Option<PaymentStatus>), PayflowError> {
+        let order = self
+            .orders
+            .get(order_id)
+            .await?
+            .ok_or_else(|| PayflowError::OrderNotFound(order_id.to_owned()))?;
+        let payment = match self.payments.status(order_id).await {
+            Ok(s) => Some(s),
+            Err(ClientError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok((order, payment))
+    }
+}
+
+/// A fresh order id: `ORD-` and 16 random hex digits.
+pub fn new_order_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+    format!("ORD-{}", &id[..16])
+}

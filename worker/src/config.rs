@@ -1,0 +1,320 @@
+//! Configuration: typed clap structs with environment fallbacks; the doc comments are the help
+//! text. Shared by the worker and the `payflow` CLI/API (which flatten the parts they need).
+
+use clap::{Args, ValueEnum};
+use payflow_activities::{Secret, events::KafkaConfig, order::PushConfig, payment::pg::PgConfig};
+use std::{net::SocketAddr, time::Duration};
+use temporalio_client::{
+    Client, ClientOptions, Connection, Url, envconfig::LoadClientConfigProfileOptions,
+};
+
+/// Where Temporal is. Unset flags fall back to the SDK's `TEMPORAL_*` environment variables and
+/// `temporal.toml` profile (TLS, API key), then to a local dev server.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TemporalArgs {
+    /// Temporal frontend address, e.g. `127.0.0.1:7233` (also `TEMPORAL_ADDRESS`).
+    #[arg(long = "temporal-address")]
+    pub address: Option<String>,
+    /// Temporal namespace (also `TEMPORAL_NAMESPACE`).
+    #[arg(long = "temporal-namespace")]
+    pub namespace: Option<String>,
+    /// Prefix of every task queue name (deployments sharing one namespace; tests).
+    #[arg(long, env = "PAYFLOW_TASK_QUEUE_PREFIX", default_value = "")]
+    pub task_queue_prefix: String,
+}
+
+impl TemporalArgs {
+    /// Standard queues, no overrides.
+    pub fn local(address: &str, task_queue_prefix: &str) -> Self {
+        Self {
+            address: Some(address.to_owned()),
+            namespace: None,
+            task_queue_prefix: task_queue_prefix.to_owned(),
+        }
+    }
+
+    /// Connects a client.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let (mut connection, mut client) =
+            ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+                .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+        if let Some(address) = &self.address {
+            let url = if address.contains("://") {
+                address.clone()
+            } else {
+                format!("http://{address}")
+            };
+            connection.target = Url::parse(&url)?;
+        }
+        if let Some(namespace) = &self.namespace {
+            client.namespace = namespace.clone();
+        }
+        if connection.identity.is_empty() {
+            connection.identity = format!("payflow@{}", std::process::id());
+        }
+        let connection = Connection::connect(connection).await?;
+        Ok(Client::new(connection, client)?)
+    }
+
+    /// The namespace in effect (flag, environment, default).
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| std::env::var("TEMPORAL_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned())
+    }
+}
+
+/// The payflow database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of the payflow database.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/payflow",
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Connections in the pool.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: u32,
+}
+
+/// Redis (stock reservations).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub url: String,
+}
+
+/// Kafka (events).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic (`c4ang.` gives the contract's `kafka_topic` names).
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = ""
+    )]
+    pub topic_prefix: String,
+    /// Partitions of the topics payflow creates.
+    #[arg(
+        long = "kafka-partitions",
+        env = "KAFKA_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub partitions: i32,
+    /// Replication factor of the topics payflow creates.
+    #[arg(
+        long = "kafka-replication",
+        env = "KAFKA_REPLICATION",
+        default_value_t = 1
+    )]
+    pub replication: i32,
+}
+
+impl KafkaArgs {
+    /// The publisher's configuration.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            partitions: self.partitions,
+            replication: self.replication,
+        }
+    }
+}
+
+/// The PG.
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    /// PG base URL (the sandbox locally, the real PG in production).
+    #[arg(
+        id = "pg_base_url",
+        long = "pg-base-url",
+        env = "PG_BASE_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub base_url: String,
+    /// PG secret key.
+    #[arg(
+        long = "pg-secret-key",
+        env = "PG_SECRET_KEY",
+        default_value = "test_sk_payflow",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub secret_key: Secret,
+    /// Timeout of one PG request, in milliseconds.
+    #[arg(long = "pg-timeout-ms", env = "PG_TIMEOUT_MS", default_value_t = 8000)]
+    pub timeout_ms: u64,
+}
+
+impl PgArgs {
+    /// The PG client's configuration.
+    pub fn config(&self) -> PgConfig {
+        PgConfig {
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            secret_key: self.secret_key.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+        }
+    }
+}
+
+/// The push gateway.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// Push gateway base URL.
+    #[arg(
+        id = "push_base_url",
+        long = "push-base-url",
+        env = "PUSH_BASE_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    pub base_url: String,
+    /// Push gateway API key (bearer), if it wants one.
+    #[arg(
+        long = "push-api-key",
+        env = "PUSH_API_KEY",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub api_key: Secret,
+}
+
+impl PushArgs {
+    /// The push client's configuration.
+    pub fn config(&self) -> PushConfig {
+        PushConfig {
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            api_key: self.api_key.clone(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one worker process hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Service {
+    /// The payment workflow and the event publisher (`payment-workflow`).
+    Workflow,
+    /// PG and payment DB (`payment-activities`).
+    Payment,
+    /// Redis reservation and product DB (`product-activities`), plus the expiry sweeper.
+    Product,
+    /// Order DB and push (`order-activities`).
+    Order,
+}
+
+/// Worker tuning.
+#[derive(Debug, Clone, Args)]
+pub struct TuningArgs {
+    /// Workflows kept in the sticky cache.
+    #[arg(long, env = "PAYFLOW_MAX_CACHED_WORKFLOWS", default_value_t = 2000)]
+    pub max_cached_workflows: usize,
+    /// Concurrent workflow tasks per worker.
+    #[arg(long, env = "PAYFLOW_WORKFLOW_TASK_SLOTS", default_value_t = 200)]
+    pub workflow_task_slots: usize,
+    /// Concurrent activities per service worker.
+    #[arg(long, env = "PAYFLOW_ACTIVITY_SLOTS", default_value_t = 200)]
+    pub activity_slots: usize,
+    /// Workflow task pollers per worker.
+    #[arg(long, env = "PAYFLOW_WORKFLOW_POLLERS", default_value_t = 4)]
+    pub workflow_pollers: usize,
+    /// Activity task pollers per service worker.
+    #[arg(long, env = "PAYFLOW_ACTIVITY_POLLERS", default_value_t = 4)]
+    pub activity_pollers: usize,
+}
+
+impl Default for TuningArgs {
+    fn default() -> Self {
+        Self {
+            max_cached_workflows: 2000,
+            workflow_task_slots: 200,
+            activity_slots: 200,
+            workflow_pollers: 4,
+            activity_pollers: 4,
+        }
+    }
+}
+
+/// Everything a worker needs.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// Services this process hosts.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        env = "PAYFLOW_SERVICES",
+        default_value = "workflow,payment,product,order"
+    )]
+    pub services: Vec<Service>,
+    /// Apply database migrations at start.
+    #[arg(long, env = "PAYFLOW_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// Serve Prometheus metrics (`/metrics`) here; empty to disable.
+    #[arg(long, env = "PAYFLOW_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+    /// How often the product worker gives back expired reservations, in milliseconds.
+    #[arg(long, env = "PAYFLOW_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    pub sweep_interval_ms: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub temporal: TemporalArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub pg: PgArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub push: PushArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tuning: TuningArgs,
+}
+
+impl WorkerConfig {
+    /// True if this process hosts `service`.
+    pub fn hosts(&self, service: Service) -> bool {
+        self.services.contains(&service)
+    }
+
+    /// The metrics address, if metrics are on.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.metrics_listen.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(self.metrics_listen.parse()?))
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The payflow worker: one process hosting any subset of the payment workflow and the three
+//! services' activities, each on its own task queue.
+//!
+//! - [`config`]: the configuration (clap + environment), shared with the `payflow` CLI.
+//! - [`PayflowWorker`]: starts what the configuration asks for; [`run_worker`] runs it until a
+//!   shutdown future resolves (tests pass their own).
+//!
+//! A process hosting `payment` holds only the PG key and the database; `product` only Redis
+//! and the database; `workflow` only Kafka. Scale any of them alone by starting more processes
+//! with the same `--services`.
+
+pub mod config;
+
+use anyhow::Context;
+use config::{Service, WorkerConfig};
+use payflow_activities::{
+    EventActivities, OrderActivities, PaymentActivities, ProductActivities, db, order::PushClient,
+    payment::pg::PgClient, product::reservation::Reservations,
+};
+use payflow_workflows::{PaymentWorkflow, queues::TaskQueues};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, metrics::CoreMeter,
+    start_prometheus_metric_exporter,
+};
+use temporalio_sdk::{
+    Runtime, Worker, WorkerOptions,
+    runtime::{
+        PollerBehavior, RuntimeOptions,
+        worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
+    },
+};
+
+/// A started worker process: Temporal workers for the hosted services, plus the product
+/// service's expiry sweeper.
+pub struct PayflowWorker {
+    workers: Vec<Worker>,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
+    _runtime: Runtime,
+}
+
+impl std::fmt::Debug for PayflowWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayflowWorker")
+            .field("workers", &self.workers.len())
+            .field("metrics_addr", &self.metrics_addr)
+            .finish()
+    }
+}
+
+impl PayflowWorker {
+    /// Connects to everything the hosted services need, applies migrations if asked, and
+    /// registers the workers. Fails fast when a dependency is unreachable.
+    pub async fn start(config: &WorkerConfig) -> anyhow::Result<Self> {
+        let (runtime, metrics_addr) = runtime(config)?;
+        let client = config
+            .temporal
+            .connect()
+            .await
+            .context("connect to Temporal")?;
+        let queues = TaskQueues::with_prefix(&config.temporal.task_queue_prefix);
+
+        let needs_db = [Service::Payment, Service::Product, Service::Order]
+            .iter()
+            .any(|s| config.hosts(*s));
+        let pool = if needs_db {
+            let pool = db::connect(&config.database.url, config.database.max_connections)
+                .await
+                .context("connect to PostgreSQL")?;
+            if config.migrate {
+                db::migrate(&pool).await.context("apply migrations")?;
+            }
+            Some(pool)
+        } else {
+            None
+        };
+
+        let mut workers = Vec::new();
+        let mut sweeper = None;
+        if config.hosts(Service::Workflow) {
+            let kafka = config.kafka.config();
+            EventActivities::ensure_topics(&kafka)
+                .await
+                .context("create Kafka topics")?;
+            let mut options = worker_options(&queues.workflow, config, true);
+            options
+                .register_workflow::<PaymentWorkflow>()?
+                .register_activities(EventActivities::new(kafka).context("Kafka producer")?);
+            workers.push(Worker::new(&runtime, client.clone(), options)?);
+        }
+        if config.hosts(Service::Payment) {
+            let pool = pool.clone().expect("database pool");
+            let pg = PgClient::new(config.pg.config())?;
+            let mut options = worker_options(&queues.payment, config, false);
+            options.register_activities(PaymentActivities::new(pg, pool));
+            workers.push(Worker::new(&runtime, client.clone(), options)?);
+        }
+        if config.hosts(Service::Product) {
+            let pool = pool.clone().expect("database pool");
+            let redis = Reservations::connect(&config.redis.url)
+                .await
+                .context("connect to Redis")?;
+            let product = ProductActivities::new(redis, pool);
+            sweeper = Some(spawn_sweeper(
+                product.clone(),
+                Duration::from_millis(config.sweep_interval_ms),
+            ));
+            let mut options = worker_options(&queues.product, config, false);
+            options.register_activities(product);
+            workers.push(Worker::new(&runtime, client.clone(), options)?);
+        }
+        if config.hosts(Service::Order) {
+            let pool = pool.clone().expect("database pool");
+            let push = PushClient::new(config.push.config())?;
+            let mut options = worker_options(&queues.order, config, false);
+            options.register_activities(OrderActivities::new(pool, push));
+            workers.push(Worker::new(&runtime, client.clone(), options)?);
+        }
+        anyhow::ensure!(!workers.is_empty(), "no services to host");
+        tracing::info!(
+            services = ?config.services,
+            prefix = %config.temporal.task_queue_prefix,
+            metrics = ?metrics_addr,
+            "worker started"
+        );
+        Ok(Self {
+            workers,
+            sweeper,
+            metrics_addr,
+            _runtime: runtime,
+        })
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Polls until `shutdown` resolves, then drains in-flight tasks and stops.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handles: Vec<_> = self.workers.iter().map(|w| w.shutdown_handle()).collect();
+        let runs = futures::future::join_all(self.workers.iter_mut().map(|w| w.run()));
+        let stop = async {
+            shutdown.await;
+            tracing::info!("shutting down");
+            for h in &handles {
+                h();
+            }
+            std::future::pending::<()>().await
+        };
+        let results = tokio::select! {
+            results = runs => results,
+            _ = stop => unreachable!("stop never completes"),
+        };
+        if let Some(s) = self.sweeper.take() {
+            s.abort();
+        }
+        for r in results {
+            r?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts and runs a worker until `shutdown` resolves.
+pub async fn run_worker(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    PayflowWorker::start(&config).await?.run(shutdown).await
+}
+
+fn runtime(config: &WorkerConfig) -> anyhow::Result<(Runtime, Option<SocketAddr>)> {
+    let mut bound = None;
+    let telemetry = match config.metrics_addr()? {
+        Some(addr) => {
+            let server = start_prometheus_metric_exporter(
+                PrometheusExporterOptions::builder()
+                    .socket_addr(addr)
+                    .build(),
+            )
+            .context("start the metrics exporter")?;
+            bound = Some(server.bound_addr);
+            let meter: Arc<dyn CoreMeter> = server.meter;
+            payflow_activities::metrics::install(meter.clone());
+            TelemetryOptions::builder().metrics(meter).build()
+        }
+        None => TelemetryOptions::builder().build(),
+    };
+    let options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok((Runtime::from_current_tokio(options)?, bound))
+}
+
+fn worker_options(queue: &str, config: &WorkerConfig, workflows: bool) -> WorkerOptions {
+    let t = &config.tuning;
+    let tuner = TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(t.workflow_task_slots))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(t.activity_slots))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(t.activity_slots))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(1))
+        .build();
+    let builder = WorkerOptions::new(queue)
+        .tuner(tuner)
+        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(t.activity_pollers))
+        .graceful_shutdown_period(Duration::from_secs(10));
+    if workflows {
+        builder
+            .max_cached_workflows(t.max_cached_workflows)
+            .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(t.workflow_pollers.max(2)))
+            .build()
+    } else {
+        builder.max_cached_workflows(0).build()
+    }
+}
+
+fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = product.sweep_expired().await {
+                tracing::warn!(error = %format!("{e:#}"), "expiry sweep failed");
+            }
+        }
+    })
+}

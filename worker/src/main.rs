@@ -1,0 +1,51 @@
+//! `payflow-worker`: hosts the payment workflow and/or the services' activities.
+//!
+//! `payflow-worker --services payment,product,order,workflow` (the default hosts all four).
+
+use clap::Parser;
+use payflow_worker::{config::WorkerConfig, run_worker};
+
+/// The payflow worker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    config: WorkerConfig,
+    /// Log as JSON lines.
+    #[arg(long, env = "PAYFLOW_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,temporalio_sdk_core=warn,apache_avro=error".into());
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let sigterm = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    run_worker(args.config, async {
+        tokio::select! {
+            _ = shutdown => {},
+            _ = sigterm => {},
+        }
+    })
+    .await
+}

@@ -1,0 +1,37 @@
+//! Failure type names. Activities raise them (`ApplicationFailure` type names); the workflow
+//! matches on them. A name here is the contract between the two, so it never changes.
+
+/// The PG declined (insufficient funds, card limit, invalid or expired card). Not retryable.
+/// The failure's message is the PG's code, e.g. `INSUFFICIENT_FUNDS`.
+pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
+/// The PG refused the request for another reason (4xx). Not retryable.
+pub const PG_REJECTED: &str = "PgRejected";
+/// The PG refused a refund (4xx other than "already cancelled"). Not retryable.
+pub const REFUND_REJECTED: &str = "RefundRejected";
+/// The order's stock reservation expired before it was confirmed. Not retryable.
+pub const RESERVATION_EXPIRED: &str = "ReservationExpired";
+/// The order has no stock reservation. Not retryable.
+pub const RESERVATION_MISSING: &str = "ReservationMissing";
+/// The reservation was already released (e.g. by a compensation). Not retryable.
+pub const RESERVATION_RELEASED: &str = "ReservationReleased";
+/// The product database holds less stock than the reservation. Not retryable.
+pub const INSUFFICIENT_STOCK: &str = "InsufficientStock";
+/// The order or payment is not in a state that allows the change (e.g. completing a
+/// cancelled order).
+pub const INVALID_STATE: &str = "InvalidState";
+/// The order or payment does not exist.
+pub const NOT_FOUND: &str = "NotFound";
+
+/// Failure codes the workflow reports (in `PaymentDecision::failure_code` and the status query).
+pub mod codes {
+    /// The PG did not decide within the PG timeout.
+    pub const PG_TIMEOUT: &str = "PG_TIMEOUT";
+    /// The saga deadline passed before the payment was final.
+    pub const SAGA_DEADLINE: &str = "SAGA_DEADLINE";
+    /// An operator cancelled the workflow.
+    pub const OPERATOR_CANCELLED: &str = "OPERATOR_CANCELLED";
+    /// A forward step failed for good (non-retryable) after the PG step.
+    pub const STEP_FAILED: &str = "STEP_FAILED";
+    /// The PG failed in a way that is neither a decline nor a timeout.
+    pub const PG_ERROR: &str = "PG_ERROR";
+}
