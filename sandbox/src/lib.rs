@@ -318,8 +318,12 @@ async fn decide_confirm(
         }
     }
     {
-        let books = sandbox.books();
-        if let Some(existing) = books.payments.get(key) {
+        let existing = sandbox.books().payments.get(key).cloned();
+        if let Some(existing) = existing {
+            if is_timeout_key(key) {
+                // Every retry of a timing-out payment times out too.
+                tokio::time::sleep(config.timeout_hold).await;
+            }
             return Some(
                 if existing.order_id == body.order_id && existing.status == "DONE" {
                     (200, serde_json::to_value(existing).expect("serializable"))
@@ -354,11 +358,15 @@ async fn decide_confirm(
         books.payments.insert(key.to_owned(), record.clone());
         *books.charges.entry(body.order_id.clone()).or_default() += 1;
     }
-    if key == "tpk_timeout" || key.starts_with("tpk_timeout_") {
+    if is_timeout_key(key) {
         // Charged, but the answer is lost in the network for a long while.
         tokio::time::sleep(config.timeout_hold).await;
     }
     Some((200, serde_json::to_value(record).expect("serializable")))
+}
+
+fn is_timeout_key(key: &str) -> bool {
+    key == "tpk_timeout" || key.starts_with("tpk_timeout_")
 }
 
 #[derive(Deserialize)]

@@ -77,6 +77,24 @@ enum Command {
     },
     /// Run the seed's scenarios end to end and print each order's outcome.
     Demo,
+    /// Replay workflow histories against the current workflow code; exits 1 if any diverges.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// History files: Web UI download / `temporal workflow show -o json`, SDK JSON, or binary.
+    files: Vec<std::path::PathBuf>,
+    /// Fetch this workflow's history from the server (repeatable).
+    #[arg(long = "workflow-id")]
+    workflow_ids: Vec<String>,
+    /// Fetch the histories a visibility query finds, e.g.
+    /// `WorkflowType='PaymentWorkflow' AND ExecutionStatus='Running'`.
+    #[arg(long)]
+    query: Option<String>,
+    /// At most this many histories from --query.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,6 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo => demo(&common).await?,
+        Command::Replay(args) => replay(&common, args).await?,
     }
     Ok(())
 }
@@ -468,4 +487,49 @@ async fn demo(common: &CommonArgs) -> anyhow::Result<()> {
 
 fn json_mode(common: &CommonArgs) -> bool {
     common.json
+}
+
+async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
+    use crate::replay::{NamedHistory, Verdict, fetch, fetch_query, parse_history};
+    let mut histories = Vec::new();
+    for file in &args.files {
+        let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+        let history =
+            parse_history(&bytes).with_context(|| format!("parse {}", file.display()))?;
+        histories.push(NamedHistory {
+            name: file.display().to_string(),
+            history,
+        });
+    }
+    if !args.workflow_ids.is_empty() || args.query.is_some() {
+        let payments = PaymentClient::connect(&common.temporal).await?;
+        for id in &args.workflow_ids {
+            histories.push(fetch(payments.temporal(), id).await?);
+        }
+        if let Some(q) = &args.query {
+            histories.extend(fetch_query(payments.temporal(), q, args.limit).await?);
+        }
+    }
+    anyhow::ensure!(!histories.is_empty(), "nothing to replay: give files, --workflow-id or --query");
+    let data_converter = temporalio_common::data_converters::DataConverter::default();
+    let results = crate::replay::replay(histories, data_converter).await?;
+    let mut diverged = 0;
+    for r in &results {
+        match &r.verdict {
+            Verdict::Replayed => println!("ok        {}", r.name),
+            Verdict::Nondeterministic(m) => {
+                diverged += 1;
+                println!("DIVERGED  {}\n          {m}", r.name);
+            }
+            Verdict::Failed(m) => {
+                diverged += 1;
+                println!("FAILED    {}\n          {m}", r.name);
+            }
+        }
+    }
+    println!("{} replayed, {} diverged or failed", results.len() - diverged, diverged);
+    if diverged > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -3,10 +3,13 @@
 //! - [`client`]: `PaymentClient`, the typed Rust client library (pay, status, result, cancel,
 //!   operator signals) over `temporalio-client`.
 //! - [`service`]: `Payflow`, the validation and order creation the API and the CLI share.
+//! - [`replay`]: replaying histories (files in the Web UI / CLI format, or fetched) against the
+//!   current workflow code.
 //! - [`cli`]: the `payflow` command line.
 
 pub mod cli;
 pub mod client;
+pub mod replay;
 pub mod service;
 
 pub use client::PaymentClient;

@@ -73,7 +73,7 @@ pub struct DatabaseArgs {
         id = "database_url",
         long = "database-url",
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/payflow",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/payflow",
         hide_env_values = true
     )]
     pub url: String,

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job: bring everything up, run the worker and the sandbox, and pay the seed's
+# scenarios (CARD 50,000 and KAKAO_PAY 30,000, plus one declined card).
+source "$(dirname "$0")/lib.sh"
+
+"$REPO/scripts/up.sh"
+
+say "building payflow"
+(cd "$REPO" && cargo build --quiet --bins)
+
+if ! port_open "$SANDBOX_LISTEN"; then
+  say "starting the PG/push sandbox on $SANDBOX_LISTEN"
+  start_bg sandbox "$BIN/payflow-sandbox"
+  wait_for sandbox "$SANDBOX_LISTEN" 30
+fi
+
+# Always the freshly built worker.
+stop_bg worker
+say "starting the worker (all services)"
+start_bg worker "$BIN/payflow-worker"
+for i in $(seq 1 100); do
+  grep -q "worker started" "$STATE/worker.log" 2>/dev/null && break
+  kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null || { cat "$STATE/worker.log"; die "the worker did not start"; }
+  sleep 0.2
+done
+
+say "running the scenarios"
+"$BIN/payflow" demo
+say "the stack keeps running; the Web UI is at $PAYFLOW_UI_URL; 'make down' stops it"

@@ -1,0 +1,68 @@
+# Shared helpers for payflow's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${PAYFLOW_STATE_DIR:-$REPO/.run}"
+mkdir -p "$STATE"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/payflow/target}"
+export PATH="$HOME/.cargo/bin:$HOME/.local/bin:$HOME/.local/share/payflow/venv/bin:$PATH"
+
+# Where everything listens (override with the same variables the binaries read).
+export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
+export TEMPORAL_UI_PORT="${TEMPORAL_UI_PORT:-8233}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/payflow}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
+export SANDBOX_LISTEN="${SANDBOX_LISTEN:-127.0.0.1:8090}"
+export PG_BASE_URL="${PG_BASE_URL:-http://$SANDBOX_LISTEN}"
+export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
+export PAYFLOW_UI_URL="${PAYFLOW_UI_URL:-http://localhost:$TEMPORAL_UI_PORT}"
+
+BIN="$CARGO_TARGET_DIR/debug"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# as_root CMD...: run as root (directly, or with sudo).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# port_open HOST:PORT
+port_open() {
+  local host="${1%:*}" port="${1##*:}"
+  (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+# wait_for NAME HOST:PORT [SECONDS]
+wait_for() {
+  local name="$1" addr="$2" secs="${3:-60}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    port_open "$addr" && return 0
+    sleep 0.1
+  done
+  die "$name did not come up on $addr within ${secs}s (logs in $STATE)"
+}
+
+# start_bg NAME CMD...: start a background process, remember its pid, log to $STATE/NAME.log.
+start_bg() {
+  local name="$1"; shift
+  (cd "$STATE" && nohup "$@" >"$STATE/$name.log" 2>&1 & echo $! >"$STATE/$name.pid")
+}
+
+# stop_bg NAME: stop a process started by start_bg.
+stop_bg() {
+  local name="$1" pidfile="$STATE/$1.pid" pid i
+  [ -f "$pidfile" ] || return 0
+  pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    say "stopped $name"
+  fi
+  rm -f "$pidfile"
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Brings up what payflow runs on, installing what is missing: PostgreSQL (database `payflow`),
+# Redis, the Temporal dev server (SQLite file, Web UI, search attributes) and Tansu (Kafka).
+# Safe to run again: anything already up is left alone.
+source "$(dirname "$0")/lib.sh"
+
+"$REPO/scripts/install.sh"
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+if ! port_open 127.0.0.1:5432; then
+  say "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null; then
+    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  else
+    as_root service postgresql start
+  fi
+  wait_for PostgreSQL 127.0.0.1:5432 30
+fi
+admin_url="${DATABASE_URL%/*}/postgres"
+if ! psql "$admin_url" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+  say "giving the postgres role the password from DATABASE_URL"
+  password="$(sed -E 's#^[a-z]+://[^:]+:([^@]*)@.*#\1#' <<<"$DATABASE_URL")"
+  as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD '$password'\"" >/dev/null
+fi
+db="${DATABASE_URL##*/}"; db="${db%%\?*}"
+if [ "$(psql "$admin_url" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+  say "creating database $db"
+  psql "$admin_url" -qc "CREATE DATABASE $db" >/dev/null
+fi
+
+# --- Redis ------------------------------------------------------------------------------------
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  say "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --logfile "$STATE/redis.log" --dir "$STATE"
+  wait_for Redis 127.0.0.1:6379 30
+fi
+
+# --- Temporal dev server ----------------------------------------------------------------------
+search_attributes=(OrderId=Keyword UserId=Keyword PaymentMethod=Keyword PaymentStage=Keyword
+                   Amount=Int NeedsAttention=Bool)
+if ! port_open "$TEMPORAL_ADDRESS"; then
+  say "starting the Temporal dev server (Web UI on :$TEMPORAL_UI_PORT)"
+  args=(server start-dev --ip "${TEMPORAL_ADDRESS%:*}" --port "${TEMPORAL_ADDRESS##*:}"
+        --ui-port "$TEMPORAL_UI_PORT" --db-filename "$STATE/temporal.db"
+        --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal
+        --log-level warn --ui-disable-news-fetch)
+  for sa in "${search_attributes[@]}"; do args+=(--search-attribute "$sa"); done
+  if [ -n "${PAYFLOW_CODEC_ENDPOINT:-}" ]; then args+=(--ui-codec-endpoint "$PAYFLOW_CODEC_ENDPOINT"); fi
+  start_bg temporal "$(command -v temporal)" "${args[@]}"
+  wait_for Temporal "$TEMPORAL_ADDRESS" 60
+fi
+for i in $(seq 1 100); do
+  temporal operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+existing="$(temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" 2>/dev/null || true)"
+for sa in "${search_attributes[@]}"; do
+  name="${sa%=*}"
+  if ! grep -qw "$name" <<<"$existing"; then
+    temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" \
+      --name "$name" --type "${sa#*=}" >/dev/null
+  fi
+done
+
+# --- Kafka (Tansu) ----------------------------------------------------------------------------
+if ! port_open "$KAFKA_BOOTSTRAP_SERVERS"; then
+  say "starting Tansu (Kafka protocol, SQLite storage)"
+  start_bg tansu "$(command -v tansu)" broker \
+    --listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
+    --advertised-listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
+    --storage-engine "sqlite://tansu.db"
+  wait_for Tansu "$KAFKA_BOOTSTRAP_SERVERS" 30
+fi
+
+say "infrastructure up: PostgreSQL, Redis, Temporal ($TEMPORAL_ADDRESS, UI $PAYFLOW_UI_URL), Kafka ($KAFKA_BOOTSTRAP_SERVERS)"

@@ -1,0 +1,673 @@
+//! The test harness: [`Stack::start`] gives each test its own payflow worker (on task queues
+//! and Kafka topics with a unique prefix), its own PG/push sandbox on port 0, and handles to
+//! the real Temporal, PostgreSQL, Redis and Kafka the test asserts against. Tests run in
+//! parallel and never see each other's work.
+//!
+//! Infrastructure addresses come from the same variables the binaries read (`TEMPORAL_ADDRESS`,
+//! `DATABASE_URL`, `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`); `make test` brings it up.
+
+use anyhow::Context;
+use apache_avro::{GenericSingleObjectReader, Schema, types::Value};
+use payflow_activities::{
+    OrderStore, ProductActivities, db, events::KafkaConfig, product::Product,
+    product::reservation::Reservations,
+};
+use payflow_sandbox::{Delivery, OrderBooks, SandboxConfig};
+use payflow_starter::{
+    PaymentClient, Payflow,
+    service::{CreatedOrder, DEFAULT_RESERVATION_TTL_MS, Pay},
+};
+use payflow_worker::{
+    PayflowWorker,
+    config::{
+        DatabaseArgs, KafkaArgs, PgArgs, PushArgs, RedisArgs, Service, TemporalArgs, TuningArgs,
+        WorkerConfig,
+    },
+};
+use payflow_workflows::types::{
+    EventType, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, SagaTimings,
+};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+};
+use sqlx::PgPool;
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+/// Where the infrastructure is.
+pub fn temporal_address() -> String {
+    std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into())
+}
+/// The payflow database.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/payflow".into())
+}
+/// Redis.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+/// Kafka.
+pub fn kafka_bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Short timings so failure paths finish in seconds.
+pub fn fast_timings() -> SagaTimings {
+    SagaTimings {
+        deadline_secs: 120,
+        pg_timeout_secs: 3,
+        stock_retry_secs: 1,
+        refund_retry_secs: 1,
+    }
+}
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Timings given to the workflows this stack starts.
+    pub timings: Option<SagaTimings>,
+    /// Services the worker hosts (`None`: no worker).
+    pub services: Option<Vec<Service>>,
+    /// Serve worker metrics on a free port.
+    pub metrics: bool,
+    /// The sandbox's settings.
+    pub sandbox: SandboxConfig,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            timings: Some(fast_timings()),
+            services: Some(vec![
+                Service::Workflow,
+                Service::Payment,
+                Service::Product,
+                Service::Order,
+            ]),
+            metrics: false,
+            sandbox: SandboxConfig {
+                timeout_hold: Duration::from_secs(30),
+                ..SandboxConfig::default()
+            },
+        }
+    }
+}
+
+/// A running worker in its own thread and Tokio runtime (the SDK worker is not `Send`).
+struct WorkerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerThread {
+    async fn start(config: WorkerConfig) -> anyhow::Result<(Self, Option<SocketAddr>)> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("payflow-worker".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("worker runtime");
+                rt.block_on(async move {
+                    match PayflowWorker::start(&config).await {
+                        Ok(worker) => {
+                            let _ = ready_tx.send(Ok(worker.metrics_addr()));
+                            if let Err(e) = worker
+                                .run(async {
+                                    let _ = stop_rx.await;
+                                })
+                                .await
+                            {
+                                eprintln!("worker stopped with an error: {e:#}");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                        }
+                    }
+                });
+            })?;
+        let metrics = ready_rx
+            .await
+            .context("the worker thread died")?
+            .map_err(|e| anyhow::anyhow!("worker did not start: {e}"))?;
+        Ok((
+            Self {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            metrics,
+        ))
+    }
+
+    /// Stops the worker and waits for it to drain.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerThread {
+    fn drop(&mut self) {
+        // Signal only: a panicking test should not also wait for a drain.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One test's payflow: a worker, a sandbox, and handles on the real services.
+pub struct Stack {
+    /// Task queue and topic prefix unique to this stack.
+    pub prefix: String,
+    /// Orders and payments, as the API would use them.
+    pub payflow: Payflow,
+    /// The payflow database.
+    pub pool: PgPool,
+    /// Redis reservations.
+    pub redis: Reservations,
+    /// The sandbox's base URL.
+    pub sandbox_url: String,
+    /// Kafka settings of this stack (its own topics).
+    pub kafka: KafkaConfig,
+    /// The worker's `/metrics`, if asked for.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The worker configuration used.
+    pub worker_config: WorkerConfig,
+    worker: Option<WorkerThread>,
+    sandbox_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// A stack with every service and short timings.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// A stack as asked.
+    pub async fn start_with(options: StackOptions) -> Self {
+        Self::try_start(options).await.expect("start the test stack")
+    }
+
+    async fn try_start(options: StackOptions) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,apache_avro=error".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("t{}", &id[..10]);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sandbox_url = format!("http://{}", listener.local_addr()?);
+        let (sandbox_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(payflow_sandbox::run(listener, options.sandbox.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let temporal = TemporalArgs::local(&temporal_address(), &format!("{prefix}-"));
+        let kafka_args = KafkaArgs {
+            bootstrap_servers: kafka_bootstrap(),
+            topic_prefix: format!("{prefix}."),
+            partitions: 2,
+            replication: 1,
+        };
+        let worker_config = WorkerConfig {
+            services: options.services.clone().unwrap_or_default(),
+            migrate: true,
+            metrics_listen: if options.metrics {
+                "127.0.0.1:0".into()
+            } else {
+                String::new()
+            },
+            sweep_interval_ms: 200,
+            temporal: temporal.clone(),
+            database: DatabaseArgs {
+                url: database_url(),
+                max_connections: 8,
+            },
+            redis: RedisArgs { url: redis_url() },
+            kafka: kafka_args.clone(),
+            pg: PgArgs {
+                base_url: sandbox_url.clone(),
+                secret_key: "test_sk_payflow".parse().expect("infallible"),
+                timeout_ms: 2_000,
+            },
+            push: PushArgs {
+                base_url: sandbox_url.clone(),
+                api_key: Default::default(),
+            },
+            tuning: TuningArgs::default(),
+        };
+
+        let pool = db::connect(&database_url(), 8).await?;
+        db::migrate(&pool).await?;
+        let redis = Reservations::connect(&redis_url()).await?;
+        let (worker, metrics_addr) = match &options.services {
+            Some(s) if !s.is_empty() => {
+                let (w, m) = WorkerThread::start(worker_config.clone()).await?;
+                (Some(w), m)
+            }
+            _ => (None, None),
+        };
+        let payments = PaymentClient::connect(&temporal).await?;
+        let payflow = Payflow {
+            payments,
+            orders: OrderStore::new(pool.clone()),
+            products: ProductActivities::new(redis.clone(), pool.clone()),
+            timings: options.timings,
+        };
+        Ok(Self {
+            prefix,
+            payflow,
+            pool,
+            redis,
+            sandbox_url,
+            kafka: kafka_args.config(),
+            metrics_addr,
+            worker_config,
+            worker,
+            sandbox_stop: Some(sandbox_stop),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Stops this stack's worker (waiting for it to drain), e.g. to restart it.
+    pub fn stop_worker(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+
+    /// Starts this stack's worker again with its configuration.
+    pub async fn restart_worker(&mut self) {
+        self.stop_worker();
+        let (w, m) = WorkerThread::start(self.worker_config.clone())
+            .await
+            .expect("restart the worker");
+        self.worker = Some(w);
+        self.metrics_addr = m;
+    }
+
+    /// Seeds products unique to this test, one per stock figure, priced 1,000 won × position.
+    pub async fn products(&self, stocks: &[i32]) -> Vec<Product> {
+        let products: Vec<Product> = stocks
+            .iter()
+            .enumerate()
+            .map(|(i, stock)| Product {
+                product_id: format!("{}-P{}", self.prefix.to_uppercase(), i + 1),
+                name: format!("test product {}", i + 1),
+                price: 1_000 * (i as i64 + 1),
+                stock: *stock,
+            })
+            .collect();
+        self.payflow.products.seed(&products).await.expect("seed products");
+        products
+    }
+
+    /// Creates an order of `(product, quantity)` lines with the default reservation time.
+    pub async fn order(&self, user: &str, lines: &[(&Product, i32)]) -> CreatedOrder {
+        self.order_with_ttl(user, lines, DEFAULT_RESERVATION_TTL_MS).await
+    }
+
+    /// Creates an order whose reservation lasts `ttl_ms`.
+    pub async fn order_with_ttl(
+        &self,
+        user: &str,
+        lines: &[(&Product, i32)],
+        ttl_ms: u64,
+    ) -> CreatedOrder {
+        let items: Vec<OrderItem> = lines
+            .iter()
+            .map(|(p, q)| OrderItem {
+                product_id: p.product_id.clone(),
+                quantity: *q,
+            })
+            .collect();
+        self.payflow
+            .create_order(user, &items, ttl_ms)
+            .await
+            .expect("create order")
+    }
+
+    /// Pays an order in full.
+    pub async fn pay(
+        &self,
+        order: &CreatedOrder,
+        method: PaymentMethod,
+        payment_key: Option<&str>,
+    ) -> PaymentDecision {
+        self.payflow
+            .pay(Pay {
+                order_id: order.order_id.clone(),
+                payment_method: method,
+                amount: order.total_amount,
+                payment_key: payment_key.map(str::to_owned),
+            })
+            .await
+            .expect("pay")
+    }
+
+    /// Waits (bounded) for the payment's final state.
+    pub async fn outcome(&self, order_id: &str) -> PaymentOutcome {
+        within(Duration::from_secs(90), self.payflow.payments.result(order_id))
+            .await
+            .expect("the payment finishes in time")
+            .expect("the payment has a result")
+    }
+
+    /// What the sandbox PG did for an order.
+    pub async fn books(&self, order_id: &str) -> OrderBooks {
+        self.http
+            .get(format!("{}/sandbox/orders/{order_id}", self.sandbox_url))
+            .send()
+            .await
+            .expect("sandbox reachable")
+            .json()
+            .await
+            .expect("sandbox books")
+    }
+
+    /// Pushes the sandbox delivered to a user.
+    pub async fn pushes(&self, user_id: &str) -> Vec<Delivery> {
+        self.http
+            .get(format!("{}/sandbox/pushes?userId={user_id}", self.sandbox_url))
+            .send()
+            .await
+            .expect("sandbox reachable")
+            .json()
+            .await
+            .expect("sandbox pushes")
+    }
+
+    /// Lets the sandbox refund a `tpk_refund_fail*` payment from now on.
+    pub async fn fix_refunds(&self, payment_key: &str) {
+        self.http
+            .post(format!("{}/sandbox/payments/{payment_key}/fix-refunds", self.sandbox_url))
+            .send()
+            .await
+            .expect("sandbox reachable");
+    }
+
+    /// Every record on this stack's topics, as of now (read up to the high watermarks).
+    pub async fn records(&self) -> Vec<Record> {
+        let bootstrap = self.kafka.bootstrap_servers.clone();
+        let topics: Vec<String> = EventType::ALL.iter().map(|t| self.kafka.topic(*t)).collect();
+        let group = format!("{}-reader-{}", self.prefix, uuid::Uuid::new_v4().simple());
+        tokio::task::spawn_blocking(move || read_all(&bootstrap, &group, &topics))
+            .await
+            .expect("reader thread")
+            .expect("read Kafka")
+    }
+
+    /// The records of one order, decoded with the contract schemas.
+    pub async fn events_of(&self, order_id: &str) -> Vec<Record> {
+        self.records()
+            .await
+            .into_iter()
+            .filter(|r| r.key == order_id)
+            .collect()
+    }
+
+    /// Where one product's stock is.
+    pub async fn ledger(&self, product_id: &str) -> Ledger {
+        let available = self.redis.available(product_id).await.expect("redis");
+        let mut conn = redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let mut held = 0i64;
+        for pattern in ["{payflow}:resv:*", "{payflow}:claimed:*"] {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query_async(&mut conn)
+                .await
+                .expect("redis keys");
+            for key in keys {
+                let q: Option<i64> = redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(format!("p:{product_id}"))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("redis hget");
+                held += q.unwrap_or(0);
+            }
+        }
+        let (confirmed, db_stock): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE((SELECT SUM(quantity)::BIGINT FROM product.stock_reservations
+                               WHERE product_id = $1 AND status = 'CONFIRMED'), 0),
+                    (SELECT stock::BIGINT FROM product.products WHERE product_id = $1)",
+        )
+        .bind(product_id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("ledger query");
+        Ledger {
+            available,
+            held,
+            confirmed,
+            db_stock,
+        }
+    }
+
+    /// One row as a JSON map: `SELECT row_to_json(t) FROM (query) t` with one bind.
+    pub async fn row(&self, query: &str, bind: &str) -> serde_json::Map<String, serde_json::Value> {
+        let value: serde_json::Value =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t) FROM ({query}) t"))
+                .bind(bind)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+        match value {
+            serde_json::Value::Object(m) => m,
+            other => panic!("not a row: {other}"),
+        }
+    }
+
+    /// All rows of a query with one bind, as JSON maps.
+    pub async fn rows(
+        &self,
+        query: &str,
+        bind: &str,
+    ) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let values: Vec<serde_json::Value> =
+            sqlx::query_scalar(&format!("SELECT row_to_json(t) FROM ({query}) t"))
+                .bind(bind)
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+        values
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::Object(m) => m,
+                other => panic!("not a row: {other}"),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.sandbox_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Where a product's stock is. `available + held + confirmed` is the stock ever seeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ledger {
+    /// Redis: free for new orders.
+    pub available: i64,
+    /// Redis: held by reservations (held or claimed).
+    pub held: i64,
+    /// Database: sold (confirmed reservation rows).
+    pub confirmed: i64,
+    /// Database: the product's permanent stock.
+    pub db_stock: i64,
+}
+
+impl Ledger {
+    /// The conservation total.
+    pub fn total(&self) -> i64 {
+        self.available + self.held + self.confirmed
+    }
+}
+
+/// A Kafka record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The topic.
+    pub topic: String,
+    /// The key (order id).
+    pub key: String,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// The value bytes.
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    /// The `eventType` header.
+    pub fn event_type(&self) -> &str {
+        self.headers.get("eventType").map(String::as_str).unwrap_or("")
+    }
+
+    /// The value decoded with the contract schema of its event type, as a field map.
+    pub fn decode(&self) -> BTreeMap<String, Value> {
+        let ty = EventType::ALL
+            .into_iter()
+            .find(|t| t.name() == self.event_type())
+            .unwrap_or_else(|| panic!("unknown event type {:?}", self.event_type()));
+        let schema = contract_schema(ty);
+        let reader = GenericSingleObjectReader::builder()
+            .schema(schema)
+            .build()
+            .expect("reader");
+        match reader.read_value(&mut self.value.as_slice()).expect("decodes with the contract") {
+            Value::Record(fields) => fields.into_iter().collect(),
+            other => panic!("not a record: {other:?}"),
+        }
+    }
+}
+
+/// The contract schema of an event type, read from `events/avro/` (the contract's files).
+pub fn contract_schema(ty: EventType) -> Schema {
+    let file = match ty {
+        EventType::PaymentCompleted => "payment/PaymentCompleted.avsc",
+        EventType::StockConfirmed => "order/StockConfirmed.avsc",
+        EventType::PaymentFailed => "payment/PaymentFailed.avsc",
+        EventType::PaymentCancelled => "payment/PaymentCancelled.avsc",
+        EventType::StockConfirmationFailed => "saga/StockConfirmationFailed.avsc",
+        EventType::OrderCancelled => "order/OrderCancelled.avsc",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events/avro")
+        .join(file);
+    Schema::parse_str(&std::fs::read_to_string(&path).expect("contract schema file"))
+        .expect("contract schema parses")
+}
+
+fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<Vec<Record>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut assignment = TopicPartitionList::new();
+    let mut targets: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                if high > low {
+                    assignment.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+                    targets.insert((topic.clone(), p.id()), high);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if targets.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !targets.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "Kafka did not deliver the records in time");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message?;
+        let key = (m.topic().to_owned(), m.partition());
+        let mut headers = BTreeMap::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        out.push(Record {
+            topic: m.topic().to_owned(),
+            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+            headers,
+            value: m.payload().unwrap_or_default().to_vec(),
+        });
+        if targets.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
+            targets.remove(&key);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f` with a deadline.
+pub async fn within<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
+    tokio::time::timeout(limit, f).await.ok()
+}
+
+/// Polls `check` until it answers `Some`, or panics after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The string in an Avro value.
+pub fn avro_str(v: &Value) -> &str {
+    match v {
+        Value::String(s) => s,
+        Value::Enum(_, s) => s,
+        other => panic!("not a string: {other:?}"),
+    }
+}

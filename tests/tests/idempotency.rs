@@ -1,0 +1,256 @@
+//! Every activity, run twice through its real entry point against the real services, leaves
+//! the same state: no second charge, row, stock movement, push or event id.
+
+use payflow_activities::{
+    EventActivities, OrderActivities, PaymentActivities, ProductActivities, order::PushClient,
+    payment::pg::PgClient,
+};
+use payflow_tests::{Stack, StackOptions};
+use payflow_workflows::{
+    ids,
+    types::{
+        ApprovePayment, CancelOrder, ConfirmStock, DomainEvent, EventBody, EventType,
+        OrderUpdate, PaymentCancellationReason, PaymentMethod, PushNotification,
+        RecordPayment, RecordPaymentCancellation, RecordPaymentFailure, RefundPayment,
+        ReleaseStock, VoidPayment,
+    },
+};
+use temporalio_sdk::testing::ActivityEnvironment;
+
+/// A stack without a worker: the test drives the activities itself.
+async fn bare_stack() -> Stack {
+    Stack::start_with(StackOptions {
+        services: None,
+        ..StackOptions::default()
+    })
+    .await
+}
+
+fn env(stack: &Stack) -> ActivityEnvironment {
+    let pg = PgClient::new(stack.worker_config.pg.config()).unwrap();
+    let push = PushClient::new(stack.worker_config.push.config()).unwrap();
+    ActivityEnvironment::builder_with_default()
+        .register_activities(PaymentActivities::new(pg, stack.pool.clone()))
+        .register_activities(ProductActivities::new(stack.redis.clone(), stack.pool.clone()))
+        .register_activities(OrderActivities::new(stack.pool.clone(), push))
+        .register_activities(EventActivities::new(stack.kafka.clone()).unwrap())
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_success_path_activities_run_twice_change_things_once() {
+    let stack = bare_stack().await;
+    EventActivities::ensure_topics(&stack.kafka).await.unwrap();
+    let env = env(&stack);
+    let products = stack.products(&[7]).await;
+    let order = stack.order("USR-IDEM", &[(&products[0], 2)]).await;
+    let payment = ApprovePayment {
+        payment_id: ids::payment_id(&order.order_id),
+        order_id: order.order_id.clone(),
+        user_id: "USR-IDEM".into(),
+        payment_method: PaymentMethod::Card,
+        amount: order.total_amount,
+        payment_key: format!("tpk_{}", order.order_id),
+    };
+
+    // PG approval with the same key: the same approval, one charge.
+    let a = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    let b = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(stack.books(&order.order_id).await.charges, 1);
+
+    // Recording it twice: one COMPLETED row.
+    let record = RecordPayment {
+        payment: payment.clone(),
+        approval: a.clone(),
+    };
+    env.run(PaymentActivities::record, record.clone()).await.unwrap();
+    env.run(PaymentActivities::record, record).await.unwrap();
+    let rows = stack
+        .rows("SELECT status, pg_approval_number FROM payment.payments WHERE order_id = $1", &order.order_id)
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "COMPLETED");
+    assert_eq!(rows[0]["pg_approval_number"], a.approval_number.as_str());
+    // And approving after it was recorded does not ask the PG again.
+    env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    assert_eq!(stack.books(&order.order_id).await.charges, 1);
+
+    // Stock confirmation twice: decremented once, same items.
+    let confirm = ConfirmStock {
+        order_id: order.order_id.clone(),
+        payment_id: payment.payment_id.clone(),
+    };
+    let first = env.run(ProductActivities::confirm, confirm.clone()).await.unwrap();
+    let second = env.run(ProductActivities::confirm, confirm).await.unwrap();
+    assert_eq!(first, second);
+    let ledger = stack.ledger(&products[0].product_id).await;
+    assert_eq!((ledger.available, ledger.held, ledger.confirmed, ledger.db_stock), (5, 0, 2, 5));
+
+    // Order transitions twice each.
+    let update = OrderUpdate {
+        order_id: order.order_id.clone(),
+        payment_id: payment.payment_id.clone(),
+    };
+    for _ in 0..2 {
+        env.run(OrderActivities::mark_paid, update.clone()).await.unwrap();
+    }
+    for _ in 0..2 {
+        env.run(OrderActivities::complete, update.clone()).await.unwrap();
+    }
+    let row = stack
+        .row("SELECT status FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .await;
+    assert_eq!(row["status"], "ORDER_COMPLETED");
+    // Marking a completed order paid again is a no-op, not a regression.
+    env.run(OrderActivities::mark_paid, update).await.unwrap();
+    let row = stack
+        .row("SELECT status FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .await;
+    assert_eq!(row["status"], "ORDER_COMPLETED");
+
+    // Push twice: delivered once.
+    let push = PushNotification {
+        notification_id: ids::notification_id(&order.order_id, "order-completed"),
+        user_id: "USR-IDEM".into(),
+        order_id: order.order_id.clone(),
+        title: "주문이 완료되었습니다".into(),
+        body: "test".into(),
+    };
+    env.run(OrderActivities::push, push.clone()).await.unwrap();
+    env.run(OrderActivities::push, push).await.unwrap();
+    assert_eq!(stack.pushes("USR-IDEM").await.len(), 1);
+
+    // Publishing twice carries the same event id and the same bytes.
+    let event = DomainEvent {
+        event_id: ids::event_id(&ids::payment_workflow_id(&order.order_id), EventType::PaymentCompleted),
+        event_timestamp: 1_700_000_000_000,
+        order_id: order.order_id.clone(),
+        body: EventBody::PaymentCompleted {
+            payment_id: payment.payment_id.clone(),
+            user_id: "USR-IDEM".into(),
+            total_amount: order.total_amount,
+            payment_method: PaymentMethod::Card,
+            pg_approval_number: a.approval_number.clone(),
+            completed_at: a.approved_at,
+        },
+    };
+    env.run(EventActivities::publish, event.clone()).await.unwrap();
+    env.run(EventActivities::publish, event.clone()).await.unwrap();
+    let records = stack.events_of(&order.order_id).await;
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.headers["eventId"] == event.event_id));
+    assert_eq!(records[0].value, records[1].value);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compensations_run_twice_change_things_once() {
+    let stack = bare_stack().await;
+    let env = env(&stack);
+    let products = stack.products(&[4, 4]).await;
+
+    // A held reservation released twice: back once.
+    let held = stack.order("USR-COMP", &[(&products[0], 3)]).await;
+    let release = ReleaseStock {
+        order_id: held.order_id.clone(),
+    };
+    let r1 = env.run(ProductActivities::release, release.clone()).await.unwrap();
+    let r2 = env.run(ProductActivities::release, release).await.unwrap();
+    assert_eq!((r1.action.as_str(), r2.action.as_str()), ("RELEASED", "NOTHING"));
+    let ledger = stack.ledger(&products[0].product_id).await;
+    assert_eq!((ledger.available, ledger.held, ledger.confirmed), (4, 0, 0));
+
+    // Confirmed stock given back twice: restocked once, in the database and in Redis.
+    let sold = stack.order("USR-COMP", &[(&products[1], 2)]).await;
+    env.run(
+        ProductActivities::confirm,
+        ConfirmStock {
+            order_id: sold.order_id.clone(),
+            payment_id: ids::payment_id(&sold.order_id),
+        },
+    )
+    .await
+    .unwrap();
+    let release = ReleaseStock {
+        order_id: sold.order_id.clone(),
+    };
+    let r1 = env.run(ProductActivities::release, release.clone()).await.unwrap();
+    let r2 = env.run(ProductActivities::release, release).await.unwrap();
+    assert_eq!((r1.action.as_str(), r2.action.as_str()), ("RESTOCKED", "NOTHING"));
+    let ledger = stack.ledger(&products[1].product_id).await;
+    assert_eq!((ledger.available, ledger.held, ledger.confirmed, ledger.db_stock), (4, 0, 0, 4));
+
+    // Refund twice: one cancellation at the PG.
+    let payment = ApprovePayment {
+        payment_id: ids::payment_id(&sold.order_id),
+        order_id: sold.order_id.clone(),
+        user_id: "USR-COMP".into(),
+        payment_method: PaymentMethod::Toss,
+        amount: sold.total_amount,
+        payment_key: format!("tpk_{}", sold.order_id),
+    };
+    let approval = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    let refund = RefundPayment {
+        payment_id: payment.payment_id.clone(),
+        payment_key: payment.payment_key.clone(),
+        approval_number: approval.approval_number.clone(),
+        amount: payment.amount,
+        reason: "test".into(),
+    };
+    let f1 = env.run(PaymentActivities::refund, refund.clone()).await.unwrap();
+    let f2 = env.run(PaymentActivities::refund, refund).await.unwrap();
+    assert!(f1.cancelled && f2.cancelled);
+    assert_eq!(f1.reference, f2.reference);
+    let books = stack.books(&sold.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1));
+    let cancellation = RecordPaymentCancellation {
+        payment: payment.clone(),
+        reason: PaymentCancellationReason::StockUnavailable,
+        refund_reference: f1.reference.clone(),
+        refunded_by: "pg".into(),
+    };
+    env.run(PaymentActivities::record_cancellation, cancellation.clone()).await.unwrap();
+    env.run(PaymentActivities::record_cancellation, cancellation).await.unwrap();
+    let row = stack
+        .row("SELECT status, refund_reference FROM payment.payments WHERE order_id = $1", &sold.order_id)
+        .await;
+    assert_eq!(row["status"], "CANCELLED");
+
+    // Voiding a payment the PG never made: nothing to cancel, twice.
+    let void = VoidPayment {
+        payment_id: ids::payment_id(&held.order_id),
+        payment_key: format!("tpk_{}", held.order_id),
+        reason: "test".into(),
+    };
+    let v1 = env.run(PaymentActivities::void, void.clone()).await.unwrap();
+    let v2 = env.run(PaymentActivities::void, void).await.unwrap();
+    assert!(!v1.cancelled && !v2.cancelled);
+    let failure = RecordPaymentFailure {
+        payment: ApprovePayment {
+            payment_id: ids::payment_id(&held.order_id),
+            order_id: held.order_id.clone(),
+            ..payment
+        },
+        code: "PG_TIMEOUT".into(),
+        message: "test".into(),
+    };
+    env.run(PaymentActivities::record_failure, failure.clone()).await.unwrap();
+    env.run(PaymentActivities::record_failure, failure).await.unwrap();
+    let row = stack
+        .row("SELECT status, failure_code FROM payment.payments WHERE order_id = $1", &held.order_id)
+        .await;
+    assert_eq!((row["status"].as_str(), row["failure_code"].as_str()), (Some("FAILED"), Some("PG_TIMEOUT")));
+
+    // Cancelling an order twice: cancelled once, same items.
+    let cancel = CancelOrder {
+        order_id: held.order_id.clone(),
+        reason: "결제 실패".into(),
+    };
+    let c1 = env.run(OrderActivities::cancel, cancel.clone()).await.unwrap();
+    let c2 = env.run(OrderActivities::cancel, cancel).await.unwrap();
+    assert_eq!(c1, c2);
+    let row = stack
+        .row("SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1", &held.order_id)
+        .await;
+    assert_eq!((row["status"].as_str(), row["cancel_reason"].as_str()), (Some("ORDER_CANCELLED"), Some("결제 실패")));
+}
