@@ -494,8 +494,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
     let mut histories = Vec::new();
     for file in &args.files {
         let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-        let history =
-            parse_history(&bytes).with_context(|| format!("parse {}", file.display()))?;
+        let history = parse_history(&bytes).with_context(|| format!("parse {}", file.display()))?;
         histories.push(NamedHistory {
             name: file.display().to_string(),
             history,
@@ -510,7 +509,10 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
             histories.extend(fetch_query(payments.temporal(), q, args.limit).await?);
         }
     }
-    anyhow::ensure!(!histories.is_empty(), "nothing to replay: give files, --workflow-id or --query");
+    anyhow::ensure!(
+        !histories.is_empty(),
+        "nothing to replay: give files, --workflow-id or --query"
+    );
     let data_converter = temporalio_common::data_converters::DataConverter::default();
     let results = crate::replay::replay(histories, data_converter).await?;
     let mut diverged = 0;
@@ -527,7 +529,11 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{} replayed, {} diverged or failed", results.len() - diverged, diverged);
+    println!(
+        "{} replayed, {} diverged or failed",
+        results.len() - diverged,
+        diverged
+    );
     if diverged > 0 {
         std::process::exit(1);
     }

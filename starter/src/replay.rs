@@ -21,8 +21,7 @@ use temporalio_client::{
     Client, UntypedWorkflow, WorkflowFetchHistoryOptions, WorkflowHistory, WorkflowListOptions,
 };
 use temporalio_common::{
-    data_converters::DataConverter,
-    protos::temporal::api::history::v1::History,
+    data_converters::DataConverter, protos::temporal::api::history::v1::History,
 };
 use temporalio_sdk::workflow_replayer::{
     WorkflowReplayFailure, WorkflowReplayer, WorkflowReplayerOptions,
@@ -133,15 +132,32 @@ pub async fn replay(
     histories: Vec<NamedHistory>,
     data_converter: DataConverter,
 ) -> anyhow::Result<Vec<ReplayResult>> {
+    replay_as::<PaymentWorkflow>(histories, data_converter).await
+}
+
+/// Replays histories against the workflow implementation `W` (tests use it to show that a
+/// changed workflow diverges).
+pub async fn replay_as<W>(
+    histories: Vec<NamedHistory>,
+    data_converter: DataConverter,
+) -> anyhow::Result<Vec<ReplayResult>>
+where
+    W: temporalio_sdk::workflows::WorkflowImplementation,
+    <W::Run as temporalio_common::WorkflowDefinition>::Input: Send,
+{
     let replayer = WorkflowReplayer::new(
         WorkflowReplayerOptions::new()
-            .register_workflow::<PaymentWorkflow>()?
+            .register_workflow::<W>()?
             .data_converter(data_converter)
             .build(),
     )?;
     let names: Vec<String> = histories.iter().map(|h| h.name.clone()).collect();
     let results = replayer
-        .replay_workflows(histories.into_iter().map(|h| WorkflowHistory::from(h.history)))
+        .replay_workflows(
+            histories
+                .into_iter()
+                .map(|h| WorkflowHistory::from(h.history)),
+        )
         .await?;
     Ok(names
         .into_iter()

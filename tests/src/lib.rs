@@ -14,7 +14,7 @@ use payflow_activities::{
 };
 use payflow_sandbox::{Delivery, OrderBooks, SandboxConfig};
 use payflow_starter::{
-    PaymentClient, Payflow,
+    Payflow, PaymentClient,
     service::{CreatedOrder, DEFAULT_RESERVATION_TTL_MS, Pay},
 };
 use payflow_worker::{
@@ -201,7 +201,9 @@ impl Stack {
 
     /// A stack as asked.
     pub async fn start_with(options: StackOptions) -> Self {
-        Self::try_start(options).await.expect("start the test stack")
+        Self::try_start(options)
+            .await
+            .expect("start the test stack")
     }
 
     async fn try_start(options: StackOptions) -> anyhow::Result<Self> {
@@ -218,9 +220,13 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sandbox_url = format!("http://{}", listener.local_addr()?);
         let (sandbox_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(payflow_sandbox::run(listener, options.sandbox.clone(), async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(payflow_sandbox::run(
+            listener,
+            options.sandbox.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
 
         let temporal = TemporalArgs::local(&temporal_address(), &format!("{prefix}-"));
         let kafka_args = KafkaArgs {
@@ -318,13 +324,18 @@ impl Stack {
                 stock: *stock,
             })
             .collect();
-        self.payflow.products.seed(&products).await.expect("seed products");
+        self.payflow
+            .products
+            .seed(&products)
+            .await
+            .expect("seed products");
         products
     }
 
     /// Creates an order of `(product, quantity)` lines with the default reservation time.
     pub async fn order(&self, user: &str, lines: &[(&Product, i32)]) -> CreatedOrder {
-        self.order_with_ttl(user, lines, DEFAULT_RESERVATION_TTL_MS).await
+        self.order_with_ttl(user, lines, DEFAULT_RESERVATION_TTL_MS)
+            .await
     }
 
     /// Creates an order whose reservation lasts `ttl_ms`.
@@ -367,10 +378,13 @@ impl Stack {
 
     /// Waits (bounded) for the payment's final state.
     pub async fn outcome(&self, order_id: &str) -> PaymentOutcome {
-        within(Duration::from_secs(90), self.payflow.payments.result(order_id))
-            .await
-            .expect("the payment finishes in time")
-            .expect("the payment has a result")
+        within(
+            Duration::from_secs(90),
+            self.payflow.payments.result(order_id),
+        )
+        .await
+        .expect("the payment finishes in time")
+        .expect("the payment has a result")
     }
 
     /// What the sandbox PG did for an order.
@@ -388,7 +402,10 @@ impl Stack {
     /// Pushes the sandbox delivered to a user.
     pub async fn pushes(&self, user_id: &str) -> Vec<Delivery> {
         self.http
-            .get(format!("{}/sandbox/pushes?userId={user_id}", self.sandbox_url))
+            .get(format!(
+                "{}/sandbox/pushes?userId={user_id}",
+                self.sandbox_url
+            ))
             .send()
             .await
             .expect("sandbox reachable")
@@ -400,7 +417,10 @@ impl Stack {
     /// Lets the sandbox refund a `tpk_refund_fail*` payment from now on.
     pub async fn fix_refunds(&self, payment_key: &str) {
         self.http
-            .post(format!("{}/sandbox/payments/{payment_key}/fix-refunds", self.sandbox_url))
+            .post(format!(
+                "{}/sandbox/payments/{payment_key}/fix-refunds",
+                self.sandbox_url
+            ))
             .send()
             .await
             .expect("sandbox reachable");
@@ -409,7 +429,10 @@ impl Stack {
     /// Every record on this stack's topics, as of now (read up to the high watermarks).
     pub async fn records(&self) -> Vec<Record> {
         let bootstrap = self.kafka.bootstrap_servers.clone();
-        let topics: Vec<String> = EventType::ALL.iter().map(|t| self.kafka.topic(*t)).collect();
+        let topics: Vec<String> = EventType::ALL
+            .iter()
+            .map(|t| self.kafka.topic(*t))
+            .collect();
         let group = format!("{}-reader-{}", self.prefix, uuid::Uuid::new_v4().simple());
         tokio::task::spawn_blocking(move || read_all(&bootstrap, &group, &topics))
             .await
@@ -548,7 +571,10 @@ pub struct Record {
 impl Record {
     /// The `eventType` header.
     pub fn event_type(&self) -> &str {
-        self.headers.get("eventType").map(String::as_str).unwrap_or("")
+        self.headers
+            .get("eventType")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// The value decoded with the contract schema of its event type, as a field map.
@@ -562,7 +588,10 @@ impl Record {
             .schema(schema)
             .build()
             .expect("reader");
-        match reader.read_value(&mut self.value.as_slice()).expect("decodes with the contract") {
+        match reader
+            .read_value(&mut self.value.as_slice())
+            .expect("decodes with the contract")
+        {
             Value::Record(fields) => fields.into_iter().collect(),
             other => panic!("not a record: {other:?}"),
         }
@@ -614,7 +643,10 @@ fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<V
     consumer.assign(&assignment)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !targets.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "Kafka did not deliver the records in time");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Kafka did not deliver the records in time"
+        );
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -635,7 +667,10 @@ fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<V
             headers,
             value: m.payload().unwrap_or_default().to_vec(),
         });
-        if targets.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
+        if targets
+            .get(&key)
+            .is_some_and(|high| m.offset() + 1 >= *high)
+        {
             targets.remove(&key);
         }
     }
@@ -669,5 +704,45 @@ pub fn avro_str(v: &Value) -> &str {
         Value::String(s) => s,
         Value::Enum(_, s) => s,
         other => panic!("not a string: {other:?}"),
+    }
+}
+
+/// The live history of an order's payment replays against the current code. With
+/// `PAYFLOW_RECORD_HISTORIES=<dir>` it is also saved there as `<name>.json`, exactly as
+/// `temporal workflow show -o json` writes it (the golden histories of `tests/histories`).
+pub async fn check_history(stack: &Stack, order_id: &str, name: &str) {
+    let workflow_id = payflow_workflows::ids::payment_workflow_id(order_id);
+    let history = payflow_starter::replay::fetch(stack.payflow.payments.temporal(), &workflow_id)
+        .await
+        .expect("fetch history");
+    let results = payflow_starter::replay::replay(vec![history], Default::default())
+        .await
+        .expect("replay");
+    assert_eq!(
+        results[0].verdict,
+        payflow_starter::replay::Verdict::Replayed,
+        "the history of {workflow_id} must replay"
+    );
+    if let Ok(dir) = std::env::var("PAYFLOW_RECORD_HISTORIES") {
+        let output = std::process::Command::new("temporal")
+            .args([
+                "workflow",
+                "show",
+                "--address",
+                &temporal_address(),
+                "-w",
+                &workflow_id,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("run the temporal CLI");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = std::path::Path::new(&dir).join(format!("{name}.json"));
+        std::fs::write(&path, output.stdout).expect("write the history");
     }
 }

@@ -2,12 +2,9 @@
 //! stock, no stock stays held without an order, and every order ends in a final state.
 
 use payflow_activities::product::Product;
-use payflow_tests::{Stack, StackOptions, avro_str, eventually, fast_timings};
+use payflow_tests::{Stack, StackOptions, avro_str, check_history, eventually, fast_timings};
 use payflow_worker::config::Service;
-use payflow_workflows::{
-    ids,
-    types::{ManualRefund, PaymentMethod, PaymentStage, SagaTimings},
-};
+use payflow_workflows::types::{ManualRefund, PaymentMethod, PaymentStage, SagaTimings};
 use std::time::Duration;
 
 /// For every product: Redis available + held + confirmed in the DB = seeded, and the DB stock
@@ -15,23 +12,18 @@ use std::time::Duration;
 async fn assert_conserved(stack: &Stack, products: &[Product]) {
     for p in products {
         let ledger = stack.ledger(&p.product_id).await;
-        assert_eq!(ledger.total(), i64::from(p.stock), "{}: {ledger:?}", p.product_id);
-        assert_eq!(ledger.db_stock, i64::from(p.stock) - ledger.confirmed, "{ledger:?}");
+        assert_eq!(
+            ledger.total(),
+            i64::from(p.stock),
+            "{}: {ledger:?}",
+            p.product_id
+        );
+        assert_eq!(
+            ledger.db_stock,
+            i64::from(p.stock) - ledger.confirmed,
+            "{ledger:?}"
+        );
     }
-}
-
-/// The live history of the payment replays against the current code.
-async fn assert_replays(stack: &Stack, order_id: &str) {
-    let history = payflow_starter::replay::fetch(
-        stack.payflow.payments.temporal(),
-        &ids::payment_workflow_id(order_id),
-    )
-    .await
-    .unwrap();
-    let results = payflow_starter::replay::replay(vec![history], Default::default())
-        .await
-        .unwrap();
-    assert_eq!(results[0].verdict, payflow_starter::replay::Verdict::Replayed);
 }
 
 fn types_of(events: &[payflow_tests::Record]) -> Vec<String> {
@@ -47,7 +39,11 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     let order = stack.order("USR-DECL", &[(&products[0], 2)]).await;
 
     let decision = stack
-        .pay(&order, PaymentMethod::Card, Some("tpk_decline_INSUFFICIENT_FUNDS"))
+        .pay(
+            &order,
+            PaymentMethod::Card,
+            Some("tpk_decline_INSUFFICIENT_FUNDS"),
+        )
         .await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("INSUFFICIENT_FUNDS"));
@@ -58,12 +54,18 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     assert_eq!(outcome.failure_reason.as_deref(), Some("결제 실패"));
 
     let payment = stack
-        .row("SELECT status, failure_code FROM payment.payments WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(payment["status"], "FAILED");
     assert_eq!(payment["failure_code"], "INSUFFICIENT_FUNDS");
     let row = stack
-        .row("SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(row["status"], "ORDER_CANCELLED");
     assert_eq!(row["cancel_reason"], "결제 실패");
@@ -75,9 +77,17 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
 
     let events = stack.events_of(&order.order_id).await;
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
-    let failed = events.iter().find(|e| e.event_type() == "payment.failed").unwrap().decode();
+    let failed = events
+        .iter()
+        .find(|e| e.event_type() == "payment.failed")
+        .unwrap()
+        .decode();
     assert_eq!(avro_str(&failed["failureReason"]), "INSUFFICIENT_FUNDS");
-    let cancelled = events.iter().find(|e| e.event_type() == "order.cancelled").unwrap().decode();
+    let cancelled = events
+        .iter()
+        .find(|e| e.event_type() == "order.cancelled")
+        .unwrap()
+        .decode();
     assert_eq!(avro_str(&cancelled["userId"]), "USR-DECL");
 
     let pushes = stack.pushes("USR-DECL").await;
@@ -88,7 +98,7 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     let again = stack.pay(&order, PaymentMethod::Toss, None).await;
     assert!(!again.approved);
     assert_eq!(stack.books(&order.order_id).await.charges, 0);
-    assert_replays(&stack, &order.order_id).await;
+    check_history(&stack, &order.order_id, "declined").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +107,9 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-TIMEOUT", &[(&products[0], 1)]).await;
 
-    let decision = stack.pay(&order, PaymentMethod::Card, Some("tpk_timeout")).await;
+    let decision = stack
+        .pay(&order, PaymentMethod::Card, Some("tpk_timeout"))
+        .await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
 
@@ -109,15 +121,28 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
     assert_eq!(books.payments[0]["status"], "CANCELED");
 
     let payment = stack
-        .row("SELECT status, failure_code FROM payment.payments WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
-    assert_eq!((payment["status"].as_str(), payment["failure_code"].as_str()), (Some("FAILED"), Some("PG_TIMEOUT")));
+    assert_eq!(
+        (payment["status"].as_str(), payment["failure_code"].as_str()),
+        (Some("FAILED"), Some("PG_TIMEOUT"))
+    );
     let events = stack.events_of(&order.order_id).await;
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
-    let cancelled = events.iter().find(|e| e.event_type() == "order.cancelled").unwrap().decode();
-    assert_eq!(avro_str(&cancelled["cancellationReason"]), "PAYMENT_TIMEOUT");
+    let cancelled = events
+        .iter()
+        .find(|e| e.event_type() == "order.cancelled")
+        .unwrap()
+        .decode();
+    assert_eq!(
+        avro_str(&cancelled["cancellationReason"]),
+        "PAYMENT_TIMEOUT"
+    );
     assert_conserved(&stack, &products).await;
-    assert_replays(&stack, &order.order_id).await;
+    check_history(&stack, &order.order_id, "pg_timeout").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,25 +159,38 @@ async fn a_flaky_pg_is_retried_and_charges_exactly_once() {
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-FLAKY", &[(&products[0], 1)]).await;
 
-    let decision = stack.pay(&order, PaymentMethod::NaverPay, Some("tpk_flaky_3")).await;
+    let decision = stack
+        .pay(&order, PaymentMethod::NaverPay, Some("tpk_flaky_3"))
+        .await;
     assert!(decision.approved, "{decision:?}");
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 0));
     assert_conserved(&stack, &products).await;
+    check_history(&stack, &order.order_id, "flaky_pg_retried").await;
 }
 
 /// Pays an order whose reservation expired before the stock could be confirmed.
-async fn pay_expired(stack: &Stack, products: &[Product], user: &str, key: &str) -> (String, String) {
+async fn pay_expired(
+    stack: &Stack,
+    products: &[Product],
+    user: &str,
+    key: &str,
+) -> (String, String) {
     let order = stack.order_with_ttl(user, &[(&products[0], 2)], 1).await;
     // The sweeper gives the stock back on its own; the confirmation must then refuse.
-    eventually(Duration::from_secs(10), "the reservation to expire", || async {
-        (stack.ledger(&products[0].product_id).await.held == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the reservation to expire",
+        || async { (stack.ledger(&products[0].product_id).await.held == 0).then_some(()) },
+    )
     .await;
     let decision = stack.pay(&order, PaymentMethod::Card, Some(key)).await;
-    assert!(decision.approved, "the PG approves before the stock step: {decision:?}");
+    assert!(
+        decision.approved,
+        "the PG approves before the stock step: {decision:?}"
+    );
     (order.order_id, decision.payment_id)
 }
 
@@ -168,7 +206,11 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     assert_eq!(outcome.failure_code.as_deref(), Some("RESERVATION_EXPIRED"));
 
     let books = stack.books(&order_id).await;
-    assert_eq!((books.charges, books.cancels), (1, 1), "refunded exactly once");
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "refunded exactly once"
+    );
     let payment = stack
         .row("SELECT status, cancel_reason, refunded_by, refund_reference FROM payment.payments WHERE payment_id = $1", &payment_id)
         .await;
@@ -177,26 +219,56 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     assert_eq!(payment["refunded_by"], "pg");
     assert!(payment["refund_reference"].is_string());
     let row = stack
-        .row("SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1", &order_id)
+        .row(
+            "SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1",
+            &order_id,
+        )
         .await;
-    assert_eq!((row["status"].as_str(), row["cancel_reason"].as_str()), (Some("ORDER_CANCELLED"), Some("재고 확정 실패")));
+    assert_eq!(
+        (row["status"].as_str(), row["cancel_reason"].as_str()),
+        (Some("ORDER_CANCELLED"), Some("재고 확정 실패"))
+    );
 
     let events = stack.events_of(&order_id).await;
     assert_eq!(
         types_of(&events),
-        ["order.cancelled", "payment.cancelled", "payment.completed", "stock.confirmation.failed"]
+        [
+            "order.cancelled",
+            "payment.cancelled",
+            "payment.completed",
+            "stock.confirmation.failed"
+        ]
     );
-    let by_type = |t: &str| events.iter().find(|e| e.event_type() == t).unwrap().decode();
-    assert_eq!(avro_str(&by_type("payment.cancelled")["cancellationReason"]), "STOCK_UNAVAILABLE");
-    assert_eq!(avro_str(&by_type("order.cancelled")["cancellationReason"]), "STOCK_UNAVAILABLE");
-    assert_eq!(avro_str(&by_type("stock.confirmation.failed")["failureReason"]), "RESERVATION_EXPIRED");
+    let by_type = |t: &str| {
+        events
+            .iter()
+            .find(|e| e.event_type() == t)
+            .unwrap()
+            .decode()
+    };
+    assert_eq!(
+        avro_str(&by_type("payment.cancelled")["cancellationReason"]),
+        "STOCK_UNAVAILABLE"
+    );
+    assert_eq!(
+        avro_str(&by_type("order.cancelled")["cancellationReason"]),
+        "STOCK_UNAVAILABLE"
+    );
+    assert_eq!(
+        avro_str(&by_type("stock.confirmation.failed")["failureReason"]),
+        "RESERVATION_EXPIRED"
+    );
 
     let pushes = stack.pushes("USR-EXP").await;
     assert_eq!(pushes.len(), 1);
-    assert!(pushes[0].body.contains("영업일 기준 3~5일"), "{}", pushes[0].body);
+    assert!(
+        pushes[0].body.contains("영업일 기준 3~5일"),
+        "{}",
+        pushes[0].body
+    );
     assert_conserved(&stack, &products).await;
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 6);
-    assert_replays(&stack, &order_id).await;
+    check_history(&stack, &order_id, "stock_expired_refunded").await;
 }
 
 /// Waits until the payment asks for an operator; checks the status query and the search
@@ -210,17 +282,21 @@ async fn wait_for_attention(stack: &Stack, order_id: &str) {
     assert!(status.attention_reason.unwrap().contains("refund failed"));
     assert_eq!(status.stage, PaymentStage::Compensating);
     let query = format!("NeedsAttention = true AND OrderId = '{order_id}'");
-    eventually(Duration::from_secs(20), "the NeedsAttention search attribute", || async {
-        let n = stack
-            .payflow
-            .payments
-            .temporal()
-            .count_workflows(query.clone(), Default::default())
-            .await
-            .ok()?
-            .count();
-        (n == 1).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the NeedsAttention search attribute",
+        || async {
+            let n = stack
+                .payflow
+                .payments
+                .temporal()
+                .count_workflows(query.clone(), Default::default())
+                .await
+                .ok()?
+                .count();
+            (n == 1).then_some(())
+        },
+    )
     .await;
 }
 
@@ -235,18 +311,29 @@ async fn a_refund_that_keeps_failing_waits_for_an_operator_to_retry_it() {
 
     // The operator fixes the cause at the PG and asks the workflow to try again.
     stack.fix_refunds(key).await;
-    stack.payflow.payments.retry_refund(&order_id, "ops-kim").await.unwrap();
+    stack
+        .payflow
+        .payments
+        .retry_refund(&order_id, "ops-kim")
+        .await
+        .unwrap();
     let outcome = stack.outcome(&order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_eq!(stack.books(&order_id).await.cancels, 1);
     let payment = stack
-        .row("SELECT status, refunded_by FROM payment.payments WHERE payment_id = $1", &payment_id)
+        .row(
+            "SELECT status, refunded_by FROM payment.payments WHERE payment_id = $1",
+            &payment_id,
+        )
         .await;
-    assert_eq!((payment["status"].as_str(), payment["refunded_by"].as_str()), (Some("CANCELLED"), Some("pg")));
+    assert_eq!(
+        (payment["status"].as_str(), payment["refunded_by"].as_str()),
+        (Some("CANCELLED"), Some("pg"))
+    );
     let status = stack.payflow.payments.status(&order_id).await.unwrap();
     assert!(!status.needs_attention);
     assert_conserved(&stack, &products).await;
-    assert_replays(&stack, &order_id).await;
+    check_history(&stack, &order_id, "refund_failed_then_retried").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,6 +358,7 @@ async fn a_refund_an_operator_made_by_hand_is_recorded_and_not_repeated() {
         .unwrap();
     let outcome = stack.outcome(&order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    check_history(&stack, &order_id, "refund_failed_then_done_by_hand").await;
     // The PG was not asked again.
     assert_eq!(stack.books(&order_id).await.cancels, 0);
     let payment = stack
@@ -299,16 +387,21 @@ async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
     let products = stack.products(&[4]).await;
     let order = stack.order("USR-DL1", &[(&products[0], 1)]).await;
 
-    let decision = stack.pay(&order, PaymentMethod::Card, Some("tpk_timeout_deadline")).await;
+    let decision = stack
+        .pay(&order, PaymentMethod::Card, Some("tpk_timeout_deadline"))
+        .await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("SAGA_DEADLINE"));
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
-    assert_eq!(outcome.failure_reason.as_deref(), Some("결제 처리 시간 초과"));
+    assert_eq!(
+        outcome.failure_reason.as_deref(),
+        Some("결제 처리 시간 초과")
+    );
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
     assert_conserved(&stack, &products).await;
-    assert_replays(&stack, &order.order_id).await;
+    check_history(&stack, &order.order_id, "deadline_before_pg_decided").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,14 +428,23 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
         (s.stage == PaymentStage::Compensating).then_some(())
     })
     .await;
-    stack.worker_config.services = vec![Service::Workflow, Service::Payment, Service::Order, Service::Product];
+    stack.worker_config.services = vec![
+        Service::Workflow,
+        Service::Payment,
+        Service::Order,
+        Service::Product,
+    ];
     stack.restart_worker().await;
 
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_eq!(outcome.failure_code.as_deref(), Some("SAGA_DEADLINE"));
     let books = stack.books(&order.order_id).await;
-    assert_eq!((books.charges, books.cancels), (1, 1), "the approved payment was refunded");
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "the approved payment was refunded"
+    );
     let events = stack.events_of(&order.order_id).await;
     assert_eq!(
         types_of(&events),
@@ -350,4 +452,5 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     );
     assert_conserved(&stack, &products).await;
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 4);
+    check_history(&stack, &order.order_id, "deadline_after_approval").await;
 }

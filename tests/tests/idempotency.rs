@@ -9,10 +9,9 @@ use payflow_tests::{Stack, StackOptions};
 use payflow_workflows::{
     ids,
     types::{
-        ApprovePayment, CancelOrder, ConfirmStock, DomainEvent, EventBody, EventType,
-        OrderUpdate, PaymentCancellationReason, PaymentMethod, PushNotification,
-        RecordPayment, RecordPaymentCancellation, RecordPaymentFailure, RefundPayment,
-        ReleaseStock, VoidPayment,
+        ApprovePayment, CancelOrder, ConfirmStock, DomainEvent, EventBody, EventType, OrderUpdate,
+        PaymentCancellationReason, PaymentMethod, PushNotification, RecordPayment,
+        RecordPaymentCancellation, RecordPaymentFailure, RefundPayment, ReleaseStock, VoidPayment,
     },
 };
 use temporalio_sdk::testing::ActivityEnvironment;
@@ -31,7 +30,10 @@ fn env(stack: &Stack) -> ActivityEnvironment {
     let push = PushClient::new(stack.worker_config.push.config()).unwrap();
     ActivityEnvironment::builder_with_default()
         .register_activities(PaymentActivities::new(pg, stack.pool.clone()))
-        .register_activities(ProductActivities::new(stack.redis.clone(), stack.pool.clone()))
+        .register_activities(ProductActivities::new(
+            stack.redis.clone(),
+            stack.pool.clone(),
+        ))
         .register_activities(OrderActivities::new(stack.pool.clone(), push))
         .register_activities(EventActivities::new(stack.kafka.clone()).unwrap())
         .build()
@@ -54,8 +56,14 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     };
 
     // PG approval with the same key: the same approval, one charge.
-    let a = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
-    let b = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    let a = env
+        .run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
+    let b = env
+        .run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(stack.books(&order.order_id).await.charges, 1);
 
@@ -64,16 +72,23 @@ async fn the_success_path_activities_run_twice_change_things_once() {
         payment: payment.clone(),
         approval: a.clone(),
     };
-    env.run(PaymentActivities::record, record.clone()).await.unwrap();
+    env.run(PaymentActivities::record, record.clone())
+        .await
+        .unwrap();
     env.run(PaymentActivities::record, record).await.unwrap();
     let rows = stack
-        .rows("SELECT status, pg_approval_number FROM payment.payments WHERE order_id = $1", &order.order_id)
+        .rows(
+            "SELECT status, pg_approval_number FROM payment.payments WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["status"], "COMPLETED");
     assert_eq!(rows[0]["pg_approval_number"], a.approval_number.as_str());
     // And approving after it was recorded does not ask the PG again.
-    env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    env.run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
     assert_eq!(stack.books(&order.order_id).await.charges, 1);
 
     // Stock confirmation twice: decremented once, same items.
@@ -81,11 +96,22 @@ async fn the_success_path_activities_run_twice_change_things_once() {
         order_id: order.order_id.clone(),
         payment_id: payment.payment_id.clone(),
     };
-    let first = env.run(ProductActivities::confirm, confirm.clone()).await.unwrap();
+    let first = env
+        .run(ProductActivities::confirm, confirm.clone())
+        .await
+        .unwrap();
     let second = env.run(ProductActivities::confirm, confirm).await.unwrap();
     assert_eq!(first, second);
     let ledger = stack.ledger(&products[0].product_id).await;
-    assert_eq!((ledger.available, ledger.held, ledger.confirmed, ledger.db_stock), (5, 0, 2, 5));
+    assert_eq!(
+        (
+            ledger.available,
+            ledger.held,
+            ledger.confirmed,
+            ledger.db_stock
+        ),
+        (5, 0, 2, 5)
+    );
 
     // Order transitions twice each.
     let update = OrderUpdate {
@@ -93,19 +119,29 @@ async fn the_success_path_activities_run_twice_change_things_once() {
         payment_id: payment.payment_id.clone(),
     };
     for _ in 0..2 {
-        env.run(OrderActivities::mark_paid, update.clone()).await.unwrap();
+        env.run(OrderActivities::mark_paid, update.clone())
+            .await
+            .unwrap();
     }
     for _ in 0..2 {
-        env.run(OrderActivities::complete, update.clone()).await.unwrap();
+        env.run(OrderActivities::complete, update.clone())
+            .await
+            .unwrap();
     }
     let row = stack
-        .row("SELECT status FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(row["status"], "ORDER_COMPLETED");
     // Marking a completed order paid again is a no-op, not a regression.
     env.run(OrderActivities::mark_paid, update).await.unwrap();
     let row = stack
-        .row("SELECT status FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(row["status"], "ORDER_COMPLETED");
 
@@ -123,7 +159,10 @@ async fn the_success_path_activities_run_twice_change_things_once() {
 
     // Publishing twice carries the same event id and the same bytes.
     let event = DomainEvent {
-        event_id: ids::event_id(&ids::payment_workflow_id(&order.order_id), EventType::PaymentCompleted),
+        event_id: ids::event_id(
+            &ids::payment_workflow_id(&order.order_id),
+            EventType::PaymentCompleted,
+        ),
         event_timestamp: 1_700_000_000_000,
         order_id: order.order_id.clone(),
         body: EventBody::PaymentCompleted {
@@ -135,11 +174,19 @@ async fn the_success_path_activities_run_twice_change_things_once() {
             completed_at: a.approved_at,
         },
     };
-    env.run(EventActivities::publish, event.clone()).await.unwrap();
-    env.run(EventActivities::publish, event.clone()).await.unwrap();
+    env.run(EventActivities::publish, event.clone())
+        .await
+        .unwrap();
+    env.run(EventActivities::publish, event.clone())
+        .await
+        .unwrap();
     let records = stack.events_of(&order.order_id).await;
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r.headers["eventId"] == event.event_id));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.headers["eventId"] == event.event_id)
+    );
     assert_eq!(records[0].value, records[1].value);
 }
 
@@ -154,9 +201,15 @@ async fn the_compensations_run_twice_change_things_once() {
     let release = ReleaseStock {
         order_id: held.order_id.clone(),
     };
-    let r1 = env.run(ProductActivities::release, release.clone()).await.unwrap();
+    let r1 = env
+        .run(ProductActivities::release, release.clone())
+        .await
+        .unwrap();
     let r2 = env.run(ProductActivities::release, release).await.unwrap();
-    assert_eq!((r1.action.as_str(), r2.action.as_str()), ("RELEASED", "NOTHING"));
+    assert_eq!(
+        (r1.action.as_str(), r2.action.as_str()),
+        ("RELEASED", "NOTHING")
+    );
     let ledger = stack.ledger(&products[0].product_id).await;
     assert_eq!((ledger.available, ledger.held, ledger.confirmed), (4, 0, 0));
 
@@ -174,11 +227,25 @@ async fn the_compensations_run_twice_change_things_once() {
     let release = ReleaseStock {
         order_id: sold.order_id.clone(),
     };
-    let r1 = env.run(ProductActivities::release, release.clone()).await.unwrap();
+    let r1 = env
+        .run(ProductActivities::release, release.clone())
+        .await
+        .unwrap();
     let r2 = env.run(ProductActivities::release, release).await.unwrap();
-    assert_eq!((r1.action.as_str(), r2.action.as_str()), ("RESTOCKED", "NOTHING"));
+    assert_eq!(
+        (r1.action.as_str(), r2.action.as_str()),
+        ("RESTOCKED", "NOTHING")
+    );
     let ledger = stack.ledger(&products[1].product_id).await;
-    assert_eq!((ledger.available, ledger.held, ledger.confirmed, ledger.db_stock), (4, 0, 0, 4));
+    assert_eq!(
+        (
+            ledger.available,
+            ledger.held,
+            ledger.confirmed,
+            ledger.db_stock
+        ),
+        (4, 0, 0, 4)
+    );
 
     // Refund twice: one cancellation at the PG.
     let payment = ApprovePayment {
@@ -189,7 +256,10 @@ async fn the_compensations_run_twice_change_things_once() {
         amount: sold.total_amount,
         payment_key: format!("tpk_{}", sold.order_id),
     };
-    let approval = env.run(PaymentActivities::approve, payment.clone()).await.unwrap();
+    let approval = env
+        .run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
     let refund = RefundPayment {
         payment_id: payment.payment_id.clone(),
         payment_key: payment.payment_key.clone(),
@@ -197,7 +267,10 @@ async fn the_compensations_run_twice_change_things_once() {
         amount: payment.amount,
         reason: "test".into(),
     };
-    let f1 = env.run(PaymentActivities::refund, refund.clone()).await.unwrap();
+    let f1 = env
+        .run(PaymentActivities::refund, refund.clone())
+        .await
+        .unwrap();
     let f2 = env.run(PaymentActivities::refund, refund).await.unwrap();
     assert!(f1.cancelled && f2.cancelled);
     assert_eq!(f1.reference, f2.reference);
@@ -209,10 +282,17 @@ async fn the_compensations_run_twice_change_things_once() {
         refund_reference: f1.reference.clone(),
         refunded_by: "pg".into(),
     };
-    env.run(PaymentActivities::record_cancellation, cancellation.clone()).await.unwrap();
-    env.run(PaymentActivities::record_cancellation, cancellation).await.unwrap();
+    env.run(PaymentActivities::record_cancellation, cancellation.clone())
+        .await
+        .unwrap();
+    env.run(PaymentActivities::record_cancellation, cancellation)
+        .await
+        .unwrap();
     let row = stack
-        .row("SELECT status, refund_reference FROM payment.payments WHERE order_id = $1", &sold.order_id)
+        .row(
+            "SELECT status, refund_reference FROM payment.payments WHERE order_id = $1",
+            &sold.order_id,
+        )
         .await;
     assert_eq!(row["status"], "CANCELLED");
 
@@ -222,7 +302,10 @@ async fn the_compensations_run_twice_change_things_once() {
         payment_key: format!("tpk_{}", held.order_id),
         reason: "test".into(),
     };
-    let v1 = env.run(PaymentActivities::void, void.clone()).await.unwrap();
+    let v1 = env
+        .run(PaymentActivities::void, void.clone())
+        .await
+        .unwrap();
     let v2 = env.run(PaymentActivities::void, void).await.unwrap();
     assert!(!v1.cancelled && !v2.cancelled);
     let failure = RecordPaymentFailure {
@@ -234,23 +317,42 @@ async fn the_compensations_run_twice_change_things_once() {
         code: "PG_TIMEOUT".into(),
         message: "test".into(),
     };
-    env.run(PaymentActivities::record_failure, failure.clone()).await.unwrap();
-    env.run(PaymentActivities::record_failure, failure).await.unwrap();
+    env.run(PaymentActivities::record_failure, failure.clone())
+        .await
+        .unwrap();
+    env.run(PaymentActivities::record_failure, failure)
+        .await
+        .unwrap();
     let row = stack
-        .row("SELECT status, failure_code FROM payment.payments WHERE order_id = $1", &held.order_id)
+        .row(
+            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
+            &held.order_id,
+        )
         .await;
-    assert_eq!((row["status"].as_str(), row["failure_code"].as_str()), (Some("FAILED"), Some("PG_TIMEOUT")));
+    assert_eq!(
+        (row["status"].as_str(), row["failure_code"].as_str()),
+        (Some("FAILED"), Some("PG_TIMEOUT"))
+    );
 
     // Cancelling an order twice: cancelled once, same items.
     let cancel = CancelOrder {
         order_id: held.order_id.clone(),
         reason: "결제 실패".into(),
     };
-    let c1 = env.run(OrderActivities::cancel, cancel.clone()).await.unwrap();
+    let c1 = env
+        .run(OrderActivities::cancel, cancel.clone())
+        .await
+        .unwrap();
     let c2 = env.run(OrderActivities::cancel, cancel).await.unwrap();
     assert_eq!(c1, c2);
     let row = stack
-        .row("SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1", &held.order_id)
+        .row(
+            "SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1",
+            &held.order_id,
+        )
         .await;
-    assert_eq!((row["status"].as_str(), row["cancel_reason"].as_str()), (Some("ORDER_CANCELLED"), Some("결제 실패")));
+    assert_eq!(
+        (row["status"].as_str(), row["cancel_reason"].as_str()),
+        (Some("ORDER_CANCELLED"), Some("결제 실패"))
+    );
 }

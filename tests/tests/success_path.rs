@@ -1,7 +1,7 @@
 //! The seed's success flow, end to end on real Temporal, PostgreSQL, Redis and Kafka.
 
 use apache_avro::types::Value;
-use payflow_tests::{Stack, avro_str};
+use payflow_tests::{Stack, avro_str, check_history};
 use payflow_workflows::{
     ids,
     types::{EventType, PaymentMethod, PaymentStage},
@@ -36,7 +36,10 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
 
     // Order DB: ORDER_COMPLETED.
     let row = stack
-        .row("SELECT status, payment_id FROM orders.orders WHERE order_id = $1", &order.order_id)
+        .row(
+            "SELECT status, payment_id FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
         .await;
     assert_eq!(row["status"], "ORDER_COMPLETED");
     assert_eq!(row["payment_id"], decision.payment_id.as_str());
@@ -66,7 +69,10 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
     assert_eq!(pushes[0].title, "주문이 완료되었습니다");
     assert_eq!(
         pushes[0].body,
-        format!("주문번호 {}의 결제가 완료되었습니다. 배송 준비 중입니다.", order.order_id)
+        format!(
+            "주문번호 {}의 결제가 완료되었습니다. 배송 준비 중입니다.",
+            order.order_id
+        )
     );
 
     // Both events, keyed by order id, in the contract's Avro.
@@ -79,7 +85,10 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
         .iter()
         .find(|e| e.event_type() == "payment.completed")
         .expect("payment.completed");
-    assert_eq!(completed.topic, stack.kafka.topic(EventType::PaymentCompleted));
+    assert_eq!(
+        completed.topic,
+        stack.kafka.topic(EventType::PaymentCompleted)
+    );
     assert_eq!(completed.value[..2], [0xC3, 0x01]);
     let fields = completed.decode();
     let event_id = ids::event_id(&workflow_id, EventType::PaymentCompleted);
@@ -111,6 +120,7 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
         panic!("confirmedItems is not an array")
     };
     assert_eq!(items.len(), 2);
+    check_history(&stack, &order.order_id, "success_card").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,10 +142,15 @@ async fn kakao_pay_completes_and_paying_again_returns_the_same_payment() {
     // Sold out exactly.
     let ledger = stack.ledger(&products[0].product_id).await;
     assert_eq!((ledger.available, ledger.held, ledger.confirmed), (0, 0, 3));
+    check_history(&stack, &order.order_id, "success_kakao_pay_paid_twice").await;
 }
 
 fn sign_extend(bytes: &[u8]) -> [u8; 8] {
-    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0 };
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+        0xFF
+    } else {
+        0
+    };
     let mut out = [fill; 8];
     out[8 - bytes.len()..].copy_from_slice(bytes);
     out

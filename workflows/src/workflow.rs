@@ -280,7 +280,7 @@ impl Saga {
             order_id: self.payment.order_id.clone(),
             payment_id: self.payment.payment_id.clone(),
         };
-        let (published, paid, stock) = join!(
+        let ((), paid, stock) = join!(
             self.publish(EventBody::PaymentCompleted {
                 payment_id: self.payment.payment_id.clone(),
                 user_id: self.payment.user_id.clone(),
@@ -303,7 +303,6 @@ impl Saga {
                 self.stock_options(&token),
             ),
         );
-        let _ = published;
         let confirmation = match stock {
             Ok(confirmation) => confirmation,
             Err(_) if token.is_cancelled() => return Err(self.interruption(&token)),
@@ -313,7 +312,7 @@ impl Saga {
         self.enter(PaymentStage::StockConfirmed);
 
         // 5 + 6. stock.confirmed and the order completed, together.
-        let (published, completed) = join!(
+        let ((), completed) = join!(
             self.publish(EventBody::StockConfirmed {
                 payment_id: self.payment.payment_id.clone(),
                 confirmed_items: confirmation.items.clone(),
@@ -325,7 +324,6 @@ impl Saga {
                 self.service_options(&self.queues.order, "order completed", Some(&token)),
             ),
         );
-        let _ = published;
         completed.map_err(|_| self.interruption(&token))?;
         self.enter(PaymentStage::OrderCompleted);
         Ok(())
