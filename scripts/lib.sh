@@ -50,7 +50,12 @@ wait_for() {
 # start_bg NAME CMD...: start a background process, remember its pid, log to $STATE/NAME.log.
 start_bg() {
   local name="$1"; shift
-  (cd "$STATE" && nohup "$@" >"$STATE/$name.log" 2>&1 & echo $! >"$STATE/$name.pid")
+  (
+    cd "$STATE" || exit 1
+    # Only the process itself goes to the background, with no descriptor of ours left open.
+    nohup "$@" >"$STATE/$name.log" 2>&1 </dev/null &
+    echo $! >"$STATE/$name.pid"
+  )
 }
 
 # stop_bg NAME: stop a process started by start_bg.
