@@ -24,6 +24,12 @@ for i in $(seq 1 100); do
   sleep 0.2
 done
 
+export PAYFLOW_API_KEYS="${PAYFLOW_API_KEYS:-payflow-demo-key}"
+stop_bg api
+say "starting the API on ${PAYFLOW_API_LISTEN:-127.0.0.1:8080}"
+start_bg api "$BIN/payflow" serve
+wait_for API "${PAYFLOW_API_LISTEN:-127.0.0.1:8080}" 30
+
 say "running the scenarios"
 "$BIN/payflow" demo
-say "the stack keeps running; the Web UI is at $PAYFLOW_UI_URL; 'make down' stops it"
+say "the stack keeps running: Web UI $PAYFLOW_UI_URL, API http://${PAYFLOW_API_LISTEN:-127.0.0.1:8080} (Authorization: Bearer $PAYFLOW_API_KEYS); 'make down' stops it"

@@ -170,6 +170,11 @@ impl OrderStore {
         Self { db }
     }
 
+    /// The database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.db).await.map(|_| ())
+    }
+
     /// Moves an order to `to` from one of `from`; a retry that finds it already there is fine;
     /// any other state is a conflict.
     async fn transition(

@@ -79,6 +79,24 @@ enum Command {
     Demo,
     /// Replay workflow histories against the current workflow code; exits 1 if any diverges.
     Replay(ReplayArgs),
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PAYFLOW_API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Accepted API keys (`Authorization: Bearer <key>`), comma-separated.
+    #[arg(
+        long,
+        env = "PAYFLOW_API_KEYS",
+        value_delimiter = ',',
+        required = true,
+        hide_env_values = true
+    )]
+    api_keys: Vec<payflow_activities::Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -339,6 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => demo(&common).await?,
         Command::Replay(args) => replay(&common, args).await?,
+        Command::Serve(args) => serve(&common, args).await?,
     }
     Ok(())
 }
@@ -537,5 +556,28 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
     if diverged > 0 {
         std::process::exit(1);
     }
+    Ok(())
+}
+
+async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let payflow = common.payflow().await?;
+    let keys: Vec<_> = args
+        .api_keys
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "at least one API key is required (PAYFLOW_API_KEYS)"
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    eprintln!("payflow API on http://{}", listener.local_addr()?);
+    crate::api::serve(listener, crate::api::ApiState::new(payflow, keys), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -223,6 +223,17 @@ impl PaymentClient {
             .map_err(|e| interaction(order_id, e))
     }
 
+    /// Temporal answers.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        use temporalio_client::{grpc::WorkflowService, tonic::IntoRequest};
+        use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
+        let mut client = self.client.clone();
+        WorkflowService::get_system_info(&mut client, GetSystemInfoRequest {}.into_request())
+            .await
+            .map(|_| ())
+            .map_err(|e| ClientError::Temporal(e.to_string()))
+    }
+
     /// The payment's page in the Temporal Web UI.
     pub fn web_ui_link(&self, ui_base: &str, order_id: &str) -> String {
         format!(

@@ -5,8 +5,10 @@
 //! - [`service`]: `Payflow`, the validation and order creation the API and the CLI share.
 //! - [`replay`]: replaying histories (files in the Web UI / CLI format, or fetched) against the
 //!   current workflow code.
+//! - [`api`]: the HTTP API (axum) and its OpenAPI document.
 //! - [`cli`]: the `payflow` command line.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod replay;

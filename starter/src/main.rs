@@ -6,8 +6,9 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,apache_avro=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,apache_avro=error,payflow_starter::api=info,tower_http=info".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

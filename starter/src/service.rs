@@ -186,7 +186,7 @@ impl Payflow {
                 return Err(e.into());
             }
         };
-        tracing::info!(order_id = %order_id, user_id, total, "order created");
+        tracing::info!(order_id = %order_id, total, "order created");
         Ok(CreatedOrder {
             order_id,
             user_id: user_id.to_owned(),

@@ -1,0 +1,408 @@
+//! The HTTP API over real HTTP, against the running worker and services.
+
+use payflow_starter::api::{ApiState, serve};
+use payflow_tests::{Stack, eventually};
+use payflow_workflows::types::PaymentStage;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const KEY: &str = "test-api-key-1";
+
+struct Api {
+    stack: Stack,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let stack = Stack::start().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = ApiState::new(stack.payflow.clone(), vec![KEY.parse().unwrap()]);
+        tokio::spawn(serve(listener, state, std::future::pending()));
+        Self {
+            stack,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        body: &'static str,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An order of one unit of a fresh product priced 1,000 won.
+    async fn order(&self, user: &str) -> Value {
+        let products = self.stack.products(&[10]).await;
+        let (status, order) = self
+            .post(
+                "/api/v1/orders",
+                json!({ "userId": user, "items": [{ "productId": products[0].product_id, "quantity": 3 }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        order
+    }
+
+    /// Nothing happened for this order: no workflow, no PG call, no payment row.
+    async fn assert_untouched(&self, order_id: &str) {
+        assert_eq!(self.stack.books(order_id).await.charges, 0);
+        let rows = self
+            .stack
+            .rows(
+                "SELECT payment_id FROM payment.payments WHERE order_id = $1",
+                order_id,
+            )
+            .await;
+        assert!(rows.is_empty(), "{rows:?}");
+        assert!(matches!(
+            self.stack.payflow.payments.status(order_id).await,
+            Err(payflow_starter::client::ClientError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_created_and_paid_over_http_completes() {
+    let api = Api::start().await;
+    let order = api.order("USR-HTTP").await;
+    assert_eq!(order["status"], "PAYMENT_WAIT");
+    assert_eq!(order["totalAmount"], 3_000);
+    assert!(order["reservationExpiresAt"].is_string());
+    let order_id = order["orderId"].as_str().unwrap();
+
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": order_id, "paymentMethod": "CARD", "amount": 3000 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "COMPLETED");
+    assert_eq!(body["orderId"], order_id);
+    assert!(body["approvalNumber"].is_string());
+    let payment_id = body["paymentId"].as_str().unwrap().to_owned();
+
+    let order_path = format!("/api/v1/orders/{order_id}");
+    let done = eventually(Duration::from_secs(30), "ORDER_COMPLETED", || async {
+        let (_, o) = api.get(&order_path).await;
+        (o["status"] == "ORDER_COMPLETED").then_some(o)
+    })
+    .await;
+    assert_eq!(done["payment"]["stage"], "ORDER_COMPLETED");
+    let (status, payment) = api.get(&format!("/api/v1/payments/{payment_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(payment["status"], "COMPLETED");
+    assert_eq!(payment["approvalNumber"], body["approvalNumber"]);
+    assert!(payment["stageTimes"]["ORDER_COMPLETED"].is_i64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_answers_400_payment_failed() {
+    let api = Api::start().await;
+    let order = api.order("USR-HTTP-DECL").await;
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": order["orderId"], "paymentMethod": "CARD", "amount": 3000,
+                    "paymentKey": "tpk_decline_CARD_LIMIT_EXCEEDED" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "PAYMENT_FAILED");
+    assert_eq!(body["reason"], "CARD_LIMIT_EXCEEDED");
+    assert_eq!(body["orderId"], order["orderId"]);
+    assert_eq!(body["retryable"], true);
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
+    let api = Api::start().await;
+    let order = api.order("USR-HTTP-BAD").await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "wrong type",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": "3000" }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            "missing field",
+            json!({ "orderId": id, "amount": 3000 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            "unknown field",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000, "discount": 2900 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            "unknown method",
+            json!({ "orderId": id, "paymentMethod": "BITCOIN", "amount": 3000 }),
+            StatusCode::BAD_REQUEST,
+            "UNKNOWN_PAYMENT_METHOD",
+        ),
+        (
+            "tampered amount",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 100 }),
+            StatusCode::BAD_REQUEST,
+            "AMOUNT_MISMATCH",
+        ),
+        (
+            "zero amount",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 0 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "negative amount",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": -3000 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "fractional amount",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 2999.5 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_AMOUNT",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let (got, answer) = api.post("/api/v1/payments", body).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(code)),
+            "{what}: {answer}"
+        );
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    let (got, answer) = api
+        .post_raw("/api/v1/payments", "{\"orderId\": ", "application/json")
+        .await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("MALFORMED_JSON"))
+    );
+    let (got, _) = api
+        .post_raw("/api/v1/payments", "orderId=1", "text/plain")
+        .await;
+    assert_eq!(got, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let huge: &'static str = Box::leak(
+        format!(
+            "{{\"orderId\": \"{id}\", \"paymentKey\": \"{}\"}}",
+            "x".repeat(64 * 1024)
+        )
+        .into_boxed_str(),
+    );
+    let (got, answer) = api
+        .post_raw("/api/v1/payments", huge, "application/json")
+        .await;
+    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    api.assert_untouched(&id).await;
+
+    // An unknown order.
+    let (got, answer) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": "ORD-NOPE", "paymentMethod": "CARD", "amount": 3000 }),
+        )
+        .await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
+    api.assert_untouched("ORD-NOPE").await;
+
+    // An order that is not waiting for payment (and never had one).
+    sqlx::query("UPDATE orders.orders SET status = 'ORDER_CANCELLED' WHERE order_id = $1")
+        .bind(&id)
+        .execute(&api.stack.pool)
+        .await
+        .unwrap();
+    let (got, answer) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000 }),
+        )
+        .await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (StatusCode::CONFLICT, Some("ORDER_NOT_PAYABLE"))
+    );
+    api.assert_untouched(&id).await;
+    let (got, _) = api.get("/api/v1/payments/PAY-ORD-NOPE").await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_identical_requests_at_once_start_one_payment_and_charge_once() {
+    let api = Api::start().await;
+    let order = api.order("USR-HTTP-DUP").await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    let body = json!({ "orderId": id, "paymentMethod": "TOSS", "amount": 3000 });
+    let answers =
+        futures::future::join_all((0..10).map(|_| api.post("/api/v1/payments", body.clone())))
+            .await;
+    let first = &answers[0].1;
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["paymentId"], first["paymentId"]);
+        assert_eq!(answer["approvalNumber"], first["approvalNumber"]);
+    }
+    let outcome = api.stack.outcome(&id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
+    // Again, after it finished: the same payment.
+    let (status, again) = api.post("/api/v1/payments", body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["paymentId"], first["paymentId"]);
+    assert_eq!(api.stack.books(&id).await.charges, 1);
+    let count = api
+        .stack
+        .payflow
+        .payments
+        .temporal()
+        .count_workflows(format!("OrderId = '{id}'"), Default::default())
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(count, 1, "one workflow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_wants_a_valid_key_but_health_checks_are_open() {
+    let api = Api::start().await;
+    let url = format!("{}/api/v1/orders", api.base);
+    let body = json!({ "userId": "USR-X", "items": [{ "productId": "P", "quantity": 1 }] });
+    let r = api.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"], "UNAUTHORIZED");
+    let r = api
+        .http
+        .post(&url)
+        .bearer_auth("test-api-key-2")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = api
+        .http
+        .get(format!("{}/api/v1/payments/PAY-X", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    for path in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
+        let r = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let ready: Value = api
+        .http
+        .get(format!("{}/readyz", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["checks"],
+        json!({ "temporal": "up", "postgres": "up", "redis": "up" })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_beyond_the_stock_is_refused_naming_the_short_items() {
+    let api = Api::start().await;
+    let products = api.stack.products(&[2, 5]).await;
+    let (status, body) = api
+        .post(
+            "/api/v1/orders",
+            json!({ "userId": "USR-SHORT", "items": [
+                { "productId": products[0].product_id, "quantity": 3 },
+                { "productId": products[1].product_id, "quantity": 1 } ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "INSUFFICIENT_STOCK");
+    assert_eq!(
+        body["items"],
+        json!([{ "productId": products[0].product_id, "available": 2 }])
+    );
+    // Nothing was reserved.
+    for (p, seeded) in [(&products[0], 2), (&products[1], 5)] {
+        assert_eq!(api.stack.ledger(&p.product_id).await.available, seeded);
+    }
+    let (status, body) = api
+        .post(
+            "/api/v1/orders",
+            json!({ "userId": "USR-SHORT", "items": [{ "productId": "NOPE", "quantity": 1 }] }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("UNKNOWN_PRODUCTS"))
+    );
+    let (status, body) = api
+        .post("/api/v1/orders", json!({ "userId": "USR-SHORT", "items": [{ "productId": products[1].product_id, "quantity": 0 }] }))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+}
