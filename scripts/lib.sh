@@ -21,6 +21,18 @@ export PG_BASE_URL="${PG_BASE_URL:-http://$SANDBOX_LISTEN}"
 export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
 export PAYFLOW_UI_URL="${PAYFLOW_UI_URL:-http://localhost:$TEMPORAL_UI_PORT}"
 
+# The dev stack's secrets: an API key, and a payload encryption key made once per checkout.
+export PAYFLOW_API_KEYS="${PAYFLOW_API_KEYS:-payflow-demo-key}"
+if [ -z "${PAYFLOW_CODEC_KEYS:-}" ]; then
+  if [ ! -s "$STATE/codec-keys" ]; then
+    (umask 077; printf 'dev1:%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$STATE/codec-keys")
+  fi
+  PAYFLOW_CODEC_KEYS="$(cat "$STATE/codec-keys")"
+  export PAYFLOW_CODEC_KEYS
+fi
+# The Web UI decodes payloads through the API's codec server (a capability URL holding a key).
+export PAYFLOW_CODEC_ENDPOINT="${PAYFLOW_CODEC_ENDPOINT:-http://127.0.0.1:8080/codec/${PAYFLOW_API_KEYS%%,*}}"
+
 BIN="$CARGO_TARGET_DIR/debug"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

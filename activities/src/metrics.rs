@@ -7,15 +7,13 @@
 //! - `payflow_orders_total{outcome}`: completed / cancelled
 //!
 //! Counters move only on a real state change, so a retried activity is not counted twice.
-//! Until [`install`] is called (e.g. in tests without an exporter) every call is a no-op.
+//! `Metrics::default()` (e.g. in tests without an exporter) records nothing.
 
 use crate::payment::pg::PgError;
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, HistogramDuration, MetricAttributes, MetricKeyValue, MetricParameters,
+    NewAttributes,
 };
 
 struct AppMetrics {
@@ -26,90 +24,95 @@ struct AppMetrics {
     stock_latency: HistogramDuration,
 }
 
-static METRICS: OnceLock<AppMetrics> = OnceLock::new();
+/// payflow's instruments, registered on one worker's meter. The default records nothing.
+#[derive(Clone, Default)]
+pub struct Metrics(Option<Arc<AppMetrics>>);
 
-/// Registers payflow's metrics on the SDK's meter. Later calls are ignored.
-pub fn install(meter: Arc<dyn CoreMeter>) {
-    let params = |name: &'static str, description: &'static str, unit: &'static str| {
-        MetricParameters::builder()
-            .name(name)
-            .description(description)
-            .unit(unit)
-            .build()
-    };
-    let _ = METRICS.set(AppMetrics {
-        payments: meter.counter(params(
-            "payflow_payments_total",
-            "Payments that reached a final payment state, by outcome",
-            "",
-        )),
-        orders: meter.counter(params(
-            "payflow_orders_total",
-            "Orders that reached a final state, by outcome",
-            "",
-        )),
-        pg_latency: meter.histogram_duration(params(
-            "payflow_pg_request_duration",
-            "PG response time by operation and outcome",
-            "ms",
-        )),
-        stock_latency: meter.histogram_duration(params(
-            "payflow_stock_confirmation_duration",
-            "Stock confirmation time (Redis claim + product DB) by outcome",
-            "ms",
-        )),
-        meter,
-    });
-}
-
-fn with(f: impl FnOnce(&AppMetrics)) {
-    if let Some(m) = METRICS.get() {
-        f(m);
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Metrics(on)"
+        } else {
+            "Metrics(off)"
+        })
     }
 }
 
-fn attrs(
-    m: &AppMetrics,
-    pairs: &[(&'static str, &'static str)],
-) -> temporalio_common::telemetry::metrics::MetricAttributes {
-    m.meter.new_attributes(NewAttributes::from(
-        pairs
-            .iter()
-            .map(|(k, v)| MetricKeyValue::new(*k, *v))
-            .collect::<Vec<_>>(),
-    ))
-}
+impl Metrics {
+    /// Registers payflow's metrics on the SDK's meter (the worker's `/metrics`).
+    pub fn new(meter: Arc<dyn CoreMeter>) -> Self {
+        let params = |name: &'static str, description: &'static str, unit: &'static str| {
+            MetricParameters::builder()
+                .name(name)
+                .description(description)
+                .unit(unit)
+                .build()
+        };
+        Self(Some(Arc::new(AppMetrics {
+            payments: meter.counter(params(
+                "payflow_payments_total",
+                "Payments that reached a final payment state, by outcome",
+                "",
+            )),
+            orders: meter.counter(params(
+                "payflow_orders_total",
+                "Orders that reached a final state, by outcome",
+                "",
+            )),
+            pg_latency: meter.histogram_duration(params(
+                "payflow_pg_request_duration",
+                "PG response time by operation and outcome",
+                "ms",
+            )),
+            stock_latency: meter.histogram_duration(params(
+                "payflow_stock_confirmation_duration",
+                "Stock confirmation time (Redis claim + product DB) by outcome",
+                "ms",
+            )),
+            meter,
+        })))
+    }
 
-/// A PG call finished.
-pub fn pg_observe<T>(operation: &'static str, elapsed: Duration, result: &Result<T, PgError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(PgError::Declined { .. }) => "declined",
-        Err(PgError::Rejected { .. }) => "rejected",
-        Err(PgError::Unavailable(_)) => "unavailable",
-    };
-    with(|m| {
+    fn attrs(m: &AppMetrics, pairs: &[(&'static str, &'static str)]) -> MetricAttributes {
+        m.meter.new_attributes(NewAttributes::from(
+            pairs
+                .iter()
+                .map(|(k, v)| MetricKeyValue::new(*k, *v))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// A PG call finished.
+    pub fn pg<T>(&self, operation: &'static str, elapsed: Duration, result: &Result<T, PgError>) {
+        let Some(m) = &self.0 else { return };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(PgError::Declined { .. }) => "declined",
+            Err(PgError::Rejected { .. }) => "rejected",
+            Err(PgError::Unavailable(_)) => "unavailable",
+        };
         m.pg_latency.record(
             elapsed,
-            &attrs(m, &[("operation", operation), ("outcome", outcome)]),
-        )
-    });
-}
+            &Self::attrs(m, &[("operation", operation), ("outcome", outcome)]),
+        );
+    }
 
-/// A stock confirmation finished (`confirmed`, or the failure kind).
-pub fn stock_observe(elapsed: Duration, outcome: &'static str) {
-    with(|m| {
+    /// A stock confirmation finished (`confirmed`, `refused` or `error`).
+    pub fn stock(&self, elapsed: Duration, outcome: &'static str) {
+        let Some(m) = &self.0 else { return };
         m.stock_latency
-            .record(elapsed, &attrs(m, &[("outcome", outcome)]))
-    });
-}
+            .record(elapsed, &Self::attrs(m, &[("outcome", outcome)]));
+    }
 
-/// A payment changed to a final state: `completed`, `failed` or `cancelled`.
-pub fn payment_outcome(outcome: &'static str) {
-    with(|m| m.payments.add(1, &attrs(m, &[("outcome", outcome)])));
-}
+    /// A payment changed to a final state: `completed`, `failed` or `cancelled`.
+    pub fn payment(&self, outcome: &'static str) {
+        let Some(m) = &self.0 else { return };
+        m.payments.add(1, &Self::attrs(m, &[("outcome", outcome)]));
+    }
 
-/// An order changed to a final state: `completed` or `cancelled`.
-pub fn order_outcome(outcome: &'static str) {
-    with(|m| m.orders.add(1, &attrs(m, &[("outcome", outcome)])));
+    /// An order changed to a final state: `completed` or `cancelled`.
+    pub fn order(&self, outcome: &'static str) {
+        let Some(m) = &self.0 else { return };
+        m.orders.add(1, &Self::attrs(m, &[("outcome", outcome)]));
+    }
 }

@@ -2,6 +2,7 @@
 
 use crate::{
     failure::{Transient, non_retryable, retryable},
+    metrics::Metrics,
     product::PricedLine,
     secret::Secret,
 };
@@ -121,6 +122,7 @@ pub struct OrderStore {
 pub struct OrderActivities {
     store: OrderStore,
     push: PushClient,
+    metrics: Metrics,
 }
 
 impl OrderActivities {
@@ -129,7 +131,14 @@ impl OrderActivities {
         Self {
             store: OrderStore::new(db),
             push,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Records the seed's monitoring points on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends a push once: the gateway deduplicates by id, and the notifications table keeps
@@ -329,7 +338,7 @@ impl OrderActivities {
             )
             .await?;
         if changed {
-            crate::metrics::order_outcome("completed");
+            self.metrics.order("completed");
         }
         Ok(())
     }
@@ -354,7 +363,7 @@ impl OrderActivities {
             )
             .await?;
         if changed {
-            crate::metrics::order_outcome("cancelled");
+            self.metrics.order("cancelled");
         }
         let items = self
             .store

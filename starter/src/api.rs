@@ -16,12 +16,13 @@ use crate::service::{DEFAULT_RESERVATION_TTL_MS, Pay, Payflow, PayflowError};
 use axum::{
     Json, Router,
     extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use payflow_activities::Secret;
+use payflow_worker::codec::CodecKeys;
 use payflow_workflows::{
     ids,
     types::{OrderItem, PaymentMethod, PaymentStage, PaymentStatus},
@@ -29,8 +30,10 @@ use payflow_workflows::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use std::{future::Future, sync::Arc, time::Duration};
+use temporalio_common::protos::temporal::api::common::v1::Payload;
 use tokio::net::TcpListener;
 use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
     trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
 };
@@ -45,14 +48,42 @@ pub struct ApiState {
 struct Inner {
     payflow: Payflow,
     api_keys: Vec<Secret>,
+    codec: Option<Arc<CodecKeys>>,
+    codec_origins: Vec<String>,
 }
 
 impl ApiState {
-    /// The API over a `Payflow`, accepting these bearer keys.
+    /// The API over a `Payflow`, accepting these bearer keys; no payload codec.
     pub fn new(payflow: Payflow, api_keys: Vec<Secret>) -> Self {
+        Self::with_codec(payflow, api_keys, None, Vec::new())
+    }
+
+    /// The API with the codec server: `keys` decode and encode payloads for the Web UI,
+    /// which may call from `origins` (CORS).
+    pub fn with_codec(
+        payflow: Payflow,
+        api_keys: Vec<Secret>,
+        codec: Option<Arc<CodecKeys>>,
+        origins: Vec<String>,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { payflow, api_keys }),
+            inner: Arc::new(Inner {
+                payflow,
+                api_keys,
+                codec,
+                codec_origins: origins,
+            }),
         }
+    }
+
+    fn key_ok(&self, presented: &str) -> bool {
+        // Compare against every key, always, in constant time: timing reveals nothing.
+        let mut ok = false;
+        for key in &self.inner.api_keys {
+            ok |=
+                !key.is_empty() && constant_time_eq(presented.as_bytes(), key.expose().as_bytes());
+        }
+        ok
     }
 
     fn payflow(&self) -> &Payflow {
@@ -70,9 +101,31 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/orders/{order_id}", get(get_order))
         .route("/api/v1/payments", post(pay))
         .route("/api/v1/payments/{payment_id}", get(get_payment))
+        .route("/codec/encode", post(codec_encode))
+        .route("/codec/decode", post(codec_decode))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // The Web UI cannot send a bearer key; it calls a capability URL holding one instead:
+    // `--ui-codec-endpoint http://host:8080/codec/<api key>`.
+    let ui_codec = Router::new()
+        .route("/codec/{token}/encode", post(codec_encode_token))
+        .route("/codec/{token}/decode", post(codec_decode_token));
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(
+            state
+                .inner
+                .codec_origins
+                .iter()
+                .filter_map(|o| o.parse::<HeaderValue>().ok()),
+        ))
+        .allow_methods([Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-namespace"),
+        ]);
     Router::new()
         .merge(api)
+        .merge(ui_codec)
         .route("/api/v1/openapi.json", get(openapi))
         .route(
             "/healthz",
@@ -80,6 +133,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(cors)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(
             // Method, path, status and latency of every request; never headers (API keys).
@@ -240,12 +294,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    // Compare against every key, always, in constant time: timing reveals nothing.
-    let mut ok = false;
-    for key in &state.inner.api_keys {
-        ok |= !key.is_empty() && constant_time_eq(presented.as_bytes(), key.expose().as_bytes());
-    }
-    if !ok {
+    if !state.key_ok(presented) {
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)
@@ -494,6 +543,108 @@ async fn get_payment(
         .await
         .map_err(PayflowError::from)?;
     Ok(Json(status.into()))
+}
+
+// ---- codec server (Temporal's remote codec protocol) -----------------------------------------
+
+/// `{"payloads": [{"metadata": {"k": base64}, "data": base64}]}`, as the Web UI and the CLI send.
+#[derive(Debug, Serialize, Deserialize)]
+struct CodecPayloads {
+    payloads: Vec<JsonPayload>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+struct JsonPayload {
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    data: String,
+}
+
+fn from_json(p: JsonPayload) -> Result<Payload, ApiError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bad = |_| ApiError::BadRequest("INVALID_REQUEST", "payloads must be base64".into());
+    Ok(Payload {
+        metadata: p
+            .metadata
+            .into_iter()
+            .map(|(k, v)| b64.decode(v).map(|v| (k, v)))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?,
+        data: b64.decode(p.data).map_err(bad)?,
+        ..Default::default()
+    })
+}
+
+fn to_json(p: Payload) -> JsonPayload {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    JsonPayload {
+        metadata: p
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, b64.encode(v)))
+            .collect(),
+        data: b64.encode(p.data),
+    }
+}
+
+fn run_codec(
+    state: &ApiState,
+    body: CodecPayloads,
+    encode: bool,
+) -> Result<Json<CodecPayloads>, ApiError> {
+    let mut out = Vec::with_capacity(body.payloads.len());
+    for p in body.payloads {
+        let p = from_json(p)?;
+        out.push(to_json(match &state.inner.codec {
+            None => p,
+            Some(keys) if encode => keys
+                .encrypt(&p)
+                .map_err(|e| ApiError::Unavailable(e.into()))?,
+            Some(keys) => keys
+                .decrypt(p)
+                .map_err(|e| ApiError::BadRequest("UNDECODABLE_PAYLOAD", e.to_string()))?,
+        }));
+    }
+    Ok(Json(CodecPayloads { payloads: out }))
+}
+
+async fn codec_encode(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<CodecPayloads>,
+) -> Result<Json<CodecPayloads>, ApiError> {
+    run_codec(&state, body, true)
+}
+
+async fn codec_decode(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<CodecPayloads>,
+) -> Result<Json<CodecPayloads>, ApiError> {
+    run_codec(&state, body, false)
+}
+
+async fn codec_encode_token(
+    State(state): State<ApiState>,
+    Path(token): Path<String>,
+    ApiJson(body): ApiJson<CodecPayloads>,
+) -> Result<Json<CodecPayloads>, ApiError> {
+    if !state.key_ok(&token) {
+        return Err(ApiError::Unauthorized);
+    }
+    run_codec(&state, body, true)
+}
+
+async fn codec_decode_token(
+    State(state): State<ApiState>,
+    Path(token): Path<String>,
+    ApiJson(body): ApiJson<CodecPayloads>,
+) -> Result<Json<CodecPayloads>, ApiError> {
+    if !state.key_ok(&token) {
+        return Err(ApiError::Unauthorized);
+    }
+    run_codec(&state, body, false)
 }
 
 // ---- health and docs ---------------------------------------------------------------------------

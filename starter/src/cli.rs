@@ -79,8 +79,13 @@ enum Command {
     Demo,
     /// Replay workflow histories against the current workflow code; exits 1 if any diverges.
     Replay(ReplayArgs),
-    /// Serve the HTTP API.
+    /// Serve the HTTP API and the payload codec server.
     Serve(ServeArgs),
+    /// Set-up tasks for a Temporal cluster.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +102,26 @@ struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<payflow_activities::Secret>,
+    /// Web UI origins allowed to call the codec server (CORS), comma-separated.
+    #[arg(
+        long,
+        env = "PAYFLOW_CODEC_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:8233,http://127.0.0.1:8233"
+    )]
+    codec_cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Register payflow's search attributes on the Temporal namespace (idempotent).
+    Setup,
+    /// Print a fresh payload encryption key (`id:base64`) for PAYFLOW_CODEC_KEYS.
+    NewCodecKey {
+        /// The key's id (kept in each payload's metadata).
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +383,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo(&common).await?,
         Command::Replay(args) => replay(&common, args).await?,
         Command::Serve(args) => serve(&common, args).await?,
+        Command::Admin {
+            command: AdminCommand::Setup,
+        } => {
+            let payments = PaymentClient::connect(&common.temporal).await?;
+            let added = crate::admin::register_search_attributes(
+                payments.temporal(),
+                &common.temporal.namespace(),
+            )
+            .await?;
+            if added.is_empty() {
+                println!("search attributes already registered");
+            } else {
+                println!("registered search attributes: {}", added.join(", "));
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::NewCodecKey { id },
+        } => println!("{}", payflow_worker::codec::CodecKeys::generate(&id)),
     }
     Ok(())
 }
@@ -532,7 +575,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
         !histories.is_empty(),
         "nothing to replay: give files, --workflow-id or --query"
     );
-    let data_converter = temporalio_common::data_converters::DataConverter::default();
+    let data_converter = common.temporal.data_converter()?;
     let results = crate::replay::replay(histories, data_converter).await?;
     let mut diverged = 0;
     for r in &results {
@@ -575,7 +618,13 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     eprintln!("payflow API on http://{}", listener.local_addr()?);
-    crate::api::serve(listener, crate::api::ApiState::new(payflow, keys), async {
+    let state = crate::api::ApiState::with_codec(
+        payflow,
+        keys,
+        common.temporal.keys()?,
+        args.codec_cors_origins,
+    );
+    crate::api::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -65,6 +65,8 @@ pub struct PaymentClient {
     client: Client,
     queues: TaskQueues,
     namespace: String,
+    /// Payloads are encrypted: keep payment data out of the (unencrypted) UI summary too.
+    encrypted: bool,
 }
 
 impl std::fmt::Debug for PaymentClient {
@@ -83,15 +85,17 @@ impl PaymentClient {
             args.connect().await?,
             TaskQueues::with_prefix(&args.task_queue_prefix),
             args.namespace(),
+            args.keys()?.is_some(),
         ))
     }
 
-    /// Wraps an existing client.
-    pub fn new(client: Client, queues: TaskQueues, namespace: String) -> Self {
+    /// Wraps an existing client (`encrypted`: its data converter encrypts payloads).
+    pub fn new(client: Client, queues: TaskQueues, namespace: String, encrypted: bool) -> Self {
         Self {
             client,
             queues,
             namespace,
+            encrypted,
         }
     }
 
@@ -110,6 +114,15 @@ impl PaymentClient {
     pub async fn pay(&self, request: PaymentRequest) -> Result<PaymentDecision, ClientError> {
         let order_id = request.order_id.clone();
         let workflow_id = payment_workflow_id(&order_id);
+        // What operators read in the Web UI's list; summaries are stored unencrypted.
+        let summary = if self.encrypted {
+            format!("{} payment", request.payment_method)
+        } else {
+            format!(
+                "{} payment of {} won for order {order_id}",
+                request.payment_method, request.amount
+            )
+        };
         let attributes = SearchAttributes::new([
             search::ORDER_ID.value_set(order_id.clone()),
             search::USER_ID.value_set(request.user_id.clone()),
@@ -126,7 +139,7 @@ impl PaymentClient {
         // One order, one payment: a finished payment is never started again.
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .search_attributes(attributes)
-        .static_summary(format!("payment of order {order_id}"))
+        .static_summary(summary)
         .update_id(DECISION_UPDATE_ID.to_owned())
         .rpc_options(rpc_timeout(Duration::from_secs(90)))
         .build();

@@ -5,9 +5,11 @@
 //! - [`service`]: `Payflow`, the validation and order creation the API and the CLI share.
 //! - [`replay`]: replaying histories (files in the Web UI / CLI format, or fetched) against the
 //!   current workflow code.
-//! - [`api`]: the HTTP API (axum) and its OpenAPI document.
+//! - [`api`]: the HTTP API (axum), its OpenAPI document and the payload codec server.
+//! - [`admin`]: cluster set-up (search attributes).
 //! - [`cli`]: the `payflow` command line.
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod client;

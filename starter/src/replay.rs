@@ -33,6 +33,11 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
     DescriptorPool::decode(DESCRIPTORS).expect("the Temporal API descriptors are valid")
 });
 
+/// The Temporal API's protobuf descriptors (to read or walk histories generically).
+pub fn descriptor_pool() -> &'static DescriptorPool {
+    &POOL
+}
+
 /// A history to replay, with a name for the report (file name or workflow id).
 #[derive(Debug, Clone)]
 pub struct NamedHistory {

@@ -79,6 +79,8 @@ pub struct StackOptions {
     pub metrics: bool,
     /// The sandbox's settings.
     pub sandbox: SandboxConfig,
+    /// Payload encryption keys (`id:base64,...`), if any.
+    pub codec_keys: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -96,6 +98,7 @@ impl Default for StackOptions {
                 timeout_hold: Duration::from_secs(30),
                 ..SandboxConfig::default()
             },
+            codec_keys: None,
         }
     }
 }
@@ -228,7 +231,10 @@ impl Stack {
             },
         ));
 
-        let temporal = TemporalArgs::local(&temporal_address(), &format!("{prefix}-"));
+        let mut temporal = TemporalArgs::local(&temporal_address(), &format!("{prefix}-"));
+        if let Some(keys) = &options.codec_keys {
+            temporal.codec_keys = keys.parse().expect("infallible");
+        }
         let kafka_args = KafkaArgs {
             bootstrap_servers: kafka_bootstrap(),
             topic_prefix: format!("{prefix}."),
@@ -310,6 +316,26 @@ impl Stack {
             .expect("restart the worker");
         self.worker = Some(w);
         self.metrics_addr = m;
+    }
+
+    /// Serves the HTTP API (with the codec server) on a free port; answers its base URL.
+    pub async fn serve_api(&self, api_key: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = payflow_starter::api::ApiState::with_codec(
+            self.payflow.clone(),
+            vec![api_key.parse().expect("infallible")],
+            self.worker_config.temporal.keys().expect("codec keys"),
+            vec!["http://localhost:8233".into()],
+        );
+        tokio::spawn(payflow_starter::api::serve(
+            listener,
+            state,
+            std::future::pending(),
+        ));
+        base
     }
 
     /// Seeds products unique to this test, one per stock figure, priced 1,000 won × position.

@@ -1,6 +1,5 @@
 //! The HTTP API over real HTTP, against the running worker and services.
 
-use payflow_starter::api::{ApiState, serve};
 use payflow_tests::{Stack, eventually};
 use payflow_workflows::types::PaymentStage;
 use reqwest::StatusCode;
@@ -18,10 +17,7 @@ struct Api {
 impl Api {
     async fn start() -> Self {
         let stack = Stack::start().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = ApiState::new(stack.payflow.clone(), vec![KEY.parse().unwrap()]);
-        tokio::spawn(serve(listener, state, std::future::pending()));
+        let base = stack.serve_api(KEY).await;
         Self {
             stack,
             base,

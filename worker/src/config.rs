@@ -1,12 +1,14 @@
 //! Configuration: typed clap structs with environment fallbacks; the doc comments are the help
 //! text. Shared by the worker and the `payflow` CLI/API (which flatten the parts they need).
 
+use crate::codec::CodecKeys;
 use clap::{Args, ValueEnum};
 use payflow_activities::{Secret, events::KafkaConfig, order::PushConfig, payment::pg::PgConfig};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use temporalio_client::{
     Client, ClientOptions, Connection, Url, envconfig::LoadClientConfigProfileOptions,
 };
+use temporalio_common::data_converters::DataConverter;
 
 /// Where Temporal is. Unset flags fall back to the SDK's `TEMPORAL_*` environment variables and
 /// `temporal.toml` profile (TLS, API key), then to a local dev server.
@@ -21,6 +23,16 @@ pub struct TemporalArgs {
     /// Prefix of every task queue name (deployments sharing one namespace; tests).
     #[arg(long, env = "PAYFLOW_TASK_QUEUE_PREFIX", default_value = "")]
     pub task_queue_prefix: String,
+    /// Payload encryption keys, `id:base64key[,...]` (32-byte AES-256 keys): the first
+    /// encrypts, all decrypt. Empty: payloads are not encrypted.
+    #[arg(
+        long,
+        env = "PAYFLOW_CODEC_KEYS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub codec_keys: Secret,
 }
 
 impl TemporalArgs {
@@ -30,7 +42,18 @@ impl TemporalArgs {
             address: Some(address.to_owned()),
             namespace: None,
             task_queue_prefix: task_queue_prefix.to_owned(),
+            codec_keys: Secret::default(),
         }
+    }
+
+    /// The encryption keys, if configured.
+    pub fn keys(&self) -> anyhow::Result<Option<Arc<CodecKeys>>> {
+        crate::codec::keys_from_setting(&self.codec_keys)
+    }
+
+    /// The data converter of this deployment (encrypting when keys are configured).
+    pub fn data_converter(&self) -> anyhow::Result<DataConverter> {
+        Ok(crate::codec::data_converter(self.keys()?))
     }
 
     /// Connects a client.
@@ -49,6 +72,7 @@ impl TemporalArgs {
         if let Some(namespace) = &self.namespace {
             client.namespace = namespace.clone();
         }
+        client.data_converter = self.data_converter()?;
         if connection.identity.is_empty() {
             connection.identity = format!("payflow@{}", std::process::id());
         }

@@ -2,6 +2,7 @@
 //! services' activities, each on its own task queue.
 //!
 //! - [`config`]: the configuration (clap + environment), shared with the `payflow` CLI.
+//! - [`codec`]: AES-256-GCM payload encryption (client, worker, replay and codec server).
 //! - [`PayflowWorker`]: starts what the configuration asks for; [`run_worker`] runs it until a
 //!   shutdown future resolves (tests pass their own).
 //!
@@ -9,13 +10,14 @@
 //! and the database; `workflow` only Kafka. Scale any of them alone by starting more processes
 //! with the same `--services`.
 
+pub mod codec;
 pub mod config;
 
 use anyhow::Context;
 use config::{Service, WorkerConfig};
 use payflow_activities::{
-    EventActivities, OrderActivities, PaymentActivities, ProductActivities, db, order::PushClient,
-    payment::pg::PgClient, product::reservation::Reservations,
+    EventActivities, OrderActivities, PaymentActivities, ProductActivities, db, metrics::Metrics,
+    order::PushClient, payment::pg::PgClient, product::reservation::Reservations,
 };
 use payflow_workflows::{PaymentWorkflow, queues::TaskQueues};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -53,7 +55,7 @@ impl PayflowWorker {
     /// Connects to everything the hosted services need, applies migrations if asked, and
     /// registers the workers. Fails fast when a dependency is unreachable.
     pub async fn start(config: &WorkerConfig) -> anyhow::Result<Self> {
-        let (runtime, metrics_addr) = runtime(config)?;
+        let (runtime, metrics_addr, metrics) = runtime(config)?;
         let client = config
             .temporal
             .connect()
@@ -93,7 +95,9 @@ impl PayflowWorker {
             let pool = pool.clone().expect("database pool");
             let pg = PgClient::new(config.pg.config())?;
             let mut options = worker_options(&queues.payment, config, false);
-            options.register_activities(PaymentActivities::new(pg, pool));
+            options.register_activities(
+                PaymentActivities::new(pg, pool).with_metrics(metrics.clone()),
+            );
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         if config.hosts(Service::Product) {
@@ -101,7 +105,7 @@ impl PayflowWorker {
             let redis = Reservations::connect(&config.redis.url)
                 .await
                 .context("connect to Redis")?;
-            let product = ProductActivities::new(redis, pool);
+            let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
             sweeper = Some(spawn_sweeper(
                 product.clone(),
                 Duration::from_millis(config.sweep_interval_ms),
@@ -114,7 +118,9 @@ impl PayflowWorker {
             let pool = pool.clone().expect("database pool");
             let push = PushClient::new(config.push.config())?;
             let mut options = worker_options(&queues.order, config, false);
-            options.register_activities(OrderActivities::new(pool, push));
+            options.register_activities(
+                OrderActivities::new(pool, push).with_metrics(metrics.clone()),
+            );
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         anyhow::ensure!(!workers.is_empty(), "no services to host");
@@ -171,8 +177,9 @@ pub async fn run_worker(
     PayflowWorker::start(&config).await?.run(shutdown).await
 }
 
-fn runtime(config: &WorkerConfig) -> anyhow::Result<(Runtime, Option<SocketAddr>)> {
+fn runtime(config: &WorkerConfig) -> anyhow::Result<(Runtime, Option<SocketAddr>, Metrics)> {
     let mut bound = None;
+    let mut metrics = Metrics::default();
     let telemetry = match config.metrics_addr()? {
         Some(addr) => {
             let server = start_prometheus_metric_exporter(
@@ -183,7 +190,7 @@ fn runtime(config: &WorkerConfig) -> anyhow::Result<(Runtime, Option<SocketAddr>
             .context("start the metrics exporter")?;
             bound = Some(server.bound_addr);
             let meter: Arc<dyn CoreMeter> = server.meter;
-            payflow_activities::metrics::install(meter.clone());
+            metrics = Metrics::new(meter.clone());
             TelemetryOptions::builder().metrics(meter).build()
         }
         None => TelemetryOptions::builder().build(),
@@ -192,7 +199,7 @@ fn runtime(config: &WorkerConfig) -> anyhow::Result<(Runtime, Option<SocketAddr>
         .telemetry_options(telemetry)
         .build()
         .map_err(|e| anyhow::anyhow!(e))?;
-    Ok((Runtime::from_current_tokio(options)?, bound))
+    Ok((Runtime::from_current_tokio(options)?, bound, metrics))
 }
 
 fn worker_options(queue: &str, config: &WorkerConfig, workflows: bool) -> WorkerOptions {

@@ -527,7 +527,7 @@ impl Saga {
         loop {
             let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
                 .task_queue(self.queues.payment.clone())
-                .summary(format!("refund {} won", self.payment.amount))
+                .summary("refund at the PG".to_owned())
                 .retry_policy(
                     RetryPolicy::builder()
                         .initial_interval(interval)
@@ -697,10 +697,8 @@ impl Saga {
             start_to_close: total.min(Duration::from_secs(10)),
         })
         .task_queue(self.queues.payment.clone())
-        .summary(format!(
-            "PG approval: {} won by {}",
-            self.payment.amount, self.payment.payment_method
-        ))
+        // Summaries are stored unencrypted: no amounts or approval numbers in them.
+        .summary(format!("PG approval ({})", self.payment.payment_method))
         .retry_policy(
             RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))

@@ -7,7 +7,10 @@
 
 pub mod pg;
 
-use crate::failure::{Transient, non_retryable, retryable};
+use crate::{
+    failure::{Transient, non_retryable, retryable},
+    metrics::Metrics,
+};
 use payflow_workflows::{
     activities::markers,
     errors,
@@ -27,12 +30,23 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 pub struct PaymentActivities {
     pg: PgClient,
     db: PgPool,
+    metrics: Metrics,
 }
 
 impl PaymentActivities {
     /// Wires the PG client and the database pool.
     pub fn new(pg: PgClient, db: PgPool) -> Self {
-        Self { pg, db }
+        Self {
+            pg,
+            db,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Records the seed's monitoring points on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The PG approval (see [`payflow_workflows::activities::PaymentActivities::approve`]).
@@ -86,7 +100,7 @@ impl PaymentActivities {
             .pg
             .confirm(&p.payment_id, &p.payment_key, &p.order_id, p.amount)
             .await;
-        crate::metrics::pg_observe("confirm", started.elapsed(), &result);
+        self.metrics.pg("confirm", started.elapsed(), &result);
         match result {
             Ok(payment) => {
                 let approval_number = payment.approval_number().ok_or_else(|| {
@@ -201,7 +215,7 @@ impl PaymentActivities {
     ) -> Result<PgCancellation, PgError> {
         let started = std::time::Instant::now();
         let result = self.pg.cancel(key, payment_key, reason, amount).await;
-        crate::metrics::pg_observe("cancel", started.elapsed(), &result);
+        self.metrics.pg("cancel", started.elapsed(), &result);
         match result {
             Ok(payment) => Ok(PgCancellation {
                 cancelled: true,
@@ -290,7 +304,7 @@ impl PaymentActivities {
         outcome: &'static str,
     ) -> Result<(), ActivityError> {
         if changed {
-            crate::metrics::payment_outcome(outcome);
+            self.metrics.payment(outcome);
             return Ok(());
         }
         let status: Option<String> =

@@ -7,7 +7,10 @@
 
 pub mod reservation;
 
-use crate::failure::{Transient, non_retryable};
+use crate::{
+    failure::{Transient, non_retryable},
+    metrics::Metrics,
+};
 use payflow_workflows::{
     activities::markers,
     errors,
@@ -24,6 +27,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 pub struct ProductActivities {
     redis: Reservations,
     db: PgPool,
+    metrics: Metrics,
 }
 
 /// A product to seed.
@@ -69,7 +73,17 @@ pub enum ReserveError {
 impl ProductActivities {
     /// Wires Redis and the database pool.
     pub fn new(redis: Reservations, db: PgPool) -> Self {
-        Self { redis, db }
+        Self {
+            redis,
+            db,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Records the seed's monitoring points on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The Redis reservation store.
@@ -188,7 +202,7 @@ impl ProductActivities {
             Err(ActivityError::Application(a)) if a.is_non_retryable() => "refused",
             Err(_) => "error",
         };
-        crate::metrics::stock_observe(started.elapsed(), outcome);
+        self.metrics.stock(started.elapsed(), outcome);
         result
     }
 
