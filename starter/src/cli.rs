@@ -81,6 +81,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Serve the HTTP API and the payload codec server.
     Serve(ServeArgs),
+    /// Load-test payments: throughput, latency percentiles, history events per payment.
+    Bench(crate::bench::BenchArgs),
     /// Set-up tasks for a Temporal cluster.
     Admin {
         #[command(subcommand)]
@@ -383,6 +385,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo(&common).await?,
         Command::Replay(args) => replay(&common, args).await?,
         Command::Serve(args) => serve(&common, args).await?,
+        Command::Bench(args) => {
+            let payflow = common.payflow().await?;
+            let report = crate::bench::run(&payflow, &args).await?;
+            print(json, &report, crate::bench::BenchReport::table);
+        }
         Command::Admin {
             command: AdminCommand::Setup,
         } => {

@@ -7,10 +7,12 @@
 //!   current workflow code.
 //! - [`api`]: the HTTP API (axum), its OpenAPI document and the payload codec server.
 //! - [`admin`]: cluster set-up (search attributes).
+//! - [`bench`]: the load generator (`payflow bench`).
 //! - [`cli`]: the `payflow` command line.
 
 pub mod admin;
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod replay;

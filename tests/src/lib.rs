@@ -244,6 +244,7 @@ impl Stack {
         let worker_config = WorkerConfig {
             services: options.services.clone().unwrap_or_default(),
             migrate: true,
+            noop: false,
             metrics_listen: if options.metrics {
                 "127.0.0.1:0".into()
             } else {

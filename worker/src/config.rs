@@ -301,6 +301,10 @@ pub struct WorkerConfig {
     /// Serve Prometheus metrics (`/metrics`) here; empty to disable.
     #[arg(long, env = "PAYFLOW_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Host the workflow with activities that do no IO (`payflow bench --noop`: Temporal's own
+    /// ceiling on this machine). Use a task queue prefix of its own.
+    #[arg(long, env = "PAYFLOW_NOOP")]
+    pub noop: bool,
     /// How often the product worker gives back expired reservations, in milliseconds.
     #[arg(long, env = "PAYFLOW_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,

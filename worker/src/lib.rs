@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod noop;
 
 use anyhow::Context;
 use config::{Service, WorkerConfig};
@@ -62,6 +63,9 @@ impl PayflowWorker {
             .await
             .context("connect to Temporal")?;
         let queues = TaskQueues::with_prefix(&config.temporal.task_queue_prefix);
+        if config.noop {
+            return Self::start_noop(config, runtime, metrics_addr, client, &queues);
+        }
 
         let needs_db = [Service::Payment, Service::Product, Service::Order]
             .iter()
@@ -133,6 +137,39 @@ impl PayflowWorker {
         Ok(Self {
             workers,
             sweeper,
+            metrics_addr,
+            _runtime: runtime,
+        })
+    }
+
+    fn start_noop(
+        config: &WorkerConfig,
+        runtime: Runtime,
+        metrics_addr: Option<SocketAddr>,
+        client: temporalio_client::Client,
+        queues: &TaskQueues,
+    ) -> anyhow::Result<Self> {
+        let mut workers = Vec::new();
+        for (service, queue) in [
+            (Service::Workflow, &queues.workflow),
+            (Service::Payment, &queues.payment),
+            (Service::Product, &queues.product),
+            (Service::Order, &queues.order),
+        ] {
+            if !config.hosts(service) {
+                continue;
+            }
+            let mut options = worker_options(queue, config, service == Service::Workflow);
+            if service == Service::Workflow {
+                options.register_workflow::<PaymentWorkflow>()?;
+            }
+            options.register_activities(noop::NoopActivities);
+            workers.push(Worker::new(&runtime, client.clone(), options)?);
+        }
+        tracing::info!(prefix = %config.temporal.task_queue_prefix, "worker started (no-op activities)");
+        Ok(Self {
+            workers,
+            sweeper: None,
             metrics_addr,
             _runtime: runtime,
         })
