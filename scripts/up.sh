@@ -46,6 +46,15 @@ if ! port_open "$TEMPORAL_ADDRESS"; then
         --ui-port "$TEMPORAL_UI_PORT" --db-filename "$STATE/temporal.db"
         --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal
         --log-level warn --ui-disable-news-fetch)
+  # The dev server has one history shard, and its queue readers default to 20 reads a second per
+  # shard: every workflow and activity task then waits ~45 ms to be dispatched. A production
+  # cluster spreads that over hundreds of shards; here the ceiling is raised instead (it costs
+  # nothing when idle). One task queue partition avoids forwarding between partitions (10/s).
+  for dc in history.transferProcessorMaxPollRPS=1000 history.timerProcessorMaxPollRPS=1000 \
+            history.visibilityProcessorMaxPollRPS=1000 \
+            matching.numTaskqueueReadPartitions=1 matching.numTaskqueueWritePartitions=1; do
+    args+=(--dynamic-config-value "$dc")
+  done
   for sa in "${search_attributes[@]}"; do args+=(--search-attribute "$sa"); done
   if [ -n "${PAYFLOW_CODEC_ENDPOINT:-}" ]; then args+=(--ui-codec-endpoint "$PAYFLOW_CODEC_ENDPOINT"); fi
   start_bg temporal "$(command -v temporal)" "${args[@]}"

@@ -29,7 +29,7 @@ use temporalio_client::WorkflowDescribeOptions;
 use tokio::sync::Semaphore;
 
 /// How the bench pays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     /// `POST /api/v1/payments` over HTTP.
@@ -57,7 +57,12 @@ pub struct BenchArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
     /// API key (the first of PAYFLOW_API_KEYS).
-    #[arg(long, env = "PAYFLOW_API_KEYS", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "PAYFLOW_API_KEYS",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub api_key: String,
     /// Measure the engine's ceiling: the same workflow on no-op activities
     /// (`payflow-worker --noop --task-queue-prefix <noop-prefix>`), via the client library.
@@ -81,7 +86,7 @@ pub struct BenchArgs {
 }
 
 /// Latency percentiles, in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -120,7 +125,7 @@ impl Percentiles {
 }
 
 /// What a run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
     /// The label given.
@@ -164,12 +169,17 @@ impl BenchReport {
         };
         let mut s = format!(
             "payflow bench{}  via {:?}{}  payments {}  concurrency {}{}  PG latency {}\n",
-            self.label.as_ref().map(|l| format!(" [{l}]")).unwrap_or_default(),
+            self.label
+                .as_ref()
+                .map(|l| format!(" [{l}]"))
+                .unwrap_or_default(),
             self.via,
             if self.noop { " (no-op activities)" } else { "" },
             self.payments,
             self.concurrency,
-            self.rate.map(|r| format!("  rate {r}/s")).unwrap_or_default(),
+            self.rate
+                .map(|r| format!("  rate {r}/s"))
+                .unwrap_or_default(),
             self.pg_latency_ms
                 .map(|l| format!("{l} ms"))
                 .unwrap_or_else(|| "as configured".into()),
@@ -193,6 +203,35 @@ impl BenchReport {
         ));
         s
     }
+}
+
+/// A markdown table of several runs.
+pub fn markdown(reports: &[BenchReport]) -> String {
+    let mut s = String::from(
+        "| run | via | payments | concurrency | PG latency | throughput | decision p50 / p95 / p99 | request -> ORDER_COMPLETED p50 / p95 / p99 / max | history events | failures |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |\n",
+    );
+    for r in reports {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.1}/s | {:.0} / {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} / {:.0} ms | {:.0} | {} |\n",
+            r.label.as_deref().unwrap_or("-"),
+            if r.noop { "client, no-op activities".to_owned() } else { format!("{:?}", r.via).to_lowercase() },
+            r.payments,
+            r.concurrency,
+            if r.noop { "-".to_owned() } else { r.pg_latency_ms.map(|l| format!("{l} ms")).unwrap_or_else(|| "-".into()) },
+            r.throughput,
+            r.decision_ms.p50,
+            r.decision_ms.p95,
+            r.decision_ms.p99,
+            r.order_completed_ms.p50,
+            r.order_completed_ms.p95,
+            r.order_completed_ms.p99,
+            r.order_completed_ms.max,
+            r.history_events,
+            if r.failures.is_empty() { "none".to_owned() } else { format!("{:?}", r.failures) },
+        ));
+    }
+    s
 }
 
 struct Sample {
@@ -243,19 +282,17 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(orders.len());
-    let interval = args.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
     for (i, (order_id, amount)) in orders.into_iter().enumerate() {
         if let Some(interval) = interval {
             let due = started + interval * i as u32;
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = gate.clone().acquire_owned().await?;
-        let (payflow, payments, http, bar) = (
-            payflow.clone(),
-            payments.clone(),
-            http.clone(),
-            bar.clone(),
-        );
+        let (payflow, payments, http, bar) =
+            (payflow.clone(), payments.clone(), http.clone(), bar.clone());
         let (api_url, api_key, noop) = (args.api_url.clone(), args.api_key.clone(), args.noop);
         tasks.push(tokio::spawn(async move {
             let start_epoch_ms = epoch_ms();
@@ -272,7 +309,13 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
                     })
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|d| if d.approved { Ok(()) } else { Err(d.failure_code.unwrap_or_default()) }),
+                    .and_then(|d| {
+                        if d.approved {
+                            Ok(())
+                        } else {
+                            Err(d.failure_code.unwrap_or_default())
+                        }
+                    }),
                 (Via::Client, false) => payflow
                     .pay(Pay {
                         order_id: order_id.clone(),
@@ -282,8 +325,16 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
                     })
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|d| if d.approved { Ok(()) } else { Err(d.failure_code.unwrap_or_default()) }),
-                (Via::Api, false) => pay_over_http(&http, &api_url, &api_key, &order_id, amount).await,
+                    .and_then(|d| {
+                        if d.approved {
+                            Ok(())
+                        } else {
+                            Err(d.failure_code.unwrap_or_default())
+                        }
+                    }),
+                (Via::Api, false) => {
+                    pay_over_http(&http, &api_url, &api_key, &order_id, amount).await
+                }
             }
             .err();
             let decision = t0.elapsed();
@@ -362,7 +413,9 @@ async fn pay_over_http(
     let response = http
         .post(format!("{base}/api/v1/payments"))
         .bearer_auth(key)
-        .json(&serde_json::json!({ "orderId": order_id, "paymentMethod": "CARD", "amount": amount }))
+        .json(
+            &serde_json::json!({ "orderId": order_id, "paymentMethod": "CARD", "amount": amount }),
+        )
         .send()
         .await
         .map_err(|e| format!("http: {e}"))?;
@@ -425,8 +478,14 @@ async fn prepare_orders(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<V
     Ok(orders)
 }
 
-async fn order_completed_latencies(payments: &PaymentClient, samples: &[(String, Sample)]) -> Vec<f64> {
-    let done: Vec<&(String, Sample)> = samples.iter().filter(|(_, s)| s.failure.is_none()).collect();
+async fn order_completed_latencies(
+    payments: &PaymentClient,
+    samples: &[(String, Sample)],
+) -> Vec<f64> {
+    let done: Vec<&(String, Sample)> = samples
+        .iter()
+        .filter(|(_, s)| s.failure.is_none())
+        .collect();
     let mut out = Vec::with_capacity(done.len());
     for chunk in done.chunks(32) {
         let statuses =

@@ -83,6 +83,14 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test payments: throughput, latency percentiles, history events per payment.
     Bench(crate::bench::BenchArgs),
+    /// Print saved `payflow bench --json` reports as a table (or markdown).
+    BenchReport {
+        /// Report files.
+        files: Vec<std::path::PathBuf>,
+        /// Markdown instead of text.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Set-up tasks for a Temporal cluster.
     Admin {
         #[command(subcommand)]
@@ -385,6 +393,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo(&common).await?,
         Command::Replay(args) => replay(&common, args).await?,
         Command::Serve(args) => serve(&common, args).await?,
+        Command::BenchReport { files, markdown } => {
+            let mut reports = Vec::new();
+            for f in &files {
+                let text =
+                    std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+                reports.push(serde_json::from_str::<crate::bench::BenchReport>(&text)?);
+            }
+            if markdown {
+                print!("{}", crate::bench::markdown(&reports));
+            } else {
+                for r in &reports {
+                    println!("{}", r.table());
+                }
+            }
+        }
         Command::Bench(args) => {
             let payflow = common.payflow().await?;
             let report = crate::bench::run(&payflow, &args).await?;

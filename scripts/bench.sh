@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# make bench: brings the stack up like `make demo` (release build), then runs the standard set
+# and writes the results into BENCHMARKS.md (between the markers; the analysis stays).
+#
+#   sequential   concurrency 1, 200 payments
+#   throughput   concurrency 32 and 128, 2,000 payments each
+#   ceiling      the same three on no-op activities (payflow-worker --noop)
+#   each real run with PG latency 0 ms and 200 ms
+#
+# BENCH_SCALE=0.1 runs a tenth of the payments (a quick look); BENCH_RUNS picks runs by name.
+source "$(dirname "$0")/lib.sh"
+
+"$REPO/scripts/up.sh"
+cd "$REPO"
+say "building payflow (release)"
+cargo build --quiet --release --bins
+REL="$CARGO_TARGET_DIR/release"
+
+# The release binaries replace whatever ran before.
+for name in api worker noop-worker sandbox; do stop_bg "$name"; done
+start_bg sandbox "$REL/payflow-sandbox"
+wait_for sandbox "$SANDBOX_LISTEN" 30
+start_bg worker "$REL/payflow-worker"
+start_bg noop-worker "$REL/payflow-worker" --noop --task-queue-prefix noop- --metrics-listen ""
+start_bg api "$REL/payflow" serve
+wait_for API "${PAYFLOW_API_LISTEN:-127.0.0.1:8080}" 60
+for i in $(seq 1 100); do
+  grep -q "worker started" "$STATE/worker.log" && grep -q "worker started" "$STATE/noop-worker.log" && break
+  sleep 0.2
+done
+"$REL/payflow" products seed >/dev/null
+
+scale="${BENCH_SCALE:-1}"
+n() { python3 -c "print(max(10, int($1 * $scale)))"; }
+out="$STATE/bench"
+rm -rf "$out"; mkdir -p "$out"
+
+run() {
+  local name="$1"; shift
+  if [ -n "${BENCH_RUNS:-}" ] && ! grep -qw "$name" <<<"$BENCH_RUNS"; then return 0; fi
+  say "bench $name: $*"
+  "$REL/payflow" bench --label "$name" "$@" --json >"$out/$name.json"
+  "$REL/payflow" bench-report "$out/$name.json" >&2
+}
+
+# A short warm-up, so connection pools and caches are not part of the first run.
+"$REL/payflow" bench --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
+
+run seq-pg0      --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 0
+run c32-pg0      --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 0
+run c128-pg0     --payments "$(n 2000)" --concurrency 128 --pg-latency-ms 0
+run seq-noop     --payments "$(n 200)"  --concurrency 1   --noop
+run c32-noop     --payments "$(n 2000)" --concurrency 32  --noop
+run c128-noop    --payments "$(n 2000)" --concurrency 128 --noop
+run seq-pg200    --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 200
+run c32-pg200    --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 200
+run c128-pg200   --payments "$(n 2000)" --concurrency 128 --pg-latency-ms 200
+curl -s -X POST "$PG_BASE_URL/sandbox/config" -H 'content-type: application/json' -d '{"latencyMs":0}' >/dev/null
+
+say "writing BENCHMARKS.md"
+"$REL/payflow" bench-report --markdown "$out"/*.json >"$out/results.md"
+python3 - "$REPO/BENCHMARKS.md" "$out/results.md" <<'PY'
+import sys, subprocess, platform, os, datetime
+path, results = sys.argv[1], open(sys.argv[2]).read()
+def sh(cmd):
+    try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return "?"
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("free -g | awk '/Mem:/ {print $2}'")
+header = (
+    f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
+    f"({cpu}), {mem} GiB, {platform.system()} {platform.release()}; commit {sh('git rev-parse --short HEAD')}"
+    f"{' (+ local changes)' if sh('git status --porcelain') else ''}; {sh('temporal --version')}; "
+    "release build; Temporal dev server (SQLite file, WAL), PostgreSQL, Redis, Tansu and payflow all on this machine.\n\n"
+)
+begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+doc = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{begin}\n{end}\n"
+if begin not in doc:
+    doc += f"\n{begin}\n{end}\n"
+pre, rest = doc.split(begin, 1)
+_, post = rest.split(end, 1)
+open(path, "w").write(pre + begin + "\n" + header + results + "\n" + end + post)
+PY
+say "done: BENCHMARKS.md (raw JSON in $out)"
