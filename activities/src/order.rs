@@ -9,7 +9,10 @@ use crate::{
 use payflow_workflows::{
     activities::markers,
     errors,
-    types::{CancelOrder, CancelledOrder, OrderItem, OrderUpdate, PushNotification},
+    types::{
+        CancelOrder, CancelledOrder, CompleteAndNotify, OrderCompletion, OrderItem, OrderUpdate,
+        PushNotification,
+    },
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -139,6 +142,22 @@ impl OrderActivities {
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    /// One prompt attempt at a push: true if it went out (now or before). A slow or failing
+    /// gateway answers false, and the workflow sends the push with retries instead.
+    pub async fn try_push(&self, n: &PushNotification) -> bool {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.send_push(n)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(order_id = %n.order_id, error = ?e, "push not sent; retrying it apart");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(order_id = %n.order_id, "push gateway slow; retrying it apart");
+                false
+            }
+        }
     }
 
     /// Sends a push once: the gateway deduplicates by id, and the notifications table keeps
@@ -341,6 +360,31 @@ impl OrderActivities {
             self.metrics.order("completed");
         }
         Ok(())
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::complete_and_notify`].
+    #[activity(definition = markers::CompleteOrderAndNotify)]
+    pub async fn complete_and_notify(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CompleteAndNotify,
+    ) -> Result<OrderCompletion, ActivityError> {
+        let changed = self
+            .store
+            .transition(
+                &input.order.order_id,
+                &input.order.payment_id,
+                &["PAYMENT_WAIT", "PAYMENT_COMPLETED"],
+                "ORDER_COMPLETED",
+                None,
+            )
+            .await?;
+        if changed {
+            self.metrics.order("completed");
+        }
+        Ok(OrderCompletion {
+            pushed: self.try_push(&input.push).await,
+        })
     }
 
     /// See [`payflow_workflows::activities::OrderActivities::cancel`].

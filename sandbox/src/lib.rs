@@ -16,7 +16,8 @@
 //! | anything else | approves |
 //!
 //! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
-//! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (latency, error rate).
+//! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (`latencyMs`,
+//! `errorRate`, `timeoutHoldMs`, `pushFailures`: the next n pushes fail).
 //!
 //! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
 
@@ -108,6 +109,8 @@ struct Books {
     flaky_seen: HashMap<String, u32>,
     refunds_fixed: HashSet<String>,
     pushes: Vec<Delivery>,
+    /// The next this many pushes fail with 503 (a push gateway outage).
+    push_failures: u32,
 }
 
 struct Inner {
@@ -479,6 +482,14 @@ async fn push(
 ) -> Response {
     let id = idempotency_key(&headers).unwrap_or_else(|| format!("push-{}", sandbox.next()));
     let mut books = sandbox.books();
+    if books.push_failures > 0 {
+        books.push_failures -= 1;
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "code": "UNAVAILABLE", "message": "push gateway outage" })),
+        )
+            .into_response();
+    }
     if !books.pushes.iter().any(|d| d.id == id) {
         books.pushes.push(Delivery {
             id: id.clone(),
@@ -550,11 +561,15 @@ async fn fix_refunds(
 #[serde(rename_all = "camelCase")]
 struct ConfigBody {
     latency_ms: Option<u64>,
+    push_failures: Option<u32>,
     error_rate: Option<f64>,
     timeout_hold_ms: Option<u64>,
 }
 
 async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>) -> StatusCode {
+    if let Some(n) = body.push_failures {
+        sandbox.books().push_failures = n;
+    }
     let mut config = sandbox.0.config.write().expect("config lock");
     if let Some(ms) = body.latency_ms {
         config.latency = Duration::from_millis(ms);

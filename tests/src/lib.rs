@@ -441,6 +441,16 @@ impl Stack {
             .expect("sandbox pushes")
     }
 
+    /// Makes the sandbox's push gateway fail its next `n` pushes.
+    pub async fn fail_pushes(&self, n: u32) {
+        self.http
+            .post(format!("{}/sandbox/config", self.sandbox_url))
+            .json(&serde_json::json!({ "pushFailures": n }))
+            .send()
+            .await
+            .expect("sandbox reachable");
+    }
+
     /// Lets the sandbox refund a `tpk_refund_fail*` payment from now on.
     pub async fn fix_refunds(&self, payment_key: &str) {
         self.http

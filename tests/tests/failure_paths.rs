@@ -454,3 +454,24 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 4);
     check_history(&stack, &order.order_id, "deadline_after_approval").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_gateway_outage_does_not_hold_the_order_back_and_the_push_arrives_once() {
+    let stack = Stack::start().await;
+    let products = stack.products(&[2]).await;
+    let order = stack.order("USR-PUSH", &[(&products[0], 1)]).await;
+    stack.fail_pushes(3).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
+    let row = stack
+        .row(
+            "SELECT status FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert_eq!(row["status"], "ORDER_COMPLETED");
+    let pushes = stack.pushes("USR-PUSH").await;
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert_eq!(pushes[0].title, "주문이 완료되었습니다");
+}

@@ -130,18 +130,39 @@ async fn the_status_query_shows_each_stage_as_the_payment_moves() {
 }
 
 /// Every payload in a history, outside search attributes (which the server must index):
-/// `(payload, in user metadata)`. The SDK stores summaries (user metadata) unencoded, by design.
+/// `(payload, unencoded by design)`. The SDK writes summaries (user metadata) and patch
+/// markers (the patch's name) without the codec.
 fn payloads(history: &History) -> Vec<(Payload, bool)> {
     fn walk(message: &DynamicMessage, metadata: bool, out: &mut Vec<(Payload, bool)>) {
         let name = message.descriptor().full_name().to_owned();
         if name == "temporal.api.common.v1.SearchAttributes" {
             return;
         }
+        let marker = (name == "temporal.api.history.v1.MarkerRecordedEventAttributes")
+            .then(|| message.get_field_by_name("marker_name"))
+            .flatten()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let patch_marker = marker.as_deref() == Some("core_patch");
+        if marker.as_deref() == Some("core_local_activity") {
+            // The SDK's own bookkeeping (`data`: seq, attempt, times) is plain; the local
+            // activity's `result` goes through the codec.
+            for (field, value) in message.fields() {
+                if let Value::Map(details) = value {
+                    for (key, v) in details {
+                        let plain = key.as_str() == Some("data");
+                        visit(v, metadata || plain, out);
+                    }
+                } else if field.name() != "details" {
+                    visit(value, metadata, out);
+                }
+            }
+            return;
+        }
         if name == "temporal.api.common.v1.Payload" {
             out.push((message.transcode_to::<Payload>().unwrap(), metadata));
             return;
         }
-        let metadata = metadata || name == "temporal.api.sdk.v1.UserMetadata";
+        let metadata = metadata || patch_marker || name == "temporal.api.sdk.v1.UserMetadata";
         for (_, value) in message.fields() {
             visit(value, metadata, out);
         }

@@ -1,26 +1,43 @@
 //! Determinism guard. `tests/histories/` holds histories of every path, exactly as
-//! `temporal workflow show -o json` (and the Web UI's Download) writes them. Each must replay
-//! against the current workflow code: a change to the workflow's decisions that is not behind
-//! `ctx.patched(..)` breaks these, as it would break running payments after a deploy.
+//! `temporal workflow show -o json` (and the Web UI's Download) writes them: `v1/` from before
+//! the `lean-saga-v2` patch, `v2/` from after it. Each must replay against the current workflow
+//! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
+//! as it would break running payments after a deploy.
 //!
-//! Record them again (only when adding a path, never to paper over a divergence) with
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories cargo test -p payflow-tests`.
+//! When a change adds a new generation, record it into a new directory (never over an old one,
+//! and never to paper over a divergence):
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v3 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
 
+const PATHS: [&str; 9] = [
+    "success_card",
+    "declined",
+    "pg_timeout",
+    "flaky_pg_retried",
+    "stock_expired_refunded",
+    "refund_failed_then_retried",
+    "refund_failed_then_done_by_hand",
+    "deadline_before_pg_decided",
+    "deadline_after_approval",
+];
+
+/// Every golden history, named `<generation>/<path>.json`.
 fn golden() -> Vec<NamedHistory> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("tests/histories")
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
     files
         .into_iter()
         .map(|path| NamedHistory {
-            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            name: path.strip_prefix(&root).unwrap().display().to_string(),
             history: parse_history(&std::fs::read(&path).unwrap())
                 .unwrap_or_else(|e| panic!("{}: {e:#}", path.display())),
         })
@@ -31,21 +48,11 @@ fn golden() -> Vec<NamedHistory> {
 async fn every_recorded_path_replays_against_the_current_workflow() {
     let histories = golden();
     let names: Vec<String> = histories.iter().map(|h| h.name.clone()).collect();
-    for path in [
-        "success_card",
-        "declined",
-        "pg_timeout",
-        "flaky_pg_retried",
-        "stock_expired_refunded",
-        "refund_failed_then_retried",
-        "refund_failed_then_done_by_hand",
-        "deadline_before_pg_decided",
-        "deadline_after_approval",
-    ] {
-        assert!(
-            names.contains(&format!("{path}.json")),
-            "no golden history of {path}: {names:?}"
-        );
+    for generation in ["v1", "v2"] {
+        for path in PATHS {
+            let name = format!("{generation}/{path}.json");
+            assert!(names.contains(&name), "no golden history {name}: {names:?}");
+        }
     }
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
@@ -112,7 +119,7 @@ mod unpatched {
 async fn a_workflow_change_without_a_patch_fails_replay() {
     let histories: Vec<NamedHistory> = golden()
         .into_iter()
-        .filter(|h| h.name == "success_card.json")
+        .filter(|h| h.name == "v1/success_card.json")
         .collect();
     assert_eq!(histories.len(), 1);
     let results = replay_as::<unpatched::ReorderedPaymentWorkflow>(histories, Default::default())

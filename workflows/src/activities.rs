@@ -15,14 +15,16 @@ pub struct PaymentActivities;
 
 #[activity_definitions]
 impl PaymentActivities {
-    /// Confirm the payment at the PG (`Idempotency-Key` = payment id). Records the attempt as
-    /// `IN_PROGRESS` first, so the payment database knows about every payment sent to the PG.
+    /// Confirm the payment at the PG (`Idempotency-Key` = payment id) and record it
+    /// `COMPLETED` with its approval number. Records the attempt as `IN_PROGRESS` first, so the
+    /// payment database knows about every payment sent to the PG.
     #[activity(name = "ApprovePayment")]
     pub fn approve(input: ApprovePayment) -> Result<PgApproval, ActivityError> {
         unimplemented!()
     }
 
-    /// Mark the payment `COMPLETED` with its approval number.
+    /// Mark the payment `COMPLETED` with its approval number (payments started before
+    /// `lean-saga-v2`; later ones are recorded by `approve`).
     #[activity(name = "RecordPayment")]
     pub fn record(input: RecordPayment) -> Result<(), ActivityError> {
         unimplemented!()
@@ -79,7 +81,7 @@ pub struct OrderActivities;
 
 #[activity_definitions]
 impl OrderActivities {
-    /// Order `PAYMENT_WAIT` -> `PAYMENT_COMPLETED`.
+    /// Order `PAYMENT_WAIT` -> `PAYMENT_COMPLETED` (payments started before `lean-saga-v2`).
     #[activity(name = "MarkOrderPaid")]
     pub fn mark_paid(input: OrderUpdate) -> Result<(), ActivityError> {
         unimplemented!()
@@ -88,6 +90,13 @@ impl OrderActivities {
     /// Order -> `ORDER_COMPLETED`.
     #[activity(name = "CompleteOrder")]
     pub fn complete(input: OrderUpdate) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Order -> `ORDER_COMPLETED`, then one attempt at the push (deduplicated by its id);
+    /// answers whether the push went out.
+    #[activity(name = "CompleteOrderAndNotify")]
+    pub fn complete_and_notify(input: CompleteAndNotify) -> Result<OrderCompletion, ActivityError> {
         unimplemented!()
     }
 
@@ -121,8 +130,8 @@ impl EventActivities {
 pub mod markers {
     pub use super::event_activities::Publish as PublishEvent;
     pub use super::order_activities::{
-        Cancel as CancelOrder, Complete as CompleteOrder, MarkPaid as MarkOrderPaid,
-        Push as SendPush,
+        Cancel as CancelOrder, Complete as CompleteOrder,
+        CompleteAndNotify as CompleteOrderAndNotify, MarkPaid as MarkOrderPaid, Push as SendPush,
     };
     pub use super::payment_activities::{
         Approve as ApprovePayment, Record as RecordPayment,

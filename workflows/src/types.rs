@@ -312,6 +312,25 @@ pub struct OrderUpdate {
     pub payment_id: String,
 }
 
+/// Input of completing an order and telling the customer in one step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteAndNotify {
+    /// The order to complete.
+    pub order: OrderUpdate,
+    /// The push to send once it is complete.
+    pub push: PushNotification,
+}
+
+/// The order is complete; was the customer told?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCompletion {
+    /// False when the push gateway did not take the push at once: the workflow then sends it
+    /// with retries (`SendPush`).
+    pub pushed: bool,
+}
+
 /// A push notification to a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

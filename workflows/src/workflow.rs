@@ -19,7 +19,10 @@ use crate::{
     search,
     types::*,
 };
-use futures_util::FutureExt;
+use futures_util::{
+    FutureExt,
+    future::{Either, ready},
+};
 use std::{
     pin::pin,
     time::{Duration, UNIX_EPOCH},
@@ -27,10 +30,16 @@ use std::{
 use temporalio_common::error::IncomingError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_workflow::{
-    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, RetryPolicy,
-    SyncWorkflowContext, TimerOptions, WaitConditionOptions, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, join, select,
+    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, LocalActivityOptions,
+    RetryPolicy, SyncWorkflowContext, TimerOptions, WaitConditionOptions,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult, join, select,
 };
+
+/// The lean saga (measured in BENCHMARKS.md): the PG approval records the payment itself,
+/// the order goes straight from `PAYMENT_WAIT` to `ORDER_COMPLETED` and its completion sends the
+/// push (retried apart only if that attempt fails), events are published by local activities,
+/// and the stage search attribute is not re-set to the value the starter gave it. Payments started before this patch keep the original steps (their histories replay).
+pub const LEAN_SAGA_PATCH: &str = "lean-saga-v2";
 
 /// Order cancel reasons as people read them (SPEC §3).
 pub mod cancel_reasons {
@@ -149,6 +158,8 @@ enum Failure {
 /// One run of the saga: the workflow context plus what every step needs.
 struct Saga {
     ctx: WorkflowContext<PaymentWorkflow>,
+    /// [`LEAN_SAGA_PATCH`] applies.
+    lean: bool,
     workflow_id: String,
     payment: ApprovePayment,
     queues: TaskQueues,
@@ -165,6 +176,7 @@ impl Saga {
             .clone()
             .unwrap_or_else(|| format!("tpk_{payment_id}"));
         Self {
+            lean: ctx.patched(LEAN_SAGA_PATCH),
             workflow_id: ctx.workflow_id().to_owned(),
             queues: TaskQueues::for_workflow_queue(ctx.task_queue()),
             timings: request.timings.unwrap_or_default(),
@@ -215,8 +227,10 @@ impl Saga {
         };
 
         match result {
-            Ok(()) => {
-                self.notify_completed().await;
+            Ok(pushed) => {
+                if !pushed {
+                    self.notify_completed().await;
+                }
                 Ok(self.outcome())
             }
             Err(failure) => {
@@ -226,9 +240,10 @@ impl Saga {
         }
     }
 
-    /// The success path. Every step runs under `token`; events run under their own token, so a
-    /// deadline never cuts an event publication short.
-    async fn forward(&self, token: WorkflowCancellationToken) -> Result<(), Failure> {
+    /// The success path; answers whether the customer has been told. Every step runs under
+    /// `token`; events run under their own token, so a deadline never cuts an event
+    /// publication short.
+    async fn forward(&self, token: WorkflowCancellationToken) -> Result<bool, Failure> {
         // 1. PG approval.
         let approval = match self
             .ctx
@@ -261,24 +276,38 @@ impl Saga {
             });
         });
 
-        // 2. Payment database: COMPLETED with the approval number.
-        self.ctx
-            .execute_activity(
-                PaymentActivities::record,
-                RecordPayment {
-                    payment: self.payment.clone(),
-                    approval: approval.clone(),
-                },
-                self.service_options(&self.queues.payment, "record payment", Some(&token)),
-            )
-            .await
-            .map_err(|_| self.interruption(&token))?;
+        // 2. Payment database: COMPLETED with the approval number. The lean saga's approval
+        // has recorded it already.
+        if !self.lean {
+            self.ctx
+                .execute_activity(
+                    PaymentActivities::record,
+                    RecordPayment {
+                        payment: self.payment.clone(),
+                        approval: approval.clone(),
+                    },
+                    self.service_options(&self.queues.payment, "record payment", Some(&token)),
+                )
+                .await
+                .map_err(|_| self.interruption(&token))?;
+        }
         self.enter(PaymentStage::PaymentCompleted);
 
         // 3 + 4. payment.completed, the order marked paid and the stock confirmed, together.
         let order = OrderUpdate {
             order_id: self.payment.order_id.clone(),
             payment_id: self.payment.payment_id.clone(),
+        };
+        // Built here, before the join: an activity future schedules its command when it is
+        // created, and the original saga scheduled MarkOrderPaid, ConfirmStock, then the event.
+        let mark_paid = if self.lean {
+            Either::Left(ready(Ok(())))
+        } else {
+            Either::Right(self.ctx.execute_activity(
+                OrderActivities::mark_paid,
+                order.clone(),
+                self.service_options(&self.queues.order, "order paid", Some(&token)),
+            ))
         };
         let ((), paid, stock) = join!(
             self.publish(EventBody::PaymentCompleted {
@@ -289,11 +318,7 @@ impl Saga {
                 pg_approval_number: approval.approval_number.clone(),
                 completed_at: approval.approved_at,
             }),
-            self.ctx.execute_activity(
-                OrderActivities::mark_paid,
-                order.clone(),
-                self.service_options(&self.queues.order, "order paid", Some(&token)),
-            ),
+            mark_paid,
             self.ctx.execute_activity(
                 ProductActivities::confirm,
                 ConfirmStock {
@@ -311,33 +336,59 @@ impl Saga {
         paid.map_err(|_| self.interruption(&token))?;
         self.enter(PaymentStage::StockConfirmed);
 
-        // 5 + 6. stock.confirmed and the order completed, together.
-        let ((), completed) = join!(
-            self.publish(EventBody::StockConfirmed {
-                payment_id: self.payment.payment_id.clone(),
-                confirmed_items: confirmation.items.clone(),
-                confirmed_at: self.now_millis(),
-            }),
-            self.ctx.execute_activity(
-                OrderActivities::complete,
+        // 5 + 6. stock.confirmed and the order completed, together. The lean saga completes
+        // the order and sends the push (7) in one step of the order service.
+        let confirmed = EventBody::StockConfirmed {
+            payment_id: self.payment.payment_id.clone(),
+            confirmed_items: confirmation.items.clone(),
+            confirmed_at: self.now_millis(),
+        };
+        let pushed = if self.lean {
+            let notify = CompleteAndNotify {
                 order,
-                self.service_options(&self.queues.order, "order completed", Some(&token)),
-            ),
-        );
-        completed.map_err(|_| self.interruption(&token))?;
+                push: self.completed_push(),
+            };
+            let ((), completed) = join!(
+                self.publish(confirmed),
+                self.ctx.execute_activity(
+                    OrderActivities::complete_and_notify,
+                    notify,
+                    self.service_options(&self.queues.order, "complete order, push", Some(&token)),
+                ),
+            );
+            completed.map_err(|_| self.interruption(&token))?.pushed
+        } else {
+            let ((), completed) = join!(
+                self.publish(confirmed),
+                self.ctx.execute_activity(
+                    OrderActivities::complete,
+                    order,
+                    self.service_options(&self.queues.order, "order completed", Some(&token)),
+                ),
+            );
+            completed.map_err(|_| self.interruption(&token))?;
+            false
+        };
         self.enter(PaymentStage::OrderCompleted);
-        Ok(())
+        Ok(pushed)
     }
 
-    /// 7. The customer learns the order is complete.
-    async fn notify_completed(&self) {
+    /// The push that tells the customer the order is complete.
+    fn completed_push(&self) -> PushNotification {
         let order_id = &self.payment.order_id;
-        self.push(
-            "order-completed",
-            "주문이 완료되었습니다".to_owned(),
-            format!("주문번호 {order_id}의 결제가 완료되었습니다. 배송 준비 중입니다."),
-        )
-        .await;
+        PushNotification {
+            notification_id: ids::notification_id(&self.workflow_id, "order-completed"),
+            user_id: self.payment.user_id.clone(),
+            order_id: order_id.clone(),
+            title: "주문이 완료되었습니다".to_owned(),
+            body: format!("주문번호 {order_id}의 결제가 완료되었습니다. 배송 준비 중입니다."),
+        }
+    }
+
+    /// 7. The customer learns the order is complete (when the completion did not push it).
+    async fn notify_completed(&self) {
+        let push = self.completed_push();
+        self.push("order-completed", push.title, push.body).await;
     }
 
     /// Undo what the forward path did, newest first, and end `ORDER_CANCELLED`.
@@ -637,19 +688,32 @@ impl Saga {
             body,
         };
         let summary = event.event_type().name();
-        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-            .task_queue(self.queues.workflow.clone())
-            .summary(format!("publish {summary}"))
-            .retry_policy(steady_retry())
-            .cancellation_token(WorkflowCancellationToken::new())
-            .build();
+        let published = if self.lean {
+            // A local activity on the workflow worker: no task to dispatch, one marker event.
+            let options = LocalActivityOptions::builder()
+                .start_to_close_timeout(Duration::from_secs(10))
+                .retry_policy(steady_retry())
+                .timer_backoff_threshold(Duration::from_secs(5))
+                .summary(format!("publish {summary}"))
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build();
+            self.ctx
+                .execute_local_activity(EventActivities::publish, event, options)
+                .await
+        } else {
+            let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
+                .task_queue(self.queues.workflow.clone())
+                .summary(format!("publish {summary}"))
+                .retry_policy(steady_retry())
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build();
+            self.ctx
+                .execute_activity(EventActivities::publish, event, options)
+                .await
+        };
         // An error here is only possible for a non-retryable failure (a schema bug); the
         // event's absence is then visible in the history and the attention flag.
-        if let Err(err) = self
-            .ctx
-            .execute_activity(EventActivities::publish, event, options)
-            .await
-        {
+        if let Err(err) = published {
             self.set_attention(Some(format!(
                 "publish {summary} failed: {}",
                 failure_message(&err)
@@ -757,6 +821,10 @@ impl Saga {
             s.status.stage = stage;
             s.status.stage_times.insert(stage.as_str().to_owned(), now);
         });
+        let current = self.ctx.search_attributes().get(&search::PAYMENT_STAGE);
+        if self.lean && current.as_deref() == Some(stage.as_str()) {
+            return;
+        }
         self.ctx
             .upsert_search_attributes([search::PAYMENT_STAGE.value_set(stage.as_str().to_owned())]);
     }

@@ -49,7 +49,8 @@ impl PaymentActivities {
         self
     }
 
-    /// The PG approval (see [`payflow_workflows::activities::PaymentActivities::approve`]).
+    /// The PG approval, recorded as `COMPLETED` (see
+    /// [`payflow_workflows::activities::PaymentActivities::approve`]).
     pub async fn approve_payment(&self, p: &ApprovePayment) -> Result<PgApproval, ActivityError> {
         // Record the attempt before the PG hears of it, and learn whether an earlier attempt
         // already finished (then the PG is not asked again).
@@ -115,10 +116,18 @@ impl PaymentActivities {
                     .and_then(parse_rfc3339_millis)
                     .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 tracing::info!(order_id = %p.order_id, payment_id = %p.payment_id, "PG approved");
-                Ok(PgApproval {
+                let approval = PgApproval {
                     approval_number: approval_number.to_owned(),
                     approved_at,
+                };
+                // Step 2 in the same activity: the payment is COMPLETED with its approval
+                // number before anyone hears of it. A retry finds it recorded and skips the PG.
+                self.record_completed(&RecordPayment {
+                    payment: p.clone(),
+                    approval: approval.clone(),
                 })
+                .await?;
+                Ok(approval)
             }
             Err(err @ PgError::Declined { .. }) => {
                 tracing::info!(order_id = %p.order_id, payment_id = %p.payment_id, reason = %err, "PG declined");
