@@ -44,8 +44,11 @@ if ! port_open "$TEMPORAL_ADDRESS"; then
   say "starting the Temporal dev server (Web UI on :$TEMPORAL_UI_PORT)"
   args=(server start-dev --ip "${TEMPORAL_ADDRESS%:*}" --port "${TEMPORAL_ADDRESS##*:}"
         --ui-port "$TEMPORAL_UI_PORT" --db-filename "$STATE/temporal.db"
-        --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=normal
+        --sqlite-pragma journal_mode=wal --sqlite-pragma "synchronous=${PAYFLOW_DEV_SQLITE_SYNC:-off}"
         --log-level warn --ui-disable-news-fetch)
+  # SQLite in WAL mode without fsync (PAYFLOW_DEV_SQLITE_SYNC=normal to fsync at checkpoints):
+  # a crashed process loses nothing, a crashed OS may lose the dev server's recent state; it is
+  # a local development store (production runs a Temporal cluster). Measured in BENCHMARKS.md.
   # The dev server has one history shard, and its queue readers default to 20 reads a second per
   # shard: every workflow and activity task then waits ~45 ms to be dispatched. A production
   # cluster spreads that over hundreds of shards; here the ceiling is raised instead (it costs
