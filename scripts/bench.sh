@@ -8,16 +8,27 @@
 #   each real run with PG latency 0 ms and 200 ms
 #
 # BENCH_SCALE=0.1 runs a tenth of the payments (a quick look); BENCH_RUNS picks runs by name.
+#
+# The runs use a Temporal dev server of their own (port 17233, a fresh database each time) and
+# their own worker, API and sandbox (ports 18080, 18090), so results do not depend on what a
+# demo stack has accumulated, and a running demo stack is left alone. PostgreSQL, Redis and
+# Kafka are shared with it.
+REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
+export PAYFLOW_STATE_DIR="$REPO_DIR/.run/bench"
+export TEMPORAL_ADDRESS=127.0.0.1:17233 TEMPORAL_UI_PORT=18233
+export SANDBOX_LISTEN=127.0.0.1:18090 PAYFLOW_API_LISTEN=127.0.0.1:18080
+export PAYFLOW_METRICS_LISTEN="" PAYFLOW_CODEC_ENDPOINT=""
 source "$(dirname "$0")/lib.sh"
 
+for name in api worker noop-worker sandbox temporal; do stop_bg "$name"; done
+rm -f "$STATE"/temporal.db*
+trap 'for name in api worker noop-worker sandbox temporal; do stop_bg "$name"; done' EXIT
 "$REPO/scripts/up.sh"
 cd "$REPO"
 say "building payflow (release)"
 cargo build --quiet --release --bins
 REL="$CARGO_TARGET_DIR/release"
 
-# The release binaries replace whatever ran before.
-for name in api worker noop-worker sandbox; do stop_bg "$name"; done
 start_bg sandbox "$REL/payflow-sandbox"
 wait_for sandbox "$SANDBOX_LISTEN" 30
 start_bg worker "$REL/payflow-worker"
@@ -32,19 +43,21 @@ done
 
 scale="${BENCH_SCALE:-1}"
 n() { python3 -c "print(max(10, int($1 * $scale)))"; }
-out="$STATE/bench"
+out="$STATE/results"
 rm -rf "$out"; mkdir -p "$out"
 
+RUN_ORDER=()
 run() {
   local name="$1"; shift
+  RUN_ORDER+=("$name")
   if [ -n "${BENCH_RUNS:-}" ] && ! grep -qw "$name" <<<"$BENCH_RUNS"; then return 0; fi
   say "bench $name: $*"
-  "$REL/payflow" bench --label "$name" "$@" --json >"$out/$name.json"
+  "$REL/payflow" bench --label "$name" --api-url "http://$PAYFLOW_API_LISTEN" "$@" --json >"$out/$name.json"
   "$REL/payflow" bench-report "$out/$name.json" >&2
 }
 
 # A short warm-up, so connection pools and caches are not part of the first run.
-"$REL/payflow" bench --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
+"$REL/payflow" bench --api-url "http://$PAYFLOW_API_LISTEN" --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
 
 run seq-pg0      --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 0
 run c32-pg0      --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 0
@@ -58,7 +71,9 @@ run c128-pg200   --payments "$(n 2000)" --concurrency 128 --pg-latency-ms 200
 curl -s -X POST "$PG_BASE_URL/sandbox/config" -H 'content-type: application/json' -d '{"latencyMs":0}' >/dev/null
 
 say "writing BENCHMARKS.md"
-"$REL/payflow" bench-report --markdown "$out"/*.json >"$out/results.md"
+files=()
+for name in "${RUN_ORDER[@]}"; do [ -f "$out/$name.json" ] && files+=("$out/$name.json"); done
+"$REL/payflow" bench-report --markdown "${files[@]}" >"$out/results.md"
 python3 - "$REPO/BENCHMARKS.md" "$out/results.md" <<'PY'
 import sys, subprocess, platform, os, datetime
 path, results = sys.argv[1], open(sys.argv[2]).read()

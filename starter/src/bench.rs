@@ -265,7 +265,6 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
             payflow.payments.temporal().clone(),
             TaskQueues::with_prefix(&args.noop_prefix),
             "default".into(),
-            false,
         )
     } else {
         payflow.payments.clone()
