@@ -65,8 +65,6 @@ pub struct PaymentClient {
     client: Client,
     queues: TaskQueues,
     namespace: String,
-    /// Payloads are encrypted: keep payment data out of the (unencrypted) UI summary too.
-    encrypted: bool,
 }
 
 impl std::fmt::Debug for PaymentClient {
@@ -85,17 +83,15 @@ impl PaymentClient {
             args.connect().await?,
             TaskQueues::with_prefix(&args.task_queue_prefix),
             args.namespace(),
-            args.keys()?.is_some(),
         ))
     }
 
-    /// Wraps an existing client (`encrypted`: its data converter encrypts payloads).
-    pub fn new(client: Client, queues: TaskQueues, namespace: String, encrypted: bool) -> Self {
+    /// Wraps an existing client.
+    pub fn new(client: Client, queues: TaskQueues, namespace: String) -> Self {
         Self {
             client,
             queues,
             namespace,
-            encrypted,
         }
     }
 
@@ -114,15 +110,12 @@ impl PaymentClient {
     pub async fn pay(&self, request: PaymentRequest) -> Result<PaymentDecision, ClientError> {
         let order_id = request.order_id.clone();
         let workflow_id = payment_workflow_id(&order_id);
-        // What operators read in the Web UI's list; summaries are stored unencrypted.
-        let summary = if self.encrypted {
-            format!("{} payment", request.payment_method)
-        } else {
-            format!(
-                "{} payment of {} won for order {order_id}",
-                request.payment_method, request.amount
-            )
-        };
+        // What operators read in the Web UI's list. Summaries are stored unencrypted; they say
+        // no more than the OrderId and Amount search attributes already do.
+        let summary = format!(
+            "{} payment of {} won, order {order_id}",
+            request.payment_method, request.amount
+        );
         let attributes = SearchAttributes::new([
             search::ORDER_ID.value_set(order_id.clone()),
             search::USER_ID.value_set(request.user_id.clone()),

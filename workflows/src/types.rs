@@ -441,7 +441,14 @@ pub enum EventBody {
 impl DomainEvent {
     /// The event type.
     pub fn event_type(&self) -> EventType {
-        match self.body {
+        self.body.event_type()
+    }
+}
+
+impl EventBody {
+    /// The event type of this body.
+    pub fn event_type(&self) -> EventType {
+        match self {
             EventBody::PaymentCompleted { .. } => EventType::PaymentCompleted,
             EventBody::StockConfirmed { .. } => EventType::StockConfirmed,
             EventBody::PaymentFailed { .. } => EventType::PaymentFailed,

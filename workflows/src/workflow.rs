@@ -682,7 +682,7 @@ impl Saga {
     /// Publishes an event; retried until Kafka takes it. Awaited with the step it runs beside.
     async fn publish(&self, body: EventBody) {
         let event = DomainEvent {
-            event_id: ids::event_id(&self.workflow_id, event_type_of(&body)),
+            event_id: ids::event_id(&self.workflow_id, body.event_type()),
             event_timestamp: self.now_millis(),
             order_id: self.payment.order_id.clone(),
             body,
@@ -905,17 +905,6 @@ fn steady_retry() -> RetryPolicy {
         .backoff_coefficient(2.0)
         .maximum_interval(Duration::from_secs(30))
         .build()
-}
-
-fn event_type_of(body: &EventBody) -> EventType {
-    match body {
-        EventBody::PaymentCompleted { .. } => EventType::PaymentCompleted,
-        EventBody::StockConfirmed { .. } => EventType::StockConfirmed,
-        EventBody::PaymentFailed { .. } => EventType::PaymentFailed,
-        EventBody::PaymentCancelled { .. } => EventType::PaymentCancelled,
-        EventBody::StockConfirmationFailed { .. } => EventType::StockConfirmationFailed,
-        EventBody::OrderCancelled { .. } => EventType::OrderCancelled,
-    }
 }
 
 /// The application failure behind an activity error, if there is one.
