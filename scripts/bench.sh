@@ -20,27 +20,58 @@ export SANDBOX_LISTEN=127.0.0.1:18090 PAYFLOW_API_LISTEN=127.0.0.1:18080
 export PAYFLOW_METRICS_LISTEN="" PAYFLOW_CODEC_ENDPOINT=""
 source "$(dirname "$0")/lib.sh"
 
-for name in api worker noop-worker sandbox temporal; do stop_bg "$name"; done
-rm -f "$STATE"/temporal.db*
-trap 'for name in api worker noop-worker sandbox temporal; do stop_bg "$name"; done' EXIT
-"$REPO/scripts/up.sh"
+SERVICES=(api worker noop-worker sandbox temporal)
+trap 'for name in "${SERVICES[@]}"; do stop_bg "$name"; done' EXIT
 cd "$REPO"
 say "building payflow (release)"
 cargo build --quiet --release --bins
 REL="$CARGO_TARGET_DIR/release"
 
-start_bg sandbox "$REL/payflow-sandbox"
-wait_for sandbox "$SANDBOX_LISTEN" 30
-start_bg worker "$REL/payflow-worker"
-start_bg noop-worker "$REL/payflow-worker" --noop --task-queue-prefix noop- --metrics-listen ""
-start_bg api "$REL/payflow" serve
-wait_for API "${PAYFLOW_API_LISTEN:-127.0.0.1:8080}" 60
-for i in $(seq 1 100); do
-  grep -q "worker started" "$STATE/worker.log" && grep -q "worker started" "$STATE/noop-worker.log" && break
-  sleep 0.2
-done
-"$REL/payflow" products seed >/dev/null
+# Every run gets a dev server on a fresh database and freshly started payflow processes: a run
+# must not pay for the history, visibility rows and queued tasks the previous run left behind
+# (measured: the no-op ceiling at c32 fell from 35/s to 25-28/s after 1,000-3,000 earlier payments).
+fresh_stack() {
+  local name
+  for name in "${SERVICES[@]}"; do stop_bg "$name" 2>/dev/null; done
+  rm -f "$STATE"/temporal.db* "$STATE"/worker.log "$STATE"/noop-worker.log
+  "$REPO/scripts/up.sh" 2>/dev/null
+  start_bg sandbox "$REL/payflow-sandbox"
+  wait_for sandbox "$SANDBOX_LISTEN" 30
+  start_bg worker "$REL/payflow-worker"
+  start_bg noop-worker "$REL/payflow-worker" --noop --task-queue-prefix noop- --metrics-listen ""
+  start_bg api "$REL/payflow" serve
+  wait_for API "$PAYFLOW_API_LISTEN" 60
+  for _ in $(seq 1 100); do
+    grep -qs "worker started" "$STATE/worker.log" && grep -qs "worker started" "$STATE/noop-worker.log" && break
+    sleep 0.2
+  done
+  "$REL/payflow" products seed >/dev/null
+  # A short warm-up, so connection pools and caches are not part of the run.
+  "$REL/payflow" bench --api-url "http://$PAYFLOW_API_LISTEN" --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
+}
 
+# CPU seconds used so far by each component of the stack (for where the time goes).
+cpu_snapshot() {
+  python3 - "$STATE" <<'PY'
+import json, os, sys
+state, tck, cpu = sys.argv[1], os.sysconf("SC_CLK_TCK"), {}
+def pid_of(name):
+    try: return open(f"{state}/{name}.pid").read().strip()
+    except OSError: return None
+mine = {pid_of(n): label for n, label in [("temporal", "temporal dev server"), ("worker", "payflow worker"),
+        ("noop-worker", "no-op worker"), ("api", "payflow API"), ("sandbox", "PG/push sandbox")]}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        comm = open(f"/proc/{pid}/comm").read().strip()
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    label = mine.get(pid) or {"postgres": "postgresql", "redis-server": "redis", "tansu": "tansu"}.get(comm)
+    if label:
+        cpu[label] = cpu.get(label, 0) + (int(stat[11]) + int(stat[12])) / tck
+print(json.dumps(cpu))
+PY
+}
 scale="${BENCH_SCALE:-1}"
 n() { python3 -c "print(max(10, int($1 * $scale)))"; }
 out="$STATE/results"
@@ -51,13 +82,13 @@ run() {
   local name="$1"; shift
   RUN_ORDER+=("$name")
   if [ -n "${BENCH_RUNS:-}" ] && ! grep -qw "$name" <<<"$BENCH_RUNS"; then return 0; fi
+  fresh_stack
   say "bench $name: $*"
+  cpu_snapshot >"$out/$name.cpu-before.json"
   "$REL/payflow" bench --label "$name" --api-url "http://$PAYFLOW_API_LISTEN" "$@" --json >"$out/$name.json"
+  cpu_snapshot >"$out/$name.cpu-after.json"
   "$REL/payflow" bench-report "$out/$name.json" >&2
 }
-
-# A short warm-up, so connection pools and caches are not part of the first run.
-"$REL/payflow" bench --api-url "http://$PAYFLOW_API_LISTEN" --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
 
 run seq-pg0      --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 0
 run c32-pg0      --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 0
@@ -74,9 +105,25 @@ say "writing BENCHMARKS.md"
 files=()
 for name in "${RUN_ORDER[@]}"; do [ -f "$out/$name.json" ] && files+=("$out/$name.json"); done
 "$REL/payflow" bench-report --markdown "${files[@]}" >"$out/results.md"
-python3 - "$REPO/BENCHMARKS.md" "$out/results.md" <<'PY'
-import sys, subprocess, platform, os, datetime
-path, results = sys.argv[1], open(sys.argv[2]).read()
+python3 - "$REPO/BENCHMARKS.md" "$out/results.md" "$out" "${RUN_ORDER[@]}" <<'PY'
+import sys, subprocess, platform, os, datetime, json
+path, results, out, names = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3], sys.argv[4:]
+# Where the CPU went: seconds per component over each run, per payment.
+rows, labels = [], ["temporal dev server", "payflow worker", "no-op worker", "payflow API",
+                    "postgresql", "redis", "tansu", "PG/push sandbox"]
+for name in names:
+    try:
+        before = json.load(open(f"{out}/{name}.cpu-before.json"))
+        after = json.load(open(f"{out}/{name}.cpu-after.json"))
+        payments = json.load(open(f"{out}/{name}.json"))["payments"]
+    except OSError:
+        continue
+    used = {k: max(0.0, after.get(k, 0) - before.get(k, 0)) * 1000 / payments for k in labels}
+    rows.append(f"| {name} | " + " | ".join(f"{used[k]:.1f}" for k in labels) + f" | {sum(used.values()):.1f} |")
+if rows:
+    results += ("\nCPU time per payment, in milliseconds, by component (from /proc over each run; the bench "
+                "client itself is not counted):\n\n| run | " + " | ".join(labels) + " | total |\n| --- |"
+                + " ---: |" * (len(labels) + 1) + "\n" + "\n".join(rows) + "\n")
 def sh(cmd):
     try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception: return "?"
@@ -86,7 +133,7 @@ header = (
     f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
     f"({cpu}), {mem} GiB, {platform.system()} {platform.release()}; commit {sh('git rev-parse --short HEAD')}"
     f"{' (+ local changes)' if sh('git status --porcelain') else ''}; {sh('temporal --version')}; "
-    "release build; Temporal dev server (SQLite file, WAL), PostgreSQL, Redis, Tansu and payflow all on this machine.\n\n"
+    "release build; each run on a fresh Temporal dev server (SQLite file, WAL, synchronous=off), PostgreSQL, Redis, Tansu and payflow all on this machine.\n\n"
 )
 begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
 doc = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{begin}\n{end}\n"
