@@ -7,7 +7,7 @@
 //! `DATABASE_URL`, `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`); `make test` brings it up.
 
 use anyhow::Context;
-use apache_avro::{GenericSingleObjectReader, Schema, types::Value};
+use apache_avro::{Schema, reader::datum::GenericDatumReader, types::Value};
 use payflow_activities::{
     OrderStore, ProductActivities, db, events::KafkaConfig, product::Product,
     product::reservation::Reservations,
@@ -620,13 +620,20 @@ impl Record {
             .into_iter()
             .find(|t| t.name() == self.event_type())
             .unwrap_or_else(|| panic!("unknown event type {:?}", self.event_type()));
+        // What a Java consumer checks: `C3 01` and the contract schema's fingerprint (pinned to
+        // Java's in payflow-activities' unit tests), then the datum, read with the contract file.
+        let header = payflow_activities::events::avro::single_object_header(
+            &serde_json::from_str(&contract_schema_text(ty)).expect("schema JSON"),
+        );
+        let mut datum = self
+            .value
+            .strip_prefix(&header)
+            .unwrap_or_else(|| panic!("{ty:?} value does not start with its single-object header"));
         let schema = contract_schema(ty);
-        let reader = GenericSingleObjectReader::builder()
-            .schema(schema)
+        match GenericDatumReader::builder(&schema)
             .build()
-            .expect("reader");
-        match reader
-            .read_value(&mut self.value.as_slice())
+            .expect("reader")
+            .read_value(&mut datum)
             .expect("decodes with the contract")
         {
             Value::Record(fields) => fields.into_iter().collect(),
@@ -637,6 +644,11 @@ impl Record {
 
 /// The contract schema of an event type, read from `events/avro/` (the contract's files).
 pub fn contract_schema(ty: EventType) -> Schema {
+    Schema::parse_str(&contract_schema_text(ty)).expect("contract schema parses")
+}
+
+/// The text of the contract schema file of an event type.
+pub fn contract_schema_text(ty: EventType) -> String {
     let file = match ty {
         EventType::PaymentCompleted => "payment/PaymentCompleted.avsc",
         EventType::StockConfirmed => "order/StockConfirmed.avsc",
@@ -648,8 +660,7 @@ pub fn contract_schema(ty: EventType) -> Schema {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../events/avro")
         .join(file);
-    Schema::parse_str(&std::fs::read_to_string(&path).expect("contract schema file"))
-        .expect("contract schema parses")
+    std::fs::read_to_string(&path).expect("contract schema file")
 }
 
 fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<Vec<Record>> {

@@ -4,12 +4,23 @@
 //! Values use Avro single-object encoding: `C3 01`, the schema's 8-byte CRC-64-AVRO fingerprint
 //! (little-endian), then the binary datum. Java's generated `fromByteBuffer` reads exactly this,
 //! so no schema registry is needed.
+//!
+//! The fingerprint is computed here, from the specification's Parsing Canonical Form, not taken
+//! from `apache-avro`: its canonical form keeps a decimal's `logicalType`, `precision` and
+//! `scale` (`{"type":"bytes","logicalType":"decimal",...}` where the specification and Java's
+//! `SchemaNormalization` write `"bytes"`), so its header for `PaymentCompleted` is one no Java
+//! consumer knows. The unit tests pin the six fingerprints to Java's.
 
 use apache_avro::{
-    Decimal, GenericSingleObjectReader, GenericSingleObjectWriter, Schema, types::Value,
+    Decimal, Schema, reader::datum::GenericDatumReader, types::Value,
+    writer::datum::GenericDatumWriter,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, OrderItem};
-use std::collections::HashMap;
+use serde_json::Value as Json;
+use std::collections::{HashMap, HashSet};
+
+/// The two marker bytes that open a single-object-encoded value.
+pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 
 /// The contract's schema files, by event type.
 pub const SCHEMA_FILES: [(EventType, &str); 6] = [
@@ -48,9 +59,20 @@ pub struct EncodeError {
     source: apache_avro::Error,
 }
 
-/// The parsed contract schemas.
+/// A value is not a single-object encoding of the expected schema, or its datum is broken.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The first ten bytes are not `C3 01` and the schema's fingerprint.
+    #[error("not a single-object encoding of {0} (wrong marker or fingerprint)")]
+    Header(&'static str),
+    /// The datum does not read with the schema.
+    #[error(transparent)]
+    Datum(#[from] apache_avro::Error),
+}
+
+/// The parsed contract schemas, each with its single-object header.
 pub struct Schemas {
-    by_type: HashMap<EventType, Schema>,
+    by_type: HashMap<EventType, (Schema, [u8; 10])>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -70,7 +92,8 @@ impl Schemas {
                 let schema = Schema::parse_str(text).unwrap_or_else(|e| {
                     panic!("contract schema for {} is invalid: {e}", ty.name())
                 });
-                (*ty, schema)
+                let json: Json = serde_json::from_str(text).expect("schema is JSON");
+                (*ty, (schema, single_object_header(&json)))
             })
             .collect();
         Self { by_type }
@@ -78,7 +101,12 @@ impl Schemas {
 
     /// The schema of an event type.
     pub fn schema(&self, ty: EventType) -> &Schema {
-        &self.by_type[&ty]
+        &self.by_type[&ty].0
+    }
+
+    /// The ten bytes every value of an event type starts with: `C3 01` and the fingerprint.
+    pub fn header(&self, ty: EventType) -> [u8; 10] {
+        self.by_type[&ty].1
     }
 
     /// Encodes an event in single-object encoding.
@@ -89,20 +117,146 @@ impl Schemas {
             event: ty.name(),
             source,
         };
-        let mut writer = GenericSingleObjectWriter::new_with_capacity(schema, 256).map_err(wrap)?;
         let mut out = Vec::with_capacity(256);
-        writer
-            .write_value(to_value(event), &mut out)
+        out.extend_from_slice(&self.header(ty));
+        GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|writer| writer.write_value(&mut out, to_value(event)))
             .map_err(wrap)?;
         Ok(out)
     }
 
     /// Decodes a single-object-encoded record of the given type (what a consumer does).
-    pub fn decode(&self, ty: EventType, mut bytes: &[u8]) -> Result<Value, apache_avro::Error> {
-        GenericSingleObjectReader::builder()
-            .schema(self.schema(ty).clone())
+    pub fn decode(&self, ty: EventType, bytes: &[u8]) -> Result<Value, DecodeError> {
+        let mut datum = bytes
+            .strip_prefix(&self.header(ty))
+            .ok_or(DecodeError::Header(ty.name()))?;
+        Ok(GenericDatumReader::builder(self.schema(ty))
             .build()?
-            .read_value(&mut bytes)
+            .read_value(&mut datum)?)
+    }
+}
+
+/// `C3 01` and the little-endian CRC-64-AVRO fingerprint of the schema's canonical form.
+pub fn single_object_header(schema: &Json) -> [u8; 10] {
+    let mut header = [0u8; 10];
+    header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
+    let fingerprint = crc64_avro(parsing_canonical_form(schema).as_bytes());
+    header[2..].copy_from_slice(&fingerprint.to_le_bytes());
+    header
+}
+
+/// CRC-64-AVRO (the Rabin fingerprint of the Avro specification).
+pub fn crc64_avro(data: &[u8]) -> u64 {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    let table: Vec<u64> = (0..256u64)
+        .map(|i| (0..8).fold(i, |fp, _| (fp >> 1) ^ (EMPTY & 0u64.wrapping_sub(fp & 1))))
+        .collect();
+    data.iter().fold(EMPTY, |fp, b| {
+        (fp >> 8) ^ table[((fp ^ u64::from(*b)) & 0xff) as usize]
+    })
+}
+
+/// The Parsing Canonical Form of a schema (Avro specification): primitives in their simple
+/// form, full names, only `name`, `type`, `fields`, `symbols`, `items`, `values`, `size` in that
+/// order (logical types and their attributes dropped), no whitespace, named types written out
+/// once and then referred to by full name.
+pub fn parsing_canonical_form(schema: &Json) -> String {
+    let mut out = String::new();
+    canonical(schema, "", &mut HashSet::new(), &mut out);
+    out
+}
+
+const PRIMITIVES: [&str; 8] = [
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+fn quoted(s: &str) -> String {
+    Json::String(s.to_owned()).to_string()
+}
+
+fn full_name(name: &str, namespace: &str) -> String {
+    if name.contains('.') || namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}.{name}")
+    }
+}
+
+fn canonical(schema: &Json, namespace: &str, seen: &mut HashSet<String>, out: &mut String) {
+    match schema {
+        Json::String(name) if PRIMITIVES.contains(&name.as_str()) => out.push_str(&quoted(name)),
+        Json::String(name) => out.push_str(&quoted(&full_name(name, namespace))),
+        Json::Array(branches) => {
+            out.push('[');
+            for (i, branch) in branches.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(branch, namespace, seen, out);
+            }
+            out.push(']');
+        }
+        Json::Object(map) => {
+            let ty = map.get("type").unwrap_or(&Json::Null);
+            match ty.as_str() {
+                Some(kind @ ("record" | "error" | "enum" | "fixed")) => {
+                    let name = map.get("name").and_then(Json::as_str).unwrap_or_default();
+                    let own_ns = map.get("namespace").and_then(Json::as_str);
+                    let full = full_name(name, own_ns.unwrap_or(namespace));
+                    if !seen.insert(full.clone()) {
+                        out.push_str(&quoted(&full));
+                        return;
+                    }
+                    let inner_ns = full.rsplit_once('.').map_or("", |(ns, _)| ns).to_owned();
+                    out.push_str(&format!(
+                        "{{\"name\":{},\"type\":{}",
+                        quoted(&full),
+                        quoted(kind)
+                    ));
+                    match kind {
+                        "enum" => {
+                            let symbols = map.get("symbols").cloned().unwrap_or(Json::Null);
+                            out.push_str(&format!(",\"symbols\":{symbols}"));
+                        }
+                        "fixed" => {
+                            let size = map.get("size").cloned().unwrap_or(Json::Null);
+                            out.push_str(&format!(",\"size\":{size}"));
+                        }
+                        _ => {
+                            out.push_str(",\"fields\":[");
+                            let fields = map.get("fields").and_then(Json::as_array);
+                            for (i, field) in fields.into_iter().flatten().enumerate() {
+                                if i > 0 {
+                                    out.push(',');
+                                }
+                                let name =
+                                    field.get("name").and_then(Json::as_str).unwrap_or_default();
+                                out.push_str(&format!("{{\"name\":{},\"type\":", quoted(name)));
+                                canonical(&field["type"], &inner_ns, seen, out);
+                                out.push('}');
+                            }
+                            out.push(']');
+                        }
+                    }
+                    out.push('}');
+                }
+                Some("array") => {
+                    out.push_str("{\"type\":\"array\",\"items\":");
+                    canonical(&map["items"], namespace, seen, out);
+                    out.push('}');
+                }
+                Some("map") => {
+                    out.push_str("{\"type\":\"map\",\"values\":");
+                    canonical(&map["values"], namespace, seen, out);
+                    out.push('}');
+                }
+                // A primitive with attributes (a logical type among them) is just the primitive;
+                // `{"type": {...}}` is the inner schema.
+                _ => canonical(ty, namespace, seen, out),
+            }
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -267,24 +421,9 @@ fn to_value(event: &DomainEvent) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use payflow_workflows::types::{OrderCancellationReason, PaymentMethod};
-
-    /// CRC-64-AVRO straight from the Avro specification, to check the header independently.
-    fn crc64_avro(data: &[u8]) -> u64 {
-        const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
-        let table: Vec<u64> = (0..256u64)
-            .map(|i| {
-                let mut fp = i;
-                for _ in 0..8 {
-                    fp = (fp >> 1) ^ (EMPTY & (0u64.wrapping_sub(fp & 1)));
-                }
-                fp
-            })
-            .collect();
-        data.iter().fold(EMPTY, |fp, b| {
-            (fp >> 8) ^ table[((fp ^ u64::from(*b)) & 0xff) as usize]
-        })
-    }
+    use payflow_workflows::types::{
+        OrderCancellationReason, PaymentCancellationReason, PaymentMethod,
+    };
 
     fn completed() -> DomainEvent {
         DomainEvent {
@@ -302,17 +441,74 @@ mod tests {
         }
     }
 
+    /// The fingerprint bytes (little-endian, as in the header) that Java's generated classes
+    /// expect, computed from the contract files with Apache Avro for Java 1.8.2
+    /// (`SchemaNormalization.parsingFingerprint64`); fastavro's `fingerprint` agrees.
+    const JAVA_FINGERPRINTS: [(EventType, &str); 6] = [
+        (EventType::PaymentCompleted, "1f75fab80f992383"),
+        (EventType::StockConfirmed, "011c779fdce329fa"),
+        (EventType::PaymentFailed, "ae6b4c86adfbe244"),
+        (EventType::PaymentCancelled, "ef4a0aed79e47ab2"),
+        (EventType::StockConfirmationFailed, "42dcd2d0ae599724"),
+        (EventType::OrderCancelled, "560222c1fe1f6fac"),
+    ];
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
-    fn header_is_c3_01_and_the_little_endian_crc64_of_the_canonical_form() {
+    fn headers_carry_the_fingerprints_java_consumers_expect() {
         let schemas = Schemas::load();
-        for ty in EventType::ALL {
-            let schema = schemas.schema(ty);
-            let expected = crc64_avro(schema.canonical_form().as_bytes()).to_le_bytes();
-            let header = apache_avro::headers::RabinFingerprintHeader::from_schema(schema);
-            let built = apache_avro::headers::HeaderBuilder::build_header(&header);
-            assert_eq!(&built[..2], &[0xC3, 0x01]);
-            assert_eq!(&built[2..], &expected, "{}", ty.name());
+        for (ty, java) in JAVA_FINGERPRINTS {
+            let header = schemas.header(ty);
+            assert_eq!(&header[..2], &SINGLE_OBJECT_MARKER);
+            assert_eq!(hex(&header[2..]), java, "{}", ty.name());
+            let encoded = schemas.encode(&DomainEvent {
+                body: sample_body(ty),
+                ..completed()
+            });
+            assert_eq!(&encoded.unwrap()[..10], &header, "{}", ty.name());
         }
+    }
+
+    #[test]
+    fn the_canonical_form_drops_the_decimal_attributes_as_the_specification_says() {
+        let (_, text) = SCHEMA_FILES[0];
+        let form = parsing_canonical_form(&serde_json::from_str(text).unwrap());
+        assert!(
+            form.contains(r#"{"name":"totalAmount","type":"bytes"}"#),
+            "{form}"
+        );
+        assert!(form.starts_with(
+            r#"{"name":"com.groom.ecommerce.payment.event.avro.PaymentCompleted","type":"record","fields":[{"name":"eventId","type":"string"},{"name":"eventTimestamp","type":"long"}"#
+        ), "{form}");
+        assert!(form.contains(r#"{"name":"com.groom.ecommerce.payment.event.avro.PaymentMethod","type":"enum","symbols":["CARD","BANK_TRANSFER","KAKAO_PAY","NAVER_PAY","TOSS"]}"#), "{form}");
+        // A named type is written once, then referred to by its full name.
+        let twice = serde_json::json!({"type": "record", "name": "R", "namespace": "n", "fields": [
+            {"name": "a", "type": {"type": "fixed", "name": "F", "size": 4}},
+            {"name": "b", "type": ["null", "F"], "default": null}]});
+        assert_eq!(
+            parsing_canonical_form(&twice),
+            r#"{"name":"n.R","type":"record","fields":[{"name":"a","type":{"name":"n.F","type":"fixed","size":4}},{"name":"b","type":["null","n.F"]}]}"#
+        );
+    }
+
+    #[test]
+    fn a_value_of_another_schema_or_with_a_foreign_header_is_refused() {
+        let schemas = Schemas::load();
+        let bytes = schemas.encode(&completed()).unwrap();
+        assert!(matches!(
+            schemas.decode(EventType::StockConfirmed, &bytes),
+            Err(DecodeError::Header(_))
+        ));
+        let mut foreign = bytes.clone();
+        foreign[2] ^= 0xff;
+        assert!(
+            schemas
+                .decode(EventType::PaymentCompleted, &foreign)
+                .is_err()
+        );
     }
 
     #[test]
@@ -335,30 +531,68 @@ mod tests {
         assert_eq!(bytes, 5_000_000i32.to_be_bytes()[1..].to_vec());
     }
 
-    #[test]
-    fn every_event_type_encodes() {
-        let schemas = Schemas::load();
-        let cancelled = DomainEvent {
-            body: EventBody::OrderCancelled {
-                user_id: "USR-1".into(),
-                items: vec![OrderItem {
-                    product_id: "PRD-001".into(),
-                    quantity: 2,
-                }],
+    fn sample_body(ty: EventType) -> EventBody {
+        let items = || {
+            vec![OrderItem {
+                product_id: "PRD-001".into(),
+                quantity: 2,
+            }]
+        };
+        let (payment_id, user_id) = ("PAY-ORD-12345".to_owned(), "USR-1".to_owned());
+        match ty {
+            EventType::PaymentCompleted => completed().body,
+            EventType::StockConfirmed => EventBody::StockConfirmed {
+                payment_id,
+                confirmed_items: items(),
+                confirmed_at: 1,
+            },
+            EventType::PaymentFailed => EventBody::PaymentFailed {
+                payment_id,
+                user_id,
+                failure_reason: "INSUFFICIENT_FUNDS".into(),
+                failed_at: 1,
+            },
+            EventType::PaymentCancelled => EventBody::PaymentCancelled {
+                payment_id,
+                user_id,
+                cancellation_reason: PaymentCancellationReason::StockUnavailable,
+                cancelled_at: 1,
+            },
+            EventType::StockConfirmationFailed => EventBody::StockConfirmationFailed {
+                payment_id,
+                failure_reason: "reservation expired".into(),
+                failed_at: 1,
+            },
+            EventType::OrderCancelled => EventBody::OrderCancelled {
+                user_id,
+                items: items(),
                 cancellation_reason: OrderCancellationReason::StockUnavailable,
                 cancelled_at: 1,
             },
-            ..completed()
-        };
-        let bytes = schemas.encode(&cancelled).unwrap();
-        let Value::Record(fields) = schemas.decode(EventType::OrderCancelled, &bytes).unwrap()
-        else {
-            panic!("not a record")
-        };
-        assert!(
-            fields.iter().any(|(n, v)| n == "cancellationReason"
-                && *v == Value::Enum(2, "STOCK_UNAVAILABLE".into()))
-        );
+        }
+    }
+
+    #[test]
+    fn every_event_type_round_trips_with_its_contract_schema() {
+        let schemas = Schemas::load();
+        for ty in EventType::ALL {
+            let event = DomainEvent {
+                body: sample_body(ty),
+                ..completed()
+            };
+            let bytes = schemas.encode(&event).unwrap();
+            let Value::Record(fields) = schemas.decode(ty, &bytes).unwrap() else {
+                panic!("not a record")
+            };
+            let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|f| f.1.clone());
+            assert_eq!(get("orderId"), Some(Value::String("ORD-12345".into())));
+            if ty == EventType::OrderCancelled {
+                assert_eq!(
+                    get("cancellationReason"),
+                    Some(Value::Enum(2, "STOCK_UNAVAILABLE".into()))
+                );
+            }
+        }
     }
 
     #[test]
