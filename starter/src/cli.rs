@@ -583,7 +583,7 @@ fn json_mode(common: &CommonArgs) -> bool {
 
 async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
     use crate::replay::{NamedHistory, Verdict, fetch, fetch_query, parse_history};
-    let mut histories = Vec::new();
+    let mut histories: Vec<NamedHistory> = Vec::new();
     for file in &args.files {
         let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
         let history = parse_history(&bytes).with_context(|| format!("parse {}", file.display()))?;
@@ -605,8 +605,32 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
         !histories.is_empty(),
         "nothing to replay: give files, --workflow-id or --query"
     );
-    let data_converter = common.temporal.data_converter()?;
-    let results = crate::replay::replay(histories, data_converter).await?;
+    // A history whose payloads this process cannot decrypt would only fail with "failed to
+    // create workflow"; say which key it needs instead.
+    let keys = common.temporal.keys()?;
+    let mut results = Vec::new();
+    histories.retain(|h| {
+        let missing: Vec<String> = crate::replay::encryption_key_ids(&h.history)
+            .into_iter()
+            .filter(|id| !keys.as_ref().is_some_and(|k| k.has(id)))
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        results.push(crate::replay::ReplayResult {
+            name: h.name.clone(),
+            verdict: Verdict::Failed(format!(
+                "its payloads are encrypted with key {}, which this process does not have: \
+                 set PAYFLOW_CODEC_KEYS (or --codec-keys) to the keys the workers use",
+                missing.join(", ")
+            )),
+        });
+        false
+    });
+    if !histories.is_empty() {
+        let data_converter = common.temporal.data_converter()?;
+        results.extend(crate::replay::replay(histories, data_converter).await?);
+    }
     let mut diverged = 0;
     for r in &results {
         match &r.verdict {

@@ -180,6 +180,27 @@ where
         .collect())
 }
 
+/// The ids of the keys that encrypted payloads in a history (empty when nothing is encrypted).
+///
+/// Payload metadata is a protobuf `map<string, bytes>`, so in the encoded history each key id
+/// follows its map key as field 2 of the entry; the scan reads it from there.
+pub fn encryption_key_ids(history: &History) -> std::collections::BTreeSet<String> {
+    let bytes = history.encode_to_vec();
+    let marker = payflow_worker::codec::KEY_ID_METADATA.as_bytes();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut rest = bytes.as_slice();
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        rest = &rest[at + marker.len()..];
+        if let [0x12, len, value @ ..] = rest
+            && usize::from(*len) < 0x80
+            && value.len() >= usize::from(*len)
+        {
+            ids.insert(String::from_utf8_lossy(&value[..usize::from(*len)]).into_owned());
+        }
+    }
+    ids
+}
+
 /// Fetches the history of a workflow (latest run) from the server.
 pub async fn fetch(client: &Client, workflow_id: &str) -> anyhow::Result<NamedHistory> {
     let events = client
@@ -234,6 +255,29 @@ mod tests {
         // The binary form reads back the same.
         let again = parse_history(&history.encode_to_vec()).unwrap();
         assert_eq!(again, history);
+    }
+
+    #[test]
+    fn the_keys_that_sealed_a_history_are_named() {
+        // "ZGV2MQ==" is "dev1", "YmluYXJ5L2VuY3J5cHRlZA==" is "binary/encrypted".
+        let event = |id: u32, key: &str| {
+            format!(
+                r#"{{"eventId":"{id}","eventType":"EVENT_TYPE_WORKFLOW_EXECUTION_STARTED",
+                "workflowExecutionStartedEventAttributes":{{"workflowType":{{"name":"PaymentWorkflow"}},
+                  "input":{{"payloads":[{{"metadata":{{"encoding":"YmluYXJ5L2VuY3J5cHRlZA==",
+                  "encryption-key-id":"{key}"}},"data":"AAAA"}}]}}}}}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"events":[{},{}]}}"#,
+            event(1, "ZGV2MQ=="),
+            event(2, "b2xk")
+        );
+        let history = parse_history(json.as_bytes()).unwrap();
+        let ids: Vec<String> = encryption_key_ids(&history).into_iter().collect();
+        assert_eq!(ids, ["dev1", "old"]);
+        let plain = parse_history(include_bytes!("../../tests/histories/v2/success_card.json"));
+        assert!(encryption_key_ids(&plain.unwrap()).is_empty());
     }
 
     #[test]

@@ -137,6 +137,11 @@ impl CodecKeys {
         })
     }
 
+    /// Whether a key id is among the configured keys.
+    pub fn has(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
+    }
+
     /// Decrypts one payload; a payload that is not encrypted comes back as it is.
     pub fn decrypt(&self, payload: Payload) -> Result<Payload, CodecError> {
         if payload.metadata.get("encoding").map(Vec::as_slice) != Some(ENCRYPTED_ENCODING) {
