@@ -17,7 +17,7 @@ use payflow_activities::product::Product;
 use payflow_workflows::{
     payment_workflow_id,
     queues::TaskQueues,
-    types::{OrderItem, PaymentMethod, PaymentRequest},
+    types::{OrderItem, PaymentDecision, PaymentMethod, PaymentRequest},
 };
 use serde::Serialize;
 use std::{
@@ -308,13 +308,7 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
                     })
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|d| {
-                        if d.approved {
-                            Ok(())
-                        } else {
-                            Err(d.failure_code.unwrap_or_default())
-                        }
-                    }),
+                    .and_then(approved),
                 (Via::Client, false) => payflow
                     .pay(Pay {
                         order_id: order_id.clone(),
@@ -324,13 +318,7 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
                     })
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|d| {
-                        if d.approved {
-                            Ok(())
-                        } else {
-                            Err(d.failure_code.unwrap_or_default())
-                        }
-                    }),
+                    .and_then(approved),
                 (Via::Api, false) => {
                     pay_over_http(&http, &api_url, &api_key, &order_id, amount).await
                 }
@@ -475,6 +463,15 @@ async fn prepare_orders(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<V
     }
     bar.finish_and_clear();
     Ok(orders)
+}
+
+/// A decision as a bench outcome: approved, or the decline's code.
+fn approved(decision: PaymentDecision) -> Result<(), String> {
+    if decision.approved {
+        Ok(())
+    } else {
+        Err(decision.failure_code.unwrap_or_default())
+    }
 }
 
 async fn order_completed_latencies(

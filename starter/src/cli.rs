@@ -628,7 +628,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
         false
     });
     if !histories.is_empty() {
-        let data_converter = common.temporal.data_converter()?;
+        let data_converter = payflow_worker::codec::data_converter(keys);
         results.extend(crate::replay::replay(histories, data_converter).await?);
     }
     let mut diverged = 0;

@@ -5,6 +5,7 @@ use payflow_activities::{
     EventActivities, OrderActivities, PaymentActivities, ProductActivities, order::PushClient,
     payment::pg::PgClient,
 };
+use payflow_starter::service::CreatedOrder;
 use payflow_tests::{Stack, StackOptions};
 use payflow_workflows::{
     ids,
@@ -39,6 +40,18 @@ fn env(stack: &Stack) -> ActivityEnvironment {
         .build()
 }
 
+/// What the workflow asks the PG step for an order (payment id and key derived as it does).
+fn approval_request(order: &CreatedOrder, user: &str, method: PaymentMethod) -> ApprovePayment {
+    ApprovePayment {
+        payment_id: ids::payment_id(&order.order_id),
+        order_id: order.order_id.clone(),
+        user_id: user.into(),
+        payment_method: method,
+        amount: order.total_amount,
+        payment_key: format!("tpk_{}", order.order_id),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_success_path_activities_run_twice_change_things_once() {
     let stack = bare_stack().await;
@@ -46,14 +59,7 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     let env = env(&stack);
     let products = stack.products(&[7]).await;
     let order = stack.order("USR-IDEM", &[(&products[0], 2)]).await;
-    let payment = ApprovePayment {
-        payment_id: ids::payment_id(&order.order_id),
-        order_id: order.order_id.clone(),
-        user_id: "USR-IDEM".into(),
-        payment_method: PaymentMethod::Card,
-        amount: order.total_amount,
-        payment_key: format!("tpk_{}", order.order_id),
-    };
+    let payment = approval_request(&order, "USR-IDEM", PaymentMethod::Card);
 
     // PG approval with the same key: the same approval, one charge.
     let a = env
@@ -248,14 +254,7 @@ async fn the_compensations_run_twice_change_things_once() {
     );
 
     // Refund twice: one cancellation at the PG.
-    let payment = ApprovePayment {
-        payment_id: ids::payment_id(&sold.order_id),
-        order_id: sold.order_id.clone(),
-        user_id: "USR-COMP".into(),
-        payment_method: PaymentMethod::Toss,
-        amount: sold.total_amount,
-        payment_key: format!("tpk_{}", sold.order_id),
-    };
+    let payment = approval_request(&sold, "USR-COMP", PaymentMethod::Toss);
     let approval = env
         .run(PaymentActivities::approve, payment.clone())
         .await
