@@ -1,8 +1,11 @@
 //! The sandbox of the two external companies payflow talks to, speaking their HTTP shape:
 //!
 //! - **PG** (Toss-Payments-shaped): `POST /v1/payments/confirm`,
-//!   `POST /v1/payments/{paymentKey}/cancel`; basic auth with the secret key;
-//!   `Idempotency-Key` semantics (same key, same answer, one charge).
+//!   `POST /v1/payments/{paymentKey}/cancel`, and the look-ups `GET /v1/payments/{paymentKey}`
+//!   and `GET /v1/payments/orders/{orderId}`; basic auth with the secret key;
+//!   `Idempotency-Key` semantics (same key, same answer, one charge). A payment key belongs to
+//!   the order it was first confirmed for: confirming it for another order answers
+//!   `400 ALREADY_PROCESSED_PAYMENT`.
 //! - **Push gateway**: `POST /v1/push`, deduplicated by `Idempotency-Key`.
 //!
 //! Test keys drive every path (`paymentKey`):
@@ -15,11 +18,19 @@
 //! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
 //! | anything else | approves |
 //!
+//! Everything from the first `.` of a key on is ignored when the behaviour is picked, so a test
+//! makes a key its own with a suffix: `tpk_timeout.ORD-1`, `tpk_decline_EXPIRED_CARD.x7`.
+//!
 //! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
 //! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (`latencyMs`,
 //! `errorRate`, `timeoutHoldMs`, `pushFailures`: the next n pushes fail).
 //!
 //! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
+//!
+//! The crate also holds [`registry`], the dev stack's stand-in for the Confluent Schema
+//! Registry (binary `payflow-registry`).
+
+pub mod registry;
 
 use axum::{
     Json, Router,
@@ -165,6 +176,8 @@ pub fn router(sandbox: Sandbox) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/payments/confirm", post(confirm))
+        .route("/v1/payments/{payment_key}", get(payment_by_key))
+        .route("/v1/payments/orders/{order_id}", get(payment_by_order))
         .route("/v1/payments/{payment_key}/cancel", post(cancel))
         .route("/v1/push", post(push))
         .route("/sandbox/orders/{order_id}", get(order_books))
@@ -292,6 +305,7 @@ async fn decide_confirm(
     config: &SandboxConfig,
 ) -> Option<(u16, Value)> {
     let key = body.payment_key.as_str();
+    let behaviour = behaviour(key);
     if body.amount <= 0 {
         return Some(error(
             StatusCode::BAD_REQUEST,
@@ -299,7 +313,7 @@ async fn decide_confirm(
             "amount must be positive",
         ));
     }
-    if let Some(code) = key.strip_prefix("tpk_decline_") {
+    if let Some(code) = behaviour.strip_prefix("tpk_decline_") {
         let message = match code {
             "INSUFFICIENT_FUNDS" => "잔액이 부족합니다.",
             "CARD_LIMIT_EXCEEDED" => "카드 한도를 초과했습니다.",
@@ -309,7 +323,7 @@ async fn decide_confirm(
         };
         return Some(error(StatusCode::BAD_REQUEST, code, message));
     }
-    if let Some(n) = key
+    if let Some(n) = behaviour
         .strip_prefix("tpk_flaky_")
         .and_then(|n| n.parse::<u32>().ok())
     {
@@ -369,7 +383,13 @@ async fn decide_confirm(
 }
 
 fn is_timeout_key(key: &str) -> bool {
+    let key = behaviour(key);
     key == "tpk_timeout" || key.starts_with("tpk_timeout_")
+}
+
+/// The part of a payment key that picks the sandbox's behaviour: up to the first `.`.
+fn behaviour(key: &str) -> &str {
+    key.split_once('.').map_or(key, |(b, _)| b)
 }
 
 #[derive(Deserialize)]
@@ -436,7 +456,7 @@ async fn cancel(
                 "ALREADY_CANCELED_PAYMENT",
                 "이미 취소된 결제 입니다.",
             )),
-            Some(_) if payment_key.starts_with("tpk_refund_fail") && !fixed => None,
+            Some(_) if behaviour(&payment_key).starts_with("tpk_refund_fail") && !fixed => None,
             Some(mut p) => {
                 let seq = format!("txn_{:012}", sandbox.next());
                 p.status = "CANCELED".into();
@@ -463,6 +483,54 @@ async fn cancel(
         sandbox.books().answers.insert(k, answer.clone());
     }
     respond(answer)
+}
+
+/// `GET /v1/payments/{paymentKey}`: the payment as the PG holds it.
+async fn payment_by_key(
+    State(sandbox): State<Sandbox>,
+    Path(payment_key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&sandbox, &headers, |books| {
+        books.payments.get(&payment_key).cloned()
+    })
+}
+
+/// `GET /v1/payments/orders/{orderId}`: the payment of an order as the PG holds it.
+async fn payment_by_order(
+    State(sandbox): State<Sandbox>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    lookup(&sandbox, &headers, |books| {
+        books
+            .payments
+            .values()
+            .find(|p| p.order_id == order_id)
+            .cloned()
+    })
+}
+
+fn lookup(
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+    find: impl FnOnce(&Books) -> Option<PgPaymentRecord>,
+) -> Response {
+    if !authorized(sandbox, headers) {
+        return respond(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "invalid secret key",
+        ));
+    }
+    match find(&sandbox.books()) {
+        Some(p) => respond((200, serde_json::to_value(p).expect("serializable"))),
+        None => respond(error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND_PAYMENT",
+            "존재하지 않는 결제 정보 입니다.",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
