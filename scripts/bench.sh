@@ -27,12 +27,19 @@ say "building payflow (release)"
 cargo build --quiet --release --bins
 REL="$CARGO_TARGET_DIR/release"
 
+# The schema registry is shared like Kafka: the dev stack's if it runs, else one of the bench's.
+if ! port_open "$SCHEMA_REGISTRY_LISTEN"; then
+  SERVICES+=(registry)
+  start_bg registry "$REL/payflow-registry" --listen "$SCHEMA_REGISTRY_LISTEN" --state "$STATE/registry.json"
+  wait_for registry "$SCHEMA_REGISTRY_LISTEN" 30
+fi
+
 # Every run gets a dev server on a fresh database and freshly started payflow processes: a run
 # must not pay for the history, visibility rows and queued tasks the previous run left behind
 # (measured: the no-op ceiling at c32 fell from 35/s to 25-28/s after 1,000-3,000 earlier payments).
 fresh_stack() {
   local name
-  for name in "${SERVICES[@]}"; do stop_bg "$name" 2>/dev/null; done
+  for name in "${SERVICES[@]}"; do [ "$name" = registry ] || stop_bg "$name" 2>/dev/null; done
   rm -f "$STATE"/temporal.db* "$STATE"/worker.log "$STATE"/noop-worker.log
   "$REPO/scripts/up.sh" 2>/dev/null
   start_bg sandbox "$REL/payflow-sandbox"

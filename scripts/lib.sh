@@ -19,6 +19,8 @@ export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
 export SANDBOX_LISTEN="${SANDBOX_LISTEN:-127.0.0.1:8090}"
 export PG_BASE_URL="${PG_BASE_URL:-http://$SANDBOX_LISTEN}"
 export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
+export SCHEMA_REGISTRY_LISTEN="${SCHEMA_REGISTRY_LISTEN:-127.0.0.1:8081}"
+export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://$SCHEMA_REGISTRY_LISTEN}"
 export PAYFLOW_UI_URL="${PAYFLOW_UI_URL:-http://localhost:$TEMPORAL_UI_PORT}"
 
 # The dev stack's secrets: an API key, and a payload encryption key made once per checkout.

@@ -234,6 +234,9 @@ impl From<PayflowError> for ApiError {
             e @ PayflowError::OrderNotPayable { .. } => {
                 ApiError::Conflict("ORDER_NOT_PAYABLE", e.to_string(), Value::Null)
             }
+            e @ PayflowError::PaymentKeyInUse => {
+                ApiError::Conflict("PAYMENT_KEY_IN_USE", e.to_string(), Value::Null)
+            }
             PayflowError::UnknownProducts(p) => ApiError::BadRequest(
                 "UNKNOWN_PRODUCTS",
                 format!("unknown products: {}", p.join(", ")),
@@ -501,6 +504,10 @@ struct PaymentView {
     failure_code: Option<String>,
     failure_reason: Option<String>,
     needs_attention: bool,
+    /// Every problem still waiting for an operator, oldest first.
+    attention_reasons: Vec<String>,
+    /// Events not yet taken by Kafka (they follow the order; 0 once all are out).
+    unpublished_events: u32,
     stage_times: std::collections::BTreeMap<String, i64>,
 }
 
@@ -525,6 +532,8 @@ impl From<PaymentStatus> for PaymentView {
             failure_code: s.failure_code,
             failure_reason: s.failure_reason,
             needs_attention: s.needs_attention,
+            attention_reasons: s.attention_reasons,
+            unpublished_events: s.unpublished_events,
             stage_times: s.stage_times,
         }
     }

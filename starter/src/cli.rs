@@ -7,8 +7,11 @@ use crate::{
 };
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use payflow_activities::{OrderStore, ProductActivities, db, product::reservation::Reservations};
-use payflow_worker::config::{DatabaseArgs, RedisArgs, TemporalArgs};
+use payflow_activities::{
+    OrderStore, ProductActivities, db, payment::keys::PaymentKeys,
+    product::reservation::Reservations,
+};
+use payflow_worker::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs};
 use payflow_workflows::types::{
     ManualRefund, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, PaymentStage,
 };
@@ -37,6 +40,9 @@ pub struct CommonArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub redis: RedisArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub kafka: KafkaArgs,
     /// Base URL of the Temporal Web UI, for links.
     #[arg(
         long,
@@ -259,6 +265,7 @@ impl CommonArgs {
         Ok(Payflow {
             payments,
             orders: OrderStore::new(pool.clone()),
+            payment_keys: PaymentKeys::new(pool.clone()),
             products: ProductActivities::new(redis, pool),
             timings: None,
         })
@@ -427,6 +434,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("registered search attributes: {}", added.join(", "));
             }
+            let kafka = common.kafka.config();
+            let registry = common.kafka.registry()?;
+            payflow_activities::EventActivities::ensure_topics(&kafka, registry.as_ref())
+                .await
+                .context("Kafka topics and schemas")?;
+            for ty in payflow_workflows::types::EventType::ALL {
+                println!("topic {} ready", kafka.topic(ty));
+            }
+            if registry.is_some() {
+                println!("schemas registered in {}", common.kafka.registry_url);
+            }
         }
         Command::Admin {
             command: AdminCommand::NewCodecKey { id },
@@ -554,7 +572,8 @@ async fn demo(common: &CommonArgs) -> anyhow::Result<()> {
                 order_id: order.order_id.clone(),
                 payment_method: method,
                 amount: order.total_amount,
-                payment_key: key,
+                // A key belongs to one order: the sandbox's test key made this order's own.
+                payment_key: key.map(|k| format!("{k}.{}", order.order_id)),
             })
             .await?;
         let outcome = payflow.payments.result(&order.order_id).await?;

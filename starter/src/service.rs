@@ -6,10 +6,14 @@ use crate::client::{ClientError, PaymentClient};
 use payflow_activities::{
     OrderStore, ProductActivities,
     order::OrderRow,
+    payment::keys::{KeyBinding, PaymentKeys},
     product::{Product, ReserveError},
 };
-use payflow_workflows::types::{
-    OrderItem, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus, SagaTimings,
+use payflow_workflows::{
+    ids,
+    types::{
+        OrderItem, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus, SagaTimings,
+    },
 };
 use serde::Serialize;
 
@@ -68,6 +72,9 @@ pub enum PayflowError {
     /// The payment does not exist.
     #[error("payment {0} not found")]
     PaymentNotFound(String),
+    /// The payment key belongs to another order (which is not named to this caller).
+    #[error("the payment key belongs to another order")]
+    PaymentKeyInUse,
     /// A dependency failed.
     #[error(transparent)]
     Unavailable(#[from] anyhow::Error),
@@ -128,6 +135,8 @@ pub struct Payflow {
     pub orders: OrderStore,
     /// Products and reservations.
     pub products: ProductActivities,
+    /// Payment keys bound to orders.
+    pub payment_keys: PaymentKeys,
     /// Timings passed to new workflows (`None`: production defaults).
     pub timings: Option<SagaTimings>,
 }
@@ -226,6 +235,20 @@ impl Payflow {
                 }),
                 Err(e) => Err(e.into()),
             };
+        }
+        // The key is bound to this order before anything starts: a key of another order is
+        // refused here, and a race between two orders for one key has one winner.
+        let payment_key = pay
+            .payment_key
+            .clone()
+            .unwrap_or_else(|| ids::default_payment_key(&order.order_id));
+        if self
+            .payment_keys
+            .bind(&payment_key, &order.order_id)
+            .await?
+            == KeyBinding::InUse
+        {
+            return Err(PayflowError::PaymentKeyInUse);
         }
         let decision = self
             .payments

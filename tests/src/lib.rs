@@ -8,8 +8,11 @@
 
 use anyhow::Context;
 use apache_avro::{Schema, reader::datum::GenericDatumReader, types::Value};
+use base64::Engine;
 use payflow_activities::{
-    OrderStore, ProductActivities, db, events::KafkaConfig, product::Product,
+    OrderStore, ProductActivities, db,
+    events::{Encoding, KafkaConfig, avro},
+    product::Product,
     product::reservation::Reservations,
 };
 use payflow_sandbox::{Delivery, OrderBooks, SandboxConfig};
@@ -81,6 +84,14 @@ pub struct StackOptions {
     pub sandbox: SandboxConfig,
     /// Payload encryption keys (`id:base64,...`), if any.
     pub codec_keys: Option<String>,
+    /// How event values are framed.
+    pub encoding: Encoding,
+    /// Start with the schema registry away (its port refusing connections), so the worker
+    /// cannot learn any schema id until the test brings it back.
+    pub registry_down: bool,
+    /// Start the worker with Kafka out of its reach (a closed port), until
+    /// [`Stack::restore_kafka`].
+    pub kafka_away: bool,
 }
 
 impl Default for StackOptions {
@@ -99,8 +110,95 @@ impl Default for StackOptions {
                 ..SandboxConfig::default()
             },
             codec_keys: None,
+            encoding: Encoding::Confluent,
+            registry_down: false,
+            kafka_away: false,
         }
     }
+}
+
+/// The stack's own schema registry (the dev registry, in process), which a test can take away
+/// and bring back on the same port with the same state.
+pub struct TestRegistry {
+    /// Base URL.
+    pub url: String,
+    addr: SocketAddr,
+    state: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestRegistry {
+    async fn start(serving: bool) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = std::env::temp_dir().join(format!(
+            "payflow-registry-{}.json",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut registry = Self {
+            url: format!("http://{addr}"),
+            addr,
+            state,
+            stop: None,
+        };
+        if serving {
+            registry.serve(listener)?;
+        }
+        Ok(registry)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        let registry = payflow_sandbox::registry::Registry::open(Some(self.state.clone()))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(payflow_sandbox::registry::run(listener, registry, async {
+            let _ = stopped.await;
+        }));
+        self.stop = Some(stop);
+        Ok(())
+    }
+
+    /// Takes the registry away (its port refuses connections).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Brings it back on the same port, with the schemas it had.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener).expect("registry restarts");
+    }
+
+    /// The writer schema with registry id `id`, as a deserializer fetches it.
+    pub async fn schema(&self, id: u32) -> Option<String> {
+        let body: serde_json::Value = reqwest::get(format!("{}/schemas/ids/{id}", self.url))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["schema"].as_str().map(str::to_owned)
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.state);
+    }
+}
+
+/// An address nothing listens on: a port bound and released.
+async fn closed_port() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(listener.local_addr()?.to_string())
 }
 
 /// A running worker in its own thread and Tokio runtime (the SDK worker is not `Send`).
@@ -187,6 +285,8 @@ pub struct Stack {
     pub sandbox_url: String,
     /// Kafka settings of this stack (its own topics).
     pub kafka: KafkaConfig,
+    /// This stack's schema registry.
+    pub registry: TestRegistry,
     /// The worker's `/metrics`, if asked for.
     pub metrics_addr: Option<SocketAddr>,
     /// The worker configuration used.
@@ -235,13 +335,20 @@ impl Stack {
         if let Some(keys) = &options.codec_keys {
             temporal.codec_keys = keys.parse().expect("infallible");
         }
+        let registry = TestRegistry::start(!options.registry_down).await?;
         let kafka_args = KafkaArgs {
             bootstrap_servers: kafka_bootstrap(),
             topic_prefix: format!("{prefix}."),
-            partitions: 2,
+            topics: Vec::new(),
+            partitions: 3,
             replication: 1,
+            encoding: options.encoding,
+            registry_url: registry.url.clone(),
+            registry_user: None,
+            registry_password: None,
+            auto_register: true,
         };
-        let worker_config = WorkerConfig {
+        let mut worker_config = WorkerConfig {
             services: options.services.clone().unwrap_or_default(),
             migrate: true,
             noop: false,
@@ -270,6 +377,9 @@ impl Stack {
             tuning: TuningArgs::default(),
         };
 
+        if options.kafka_away {
+            worker_config.kafka.bootstrap_servers = closed_port().await?;
+        }
         let pool = db::connect(&database_url(), 8).await?;
         db::migrate(&pool).await?;
         let redis = Reservations::connect(&redis_url()).await?;
@@ -284,6 +394,7 @@ impl Stack {
         let payflow = Payflow {
             payments,
             orders: OrderStore::new(pool.clone()),
+            payment_keys: payflow_activities::payment::keys::PaymentKeys::new(pool.clone()),
             products: ProductActivities::new(redis.clone(), pool.clone()),
             timings: options.timings,
         };
@@ -294,6 +405,7 @@ impl Stack {
             redis,
             sandbox_url,
             kafka: kafka_args.config(),
+            registry,
             metrics_addr,
             worker_config,
             worker,
@@ -317,6 +429,12 @@ impl Stack {
             .expect("restart the worker");
         self.worker = Some(w);
         self.metrics_addr = m;
+    }
+
+    /// Gives the worker its Kafka back (it restarts with the real broker's address).
+    pub async fn restore_kafka(&mut self) {
+        self.worker_config.kafka.bootstrap_servers = kafka_bootstrap();
+        self.restart_worker().await;
     }
 
     /// Serves the HTTP API (with the codec server) on a free port; answers its base URL.
@@ -451,6 +569,32 @@ impl Stack {
             .expect("sandbox reachable");
     }
 
+    /// Confirms a payment at the sandbox PG directly, as a system other than payflow would:
+    /// at the PG, `payment_key` then belongs to `order_id`. Answers the HTTP status.
+    pub async fn charge_at_pg(&self, order_id: &str, payment_key: &str, amount: i64) -> u16 {
+        self.http
+            .post(format!("{}/v1/payments/confirm", self.sandbox_url))
+            .basic_auth("test_sk_payflow", Some(""))
+            .header("Idempotency-Key", format!("outside-{order_id}"))
+            .json(&serde_json::json!({
+                "paymentKey": payment_key, "orderId": order_id, "amount": amount }))
+            .send()
+            .await
+            .expect("sandbox reachable")
+            .status()
+            .as_u16()
+    }
+
+    /// Changes the sandbox's settings (`latencyMs`, `errorRate`, `timeoutHoldMs`, ...).
+    pub async fn configure_sandbox(&self, settings: serde_json::Value) {
+        self.http
+            .post(format!("{}/sandbox/config", self.sandbox_url))
+            .json(&settings)
+            .send()
+            .await
+            .expect("sandbox reachable");
+    }
+
     /// Lets the sandbox refund a `tpk_refund_fail*` payment from now on.
     pub async fn fix_refunds(&self, payment_key: &str) {
         self.http
@@ -471,18 +615,96 @@ impl Stack {
             .map(|t| self.kafka.topic(*t))
             .collect();
         let group = format!("{}-reader-{}", self.prefix, uuid::Uuid::new_v4().simple());
-        tokio::task::spawn_blocking(move || read_all(&bootstrap, &group, &topics))
-            .await
-            .expect("reader thread")
-            .expect("read Kafka")
+        let mut records =
+            tokio::task::spawn_blocking(move || read_all(&bootstrap, &group, &topics))
+                .await
+                .expect("reader thread")
+                .expect("read Kafka");
+        // What a Confluent deserializer does: the writer schema by the id in the value.
+        let mut schemas: HashMap<u32, Option<String>> = HashMap::new();
+        for record in &mut records {
+            if let Some((id, _)) = avro::confluent_frame(&record.value) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = schemas.entry(id) {
+                    slot.insert(self.registry.schema(id).await);
+                }
+                record.writer_schema = schemas[&id].clone();
+            }
+        }
+        records
     }
 
-    /// The records of one order, decoded with the contract schemas.
+    /// The records decoded by Confluent's own deserializer (Python `confluent_kafka`
+    /// `AvroDeserializer`), reading each writer schema from this stack's registry by the id
+    /// in the value: what the platform's Java consumers do. One result per record, in order;
+    /// `Err` holds the deserializer's error.
+    pub async fn decode_with_confluent(
+        &self,
+        records: &[Record],
+    ) -> Vec<Result<serde_json::Value, String>> {
+        let input: String = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "topic": r.topic,
+                    "value": base64::engine::general_purpose::STANDARD.encode(&r.value),
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/confluent_decode.py");
+        let mut child = tokio::process::Command::new(python())
+            .arg(script)
+            .arg(&self.registry.url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the Confluent deserializer (scripts/install.sh installs confluent-kafka)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes())
+            .await
+            .expect("write records");
+        drop(stdin);
+        let output = child.wait_with_output().await.expect("deserializer ran");
+        assert!(
+            output.status.success(),
+            "the Confluent deserializer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let decoded: Vec<Result<serde_json::Value, String>> =
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|line| {
+                    let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                    if v["ok"] == serde_json::Value::Bool(true) {
+                        Ok(v["record"].clone())
+                    } else {
+                        Err(v["error"].as_str().unwrap_or_default().to_owned())
+                    }
+                })
+                .collect();
+        assert_eq!(decoded.len(), records.len(), "one result per record");
+        decoded
+    }
+
+    /// The domain events of one order (saga tracker records aside), in publication order per
+    /// topic.
     pub async fn events_of(&self, order_id: &str) -> Vec<Record> {
         self.records()
             .await
             .into_iter()
-            .filter(|r| r.key == order_id)
+            .filter(|r| r.key == order_id && r.ty() != EventType::SagaTracker)
+            .collect()
+    }
+
+    /// The saga tracker records of one order, in the order they were published.
+    pub async fn saga_records_of(&self, order_id: &str) -> Vec<Record> {
+        self.records()
+            .await
+            .into_iter()
+            .filter(|r| r.key == order_id && r.ty() == EventType::SagaTracker)
             .collect()
     }
 
@@ -603,6 +825,10 @@ pub struct Record {
     pub headers: BTreeMap<String, String>,
     /// The value bytes.
     pub value: Vec<u8>,
+    /// The partition.
+    pub partition: i32,
+    /// The writer schema fetched from the registry by the value's id (Confluent framing).
+    pub writer_schema: Option<String>,
 }
 
 impl Record {
@@ -614,22 +840,43 @@ impl Record {
             .unwrap_or("")
     }
 
-    /// The value decoded with the contract schema of its event type, as a field map.
-    pub fn decode(&self) -> BTreeMap<String, Value> {
-        let ty = EventType::ALL
+    /// The event type named by the `eventType` header.
+    pub fn ty(&self) -> EventType {
+        EventType::ALL
             .into_iter()
             .find(|t| t.name() == self.event_type())
-            .unwrap_or_else(|| panic!("unknown event type {:?}", self.event_type()));
-        // What a Java consumer checks: `C3 01` and the contract schema's fingerprint (pinned to
-        // Java's in payflow-activities' unit tests), then the datum, read with the contract file.
-        let header = payflow_activities::events::avro::single_object_header(
-            &serde_json::from_str(&contract_schema_text(ty)).expect("schema JSON"),
-        );
-        let mut datum = self
-            .value
-            .strip_prefix(&header)
-            .unwrap_or_else(|| panic!("{ty:?} value does not start with its single-object header"));
+            .unwrap_or_else(|| panic!("unknown event type {:?}", self.event_type()))
+    }
+
+    /// The value decoded as a consumer would, as a field map: in the Confluent framing, with
+    /// the writer schema the registry holds for the value's id (which must be the contract
+    /// schema of the event type); in single-object encoding, after checking `C3 01` and the
+    /// contract schema's fingerprint (pinned to Java's in payflow-activities' unit tests).
+    pub fn decode(&self) -> BTreeMap<String, Value> {
+        let ty = self.ty();
         let schema = contract_schema(ty);
+        let mut datum = match avro::confluent_frame(&self.value) {
+            Some((id, datum)) => {
+                let writer = self
+                    .writer_schema
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("the registry has no schema {id}"));
+                assert_eq!(
+                    Schema::parse_str(writer).expect("registered schema parses"),
+                    schema,
+                    "schema {id} is not the contract's {ty:?}"
+                );
+                datum
+            }
+            None => {
+                let header = avro::single_object_header(
+                    &serde_json::from_str(&contract_schema_text(ty)).expect("schema JSON"),
+                );
+                self.value.strip_prefix(&header).unwrap_or_else(|| {
+                    panic!("{ty:?} value is neither Confluent-framed nor single-object encoded")
+                })
+            }
+        };
         match GenericDatumReader::builder(&schema)
             .build()
             .expect("reader")
@@ -656,6 +903,7 @@ pub fn contract_schema_text(ty: EventType) -> String {
         EventType::PaymentCancelled => "payment/PaymentCancelled.avsc",
         EventType::StockConfirmationFailed => "saga/StockConfirmationFailed.avsc",
         EventType::OrderCancelled => "order/OrderCancelled.avsc",
+        EventType::SagaTracker => "saga/SagaTracker.avsc",
     };
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../events/avro")
@@ -714,6 +962,8 @@ fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<V
             key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
             headers,
             value: m.payload().unwrap_or_default().to_vec(),
+            partition: m.partition(),
+            writer_schema: None,
         });
         if targets
             .get(&key)
@@ -723,6 +973,147 @@ fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<V
         }
     }
     Ok(out)
+}
+
+/// A sandbox test key made unique (`tpk_timeout` -> `tpk_timeout.3f9a1c0b`): a payment key
+/// belongs to the first order it is presented for, and the database outlives test runs. The
+/// sandbox picks its behaviour from the part before the `.`.
+pub fn own_key(behaviour: &str) -> String {
+    format!(
+        "{behaviour}.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Java's partition of a keyed record (`Utils.toPositive(Utils.murmur2(key)) % partitions`),
+/// given the murmur2 hash Java computes for the key.
+pub fn java_partition(java_murmur2: i32, partitions: i32) -> i32 {
+    (java_murmur2 & 0x7fff_ffff) % partitions
+}
+
+/// Kafka's `Utils.murmur2` (Java), for keys whose hash no test pins.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// Checks an order's records as the platform reads them, and answers its saga tracker
+/// records as `(step, status)` in publication order:
+/// - every record is on the contract's topic for its type (under this stack's prefix), on the
+///   partition Java's murmur2 gives its key, the order id;
+/// - every value decodes with Confluent's own deserializer through the registry, and with the
+///   contract schema in Rust, with the `eventId` of its header and the order's id;
+/// - every tracker record is a `PAYMENT_COMPLETION` saga keyed by the order, with the workflow
+///   id and run id in its metadata, and no event id repeats.
+pub async fn platform_view(stack: &Stack, order_id: &str) -> Vec<(String, String)> {
+    let records: Vec<Record> = stack
+        .records()
+        .await
+        .into_iter()
+        .filter(|r| r.key == order_id)
+        .collect();
+    assert!(!records.is_empty(), "no records for {order_id}");
+    let partitions = stack.kafka.partitions;
+    let decoded = stack.decode_with_confluent(&records).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut saga = Vec::new();
+    for (record, confluent) in records.iter().zip(decoded) {
+        let ty = record.ty();
+        assert_eq!(
+            record.topic,
+            format!("{}{}", stack.kafka.topic_prefix, avro::kafka_topic(ty))
+        );
+        assert!(avro::kafka_topic(ty).starts_with("c4ang."));
+        assert_eq!(
+            record.partition,
+            java_partition(murmur2(order_id.as_bytes()), partitions),
+            "{ty:?} of {order_id} is not on Java's partition"
+        );
+        let confluent = confluent.unwrap_or_else(|e| {
+            panic!("Confluent's deserializer refused {ty:?} of {order_id}: {e}")
+        });
+        let fields = record.decode();
+        let event_id = &record.headers["eventId"];
+        assert_eq!(confluent["eventId"], serde_json::json!(event_id));
+        assert_eq!(avro_str(&fields["eventId"]), event_id);
+        assert_eq!(confluent["orderId"], serde_json::json!(order_id));
+        assert!(ids.insert(event_id.clone()), "event id {event_id} repeated");
+        if ty == EventType::SagaTracker {
+            assert_eq!(confluent["sagaId"], serde_json::json!(order_id));
+            assert_eq!(confluent["sagaType"], "PAYMENT_COMPLETION");
+            let metadata: serde_json::Value =
+                serde_json::from_str(confluent["metadata"].as_str().expect("metadata"))
+                    .expect("metadata is JSON");
+            assert_eq!(
+                metadata["workflowId"],
+                serde_json::json!(payflow_workflows::ids::payment_workflow_id(order_id))
+            );
+            assert!(metadata["runId"].as_str().is_some_and(|r| !r.is_empty()));
+            saga.push((
+                confluent["step"].as_str().unwrap_or_default().to_owned(),
+                confluent["status"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    saga
+}
+
+/// `[(step, status)]` from `&[("STEP", "STATUS")]`, to compare with [`platform_view`].
+pub fn steps(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// The saga tracker records of a payment that completed, in order.
+pub const SUCCESS_STEPS: [(&str, &str); 6] = [
+    ("PAYMENT_COMPLETION", "STARTED"),
+    ("PAYMENT_COMPLETION", "COMPLETED"),
+    ("STOCK_CONFIRMATION", "STARTED"),
+    ("STOCK_CONFIRMATION", "COMPLETED"),
+    ("ORDER_COMPLETION", "STARTED"),
+    ("ORDER_COMPLETION", "COMPLETED"),
+];
+
+/// The Python that has Confluent's client (`scripts/install.sh` puts it in payflow's venv).
+pub fn python() -> String {
+    std::env::var("PAYFLOW_PYTHON").unwrap_or_else(|_| {
+        let venv = format!(
+            "{}/.local/share/payflow/venv/bin/python3",
+            std::env::var("HOME").unwrap_or_default()
+        );
+        if std::path::Path::new(&venv).exists() {
+            venv
+        } else {
+            "python3".to_owned()
+        }
+    })
 }
 
 /// Runs `f` with a deadline.

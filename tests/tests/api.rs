@@ -1,6 +1,6 @@
 //! The HTTP API over real HTTP, against the running worker and services.
 
-use payflow_tests::{Stack, eventually};
+use payflow_tests::{Stack, eventually, own_key};
 use payflow_workflows::types::PaymentStage;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -140,7 +140,7 @@ async fn a_declined_payment_answers_400_payment_failed() {
         .post(
             "/api/v1/payments",
             json!({ "orderId": order["orderId"], "paymentMethod": "CARD", "amount": 3000,
-                    "paymentKey": "tpk_decline_CARD_LIMIT_EXCEEDED" }),
+                    "paymentKey": own_key("tpk_decline_CARD_LIMIT_EXCEEDED") }),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -149,6 +149,43 @@ async fn a_declined_payment_answers_400_payment_failed() {
     assert_eq!(body["orderId"], order["orderId"]);
     assert_eq!(body["retryable"], true);
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_key_of_another_order_answers_409_and_starts_nothing() {
+    let api = Api::start().await;
+    let a = api.order("USR-HTTP-KEY-A").await;
+    let b = api.order("USR-HTTP-KEY-B").await;
+    let key = own_key("tpk_http_shared");
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": a["orderId"], "paymentMethod": "CARD", "amount": 3000, "paymentKey": key }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": b["orderId"], "paymentMethod": "CARD", "amount": 3000, "paymentKey": key }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "PAYMENT_KEY_IN_USE");
+    // The other order is not named to this caller.
+    let a_id = a["orderId"].as_str().unwrap();
+    assert!(!body["message"].as_str().unwrap().contains(a_id), "{body}");
+    let (_, order) = api
+        .get(&format!(
+            "/api/v1/orders/{}",
+            b["orderId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(order["status"], "PAYMENT_WAIT");
+    assert!(order["payment"].is_null(), "{order}");
+    let books = api.stack.books(a_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,14 @@
 //! stock, no stock stays held without an order, and every order ends in a final state.
 
 use payflow_activities::product::Product;
-use payflow_tests::{Stack, StackOptions, avro_str, check_history, eventually, fast_timings};
+use payflow_tests::{
+    Stack, StackOptions, avro_str, check_history, eventually, fast_timings, own_key, platform_view,
+    steps,
+};
 use payflow_worker::config::Service;
-use payflow_workflows::types::{ManualRefund, PaymentMethod, PaymentStage, SagaTimings};
+use payflow_workflows::types::{
+    ManualRefund, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
+};
 use std::time::Duration;
 
 /// For every product: Redis available + held + confirmed in the DB = seeded, and the DB stock
@@ -42,7 +47,7 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
         .pay(
             &order,
             PaymentMethod::Card,
-            Some("tpk_decline_INSUFFICIENT_FUNDS"),
+            Some(&own_key("tpk_decline_INSUFFICIENT_FUNDS")),
         )
         .await;
     assert!(!decision.approved);
@@ -98,6 +103,16 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     let again = stack.pay(&order, PaymentMethod::Toss, None).await;
     assert!(!again.approved);
     assert_eq!(stack.books(&order.order_id).await.charges, 0);
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+        "saga tracker records of the declined path"
+    );
     check_history(&stack, &order.order_id, "declined").await;
 }
 
@@ -108,7 +123,7 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
     let order = stack.order("USR-TIMEOUT", &[(&products[0], 1)]).await;
 
     let decision = stack
-        .pay(&order, PaymentMethod::Card, Some("tpk_timeout"))
+        .pay(&order, PaymentMethod::Card, Some(&own_key("tpk_timeout")))
         .await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
@@ -142,6 +157,17 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
         "PAYMENT_TIMEOUT"
     );
     assert_conserved(&stack, &products).await;
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "FAILED"),
+            ("COMPENSATION_PAYMENT", "COMPENSATED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+        "saga tracker records of the pg_timeout path"
+    );
     check_history(&stack, &order.order_id, "pg_timeout").await;
 }
 
@@ -160,7 +186,11 @@ async fn a_flaky_pg_is_retried_and_charges_exactly_once() {
     let order = stack.order("USR-FLAKY", &[(&products[0], 1)]).await;
 
     let decision = stack
-        .pay(&order, PaymentMethod::NaverPay, Some("tpk_flaky_3"))
+        .pay(
+            &order,
+            PaymentMethod::NaverPay,
+            Some(&own_key("tpk_flaky_3")),
+        )
         .await;
     assert!(decision.approved, "{decision:?}");
     let outcome = stack.outcome(&order.order_id).await;
@@ -198,7 +228,8 @@ async fn pay_expired(
 async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     let stack = Stack::start().await;
     let products = stack.products(&[6]).await;
-    let (order_id, payment_id) = pay_expired(&stack, &products, "USR-EXP", "tpk_expired_ok").await;
+    let (order_id, payment_id) =
+        pay_expired(&stack, &products, "USR-EXP", &own_key("tpk_expired_ok")).await;
 
     let outcome = stack.outcome(&order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
@@ -233,11 +264,12 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     assert_eq!(
         types_of(&events),
         [
-            "order.cancelled",
             "payment.cancelled",
             "payment.completed",
             "stock.confirmation.failed"
-        ]
+        ],
+        "the platform's flow for a stock failure: no order.cancelled (its product service \
+         would restore the stock payflow already returned)"
     );
     let by_type = |t: &str| {
         events
@@ -248,10 +280,6 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     };
     assert_eq!(
         avro_str(&by_type("payment.cancelled")["cancellationReason"]),
-        "STOCK_UNAVAILABLE"
-    );
-    assert_eq!(
-        avro_str(&by_type("order.cancelled")["cancellationReason"]),
         "STOCK_UNAVAILABLE"
     );
     assert_eq!(
@@ -268,6 +296,19 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     );
     assert_conserved(&stack, &products).await;
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 6);
+    assert_eq!(
+        platform_view(&stack, &order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "COMPLETED"),
+            ("STOCK_CONFIRMATION", "STARTED"),
+            ("STOCK_CONFIRMATION", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_PAYMENT", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+        "saga tracker records of the stock_expired_refunded path"
+    );
     check_history(&stack, &order_id, "stock_expired_refunded").await;
 }
 
@@ -304,7 +345,7 @@ async fn wait_for_attention(stack: &Stack, order_id: &str) {
 async fn a_refund_that_keeps_failing_waits_for_an_operator_to_retry_it() {
     let stack = Stack::start().await;
     let products = stack.products(&[3]).await;
-    let key = "tpk_refund_fail_retry";
+    let key = &own_key("tpk_refund_fail_retry");
     let (order_id, payment_id) = pay_expired(&stack, &products, "USR-RF1", key).await;
     wait_for_attention(&stack, &order_id).await;
     assert_eq!(stack.books(&order_id).await.cancels, 0);
@@ -340,8 +381,13 @@ async fn a_refund_that_keeps_failing_waits_for_an_operator_to_retry_it() {
 async fn a_refund_an_operator_made_by_hand_is_recorded_and_not_repeated() {
     let stack = Stack::start().await;
     let products = stack.products(&[3]).await;
-    let (order_id, payment_id) =
-        pay_expired(&stack, &products, "USR-RF2", "tpk_refund_fail_manual").await;
+    let (order_id, payment_id) = pay_expired(
+        &stack,
+        &products,
+        "USR-RF2",
+        &own_key("tpk_refund_fail_manual"),
+    )
+    .await;
     wait_for_attention(&stack, &order_id).await;
 
     stack
@@ -388,7 +434,11 @@ async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
     let order = stack.order("USR-DL1", &[(&products[0], 1)]).await;
 
     let decision = stack
-        .pay(&order, PaymentMethod::Card, Some("tpk_timeout_deadline"))
+        .pay(
+            &order,
+            PaymentMethod::Card,
+            Some(&own_key("tpk_timeout_deadline")),
+        )
         .await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("SAGA_DEADLINE"));
@@ -401,6 +451,17 @@ async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
     assert_conserved(&stack, &products).await;
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "FAILED"),
+            ("COMPENSATION_PAYMENT", "COMPENSATED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+        "saga tracker records of the deadline_before_pg_decided path"
+    );
     check_history(&stack, &order.order_id, "deadline_before_pg_decided").await;
 }
 
@@ -448,10 +509,24 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     let events = stack.events_of(&order.order_id).await;
     assert_eq!(
         types_of(&events),
-        ["order.cancelled", "payment.cancelled", "payment.completed"]
+        ["payment.cancelled", "payment.completed"],
+        "after an approval the stock is returned by payflow: no order.cancelled"
     );
     assert_conserved(&stack, &products).await;
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 4);
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "COMPLETED"),
+            ("STOCK_CONFIRMATION", "STARTED"),
+            ("STOCK_CONFIRMATION", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_PAYMENT", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+        "saga tracker records of the deadline_after_approval path"
+    );
     check_history(&stack, &order.order_id, "deadline_after_approval").await;
 }
 
@@ -474,4 +549,62 @@ async fn a_push_gateway_outage_does_not_hold_the_order_back_and_the_push_arrives
     let pushes = stack.pushes("USR-PUSH").await;
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0].title, "주문이 완료되었습니다");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cancellation_that_fails_for_good_is_listed_and_announced_nowhere() {
+    let stack = Stack::start().await;
+    let products = stack.products(&[3]).await;
+    let order = stack.order("USR-CXF", &[(&products[0], 1)]).await;
+    // Someone deleted the order behind payflow's back; the payment, started with the client
+    // library (the API would refuse it), is declined.
+    for table in ["orders.order_items", "orders.orders"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE order_id = $1"))
+            .bind(&order.order_id)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
+    let decision = stack
+        .payflow
+        .payments
+        .pay(PaymentRequest {
+            order_id: order.order_id.clone(),
+            user_id: "USR-CXF".into(),
+            payment_method: PaymentMethod::Card,
+            amount: order.total_amount,
+            payment_key: Some(own_key("tpk_decline_INSUFFICIENT_FUNDS")),
+            timings: stack.payflow.timings,
+        })
+        .await
+        .unwrap();
+    assert!(!decision.approved);
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+
+    // The failed cancellation waits for an operator, and no event says the order was cancelled.
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .unwrap();
+    assert!(status.needs_attention);
+    assert_eq!(status.attention_reasons.len(), 1, "{status:?}");
+    assert!(
+        status.attention_reasons[0].starts_with("cancel order failed"),
+        "{status:?}"
+    );
+    let events = stack.events_of(&order.order_id).await;
+    assert_eq!(types_of(&events), ["payment.failed"]);
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "FAILED"),
+        ]),
+    );
+    assert_conserved(&stack, &products).await;
 }

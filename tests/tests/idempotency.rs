@@ -12,7 +12,8 @@ use payflow_workflows::{
     types::{
         ApprovePayment, CancelOrder, ConfirmStock, DomainEvent, EventBody, EventType, OrderUpdate,
         PaymentCancellationReason, PaymentMethod, PushNotification, RecordPayment,
-        RecordPaymentCancellation, RecordPaymentFailure, RefundPayment, ReleaseStock, VoidPayment,
+        RecordPaymentCancellation, RecordPaymentFailure, RefundPayment, ReleaseStock, SagaStatus,
+        SagaType, VoidPayment,
     },
 };
 use temporalio_sdk::testing::ActivityEnvironment;
@@ -36,7 +37,13 @@ fn env(stack: &Stack) -> ActivityEnvironment {
             stack.pool.clone(),
         ))
         .register_activities(OrderActivities::new(stack.pool.clone(), push))
-        .register_activities(EventActivities::new(stack.kafka.clone()).unwrap())
+        .register_activities(
+            EventActivities::new(
+                stack.kafka.clone(),
+                stack.worker_config.kafka.registry().unwrap(),
+            )
+            .unwrap(),
+        )
         .build()
 }
 
@@ -55,7 +62,12 @@ fn approval_request(order: &CreatedOrder, user: &str, method: PaymentMethod) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_success_path_activities_run_twice_change_things_once() {
     let stack = bare_stack().await;
-    EventActivities::ensure_topics(&stack.kafka).await.unwrap();
+    EventActivities::ensure_topics(
+        &stack.kafka,
+        stack.worker_config.kafka.registry().unwrap().as_ref(),
+    )
+    .await
+    .unwrap();
     let env = env(&stack);
     let products = stack.products(&[7]).await;
     let order = stack.order("USR-IDEM", &[(&products[0], 2)]).await;
@@ -194,6 +206,40 @@ async fn the_success_path_activities_run_twice_change_things_once() {
             .all(|r| r.headers["eventId"] == event.event_id)
     );
     assert_eq!(records[0].value, records[1].value);
+
+    // A batch with a saga tracker record, published twice: the same records again, same ids.
+    let tracked = DomainEvent {
+        event_id: ids::saga_record_id(&workflow_id_of(&order), "PAYMENT_COMPLETION", "COMPLETED"),
+        event_timestamp: a.approved_at,
+        order_id: order.order_id.clone(),
+        body: EventBody::SagaTracker {
+            saga_type: SagaType::PaymentCompletion,
+            step: "PAYMENT_COMPLETION".into(),
+            status: SagaStatus::Completed,
+            metadata: None,
+            recorded_at: a.approved_at,
+        },
+    };
+    let batch = vec![tracked.clone(), event.clone()];
+    let first = env
+        .run(EventActivities::publish_all, batch.clone())
+        .await
+        .unwrap();
+    let second = env.run(EventActivities::publish_all, batch).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].partition, second[0].partition);
+    let saga = stack.saga_records_of(&order.order_id).await;
+    assert_eq!(saga.len(), 2);
+    assert!(
+        saga.iter()
+            .all(|r| r.headers["eventId"] == tracked.event_id)
+    );
+    assert_eq!(saga[0].value, saga[1].value);
+    assert_eq!(stack.events_of(&order.order_id).await.len(), 4);
+}
+
+fn workflow_id_of(order: &CreatedOrder) -> String {
+    ids::payment_workflow_id(&order.order_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,4 +400,84 @@ async fn the_compensations_run_twice_change_things_once() {
         (row["status"].as_str(), row["cancel_reason"].as_str()),
         (Some("ORDER_CANCELLED"), Some("결제 실패"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_anothers() {
+    let stack = bare_stack().await;
+    let env = env(&stack);
+    let products = stack.products(&[9]).await;
+    let x = stack.order("USR-VOID-X", &[(&products[0], 1)]).await;
+    let y = stack.order("USR-VOID-Y", &[(&products[0], 1)]).await;
+    let z = stack.order("USR-VOID-Z", &[(&products[0], 1)]).await;
+    let x_payment = approval_request(&x, "USR-VOID-X", PaymentMethod::Card);
+    env.run(PaymentActivities::approve, x_payment.clone())
+        .await
+        .unwrap();
+
+    // Y's void presented X's key: the PG holds nothing of Y's, so nothing is cancelled.
+    let foreign = VoidPayment {
+        payment_id: ids::payment_id(&y.order_id),
+        payment_key: x_payment.payment_key.clone(),
+        reason: "test".into(),
+    };
+    for _ in 0..2 {
+        let v = env
+            .run(PaymentActivities::void, foreign.clone())
+            .await
+            .unwrap();
+        assert!(!v.cancelled);
+    }
+    let books = stack.books(&x.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 0));
+
+    // X's own void, twice: one cancellation.
+    let own = VoidPayment {
+        payment_id: x_payment.payment_id.clone(),
+        payment_key: x_payment.payment_key.clone(),
+        reason: "test".into(),
+    };
+    let v1 = env.run(PaymentActivities::void, own.clone()).await.unwrap();
+    let v2 = env.run(PaymentActivities::void, own).await.unwrap();
+    assert!(v1.cancelled && v2.cancelled);
+    assert_eq!(v1.reference, v2.reference);
+    let books = stack.books(&x.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1));
+
+    // Z's refund names X's key: the refund uses what Z's own confirmation recorded.
+    let z_payment = approval_request(&z, "USR-VOID-Z", PaymentMethod::Card);
+    let approval = env
+        .run(PaymentActivities::approve, z_payment.clone())
+        .await
+        .unwrap();
+    let refund = RefundPayment {
+        payment_id: z_payment.payment_id.clone(),
+        payment_key: x_payment.payment_key.clone(),
+        approval_number: approval.approval_number,
+        amount: z_payment.amount,
+        reason: "test".into(),
+    };
+    for _ in 0..2 {
+        let r = env
+            .run(PaymentActivities::refund, refund.clone())
+            .await
+            .unwrap();
+        assert!(r.cancelled);
+    }
+    let z_books = stack.books(&z.order_id).await;
+    assert_eq!((z_books.charges, z_books.cancels), (1, 1));
+    let x_books = stack.books(&x.order_id).await;
+    assert_eq!((x_books.charges, x_books.cancels), (1, 1));
+
+    // A refund of an approval this order never recorded is refused, and moves nothing.
+    let forged = RefundPayment {
+        payment_id: ids::payment_id(&y.order_id),
+        payment_key: x_payment.payment_key.clone(),
+        approval_number: "00000000".into(),
+        amount: 1_000,
+        reason: "test".into(),
+    };
+    assert!(env.run(PaymentActivities::refund, forged).await.is_err());
+    let x_books = stack.books(&x.order_id).await;
+    assert_eq!((x_books.charges, x_books.cancels), (1, 1));
 }

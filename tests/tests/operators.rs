@@ -6,7 +6,7 @@ use payflow_starter::{
     PaymentClient,
     replay::{NamedHistory, Verdict, descriptor_pool, fetch, replay},
 };
-use payflow_tests::{Stack, StackOptions, eventually, fast_timings};
+use payflow_tests::{Stack, StackOptions, eventually, fast_timings, own_key};
 use payflow_worker::{codec::CodecKeys, config::Service};
 use payflow_workflows::{
     ids,
@@ -75,7 +75,7 @@ async fn the_status_query_shows_each_stage_as_the_payment_moves() {
                 order_id: pending_id,
                 payment_method: PaymentMethod::Card,
                 amount: pending.total_amount,
-                payment_key: Some("tpk_timeout_status".into()),
+                payment_key: Some(own_key("tpk_timeout_status")),
             })
             .await;
     });
@@ -411,7 +411,7 @@ async fn the_worker_metrics_move_with_payments() {
         .pay(
             &declined,
             PaymentMethod::Card,
-            Some("tpk_decline_EXPIRED_CARD"),
+            Some(&own_key("tpk_decline_EXPIRED_CARD")),
         )
         .await;
     stack.outcome(&declined.order_id).await;

@@ -1,7 +1,7 @@
 //! The seed's success flow, end to end on real Temporal, PostgreSQL, Redis and Kafka.
 
 use apache_avro::types::Value;
-use payflow_tests::{Stack, avro_str, check_history};
+use payflow_tests::{SUCCESS_STEPS, Stack, avro_str, check_history, platform_view, steps};
 use payflow_workflows::{
     ids,
     types::{EventType, PaymentMethod, PaymentStage},
@@ -89,7 +89,8 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
         completed.topic,
         stack.kafka.topic(EventType::PaymentCompleted)
     );
-    assert_eq!(completed.value[..2], [0xC3, 0x01]);
+    // The Confluent wire format: magic byte 0, then the registry id of the schema.
+    assert_eq!(completed.value[0], 0x00);
     let fields = completed.decode();
     let event_id = ids::event_id(&workflow_id, EventType::PaymentCompleted);
     assert_eq!(avro_str(&fields["eventId"]), event_id);
@@ -120,6 +121,10 @@ async fn a_card_payment_completes_the_order_and_tells_everyone() {
         panic!("confirmedItems is not an array")
     };
     assert_eq!(items.len(), 2);
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&SUCCESS_STEPS)
+    );
     check_history(&stack, &order.order_id, "success_card").await;
 }
 

@@ -3,7 +3,16 @@
 
 use crate::codec::CodecKeys;
 use clap::{Args, ValueEnum};
-use payflow_activities::{Secret, events::KafkaConfig, order::PushConfig, payment::pg::PgConfig};
+use payflow_activities::{
+    Secret,
+    events::{
+        Encoding, KafkaConfig,
+        registry::{RegistryConfig, SchemaRegistry},
+    },
+    order::PushConfig,
+    payment::pg::PgConfig,
+};
+use payflow_workflows::types::EventType;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use temporalio_client::{
     Client, ClientOptions, Connection, Url, envconfig::LoadClientConfigProfileOptions,
@@ -124,7 +133,7 @@ pub struct RedisArgs {
     pub url: String,
 }
 
-/// Kafka (events).
+/// Kafka (events) and the schema registry.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Bootstrap servers, `host:port[,host:port]`.
@@ -134,13 +143,23 @@ pub struct KafkaArgs {
         default_value = "127.0.0.1:9092"
     )]
     pub bootstrap_servers: String,
-    /// Prefix of every topic (`c4ang.` gives the contract's `kafka_topic` names).
+    /// Prefix of every topic (none in production: the topics are the contract's
+    /// `kafka_topic` names, e.g. `c4ang.payment.completed`).
     #[arg(
         long = "kafka-topic-prefix",
         env = "KAFKA_TOPIC_PREFIX",
         default_value = ""
     )]
     pub topic_prefix: String,
+    /// Topic of an event type instead of the contract's, `event.type=topic` (e.g.
+    /// `payment.completed=payments.done`); repeatable, comma-separated in the environment.
+    #[arg(
+        long = "kafka-topic",
+        env = "KAFKA_TOPICS",
+        value_delimiter = ',',
+        value_parser = parse_topic_override
+    )]
+    pub topics: Vec<(EventType, String)>,
     /// Partitions of the topics payflow creates.
     #[arg(
         long = "kafka-partitions",
@@ -155,6 +174,56 @@ pub struct KafkaArgs {
         default_value_t = 1
     )]
     pub replication: i32,
+    /// Framing of event values: `confluent` (wire format with a schema registry) or
+    /// `single-object` (Avro single-object encoding, no registry).
+    #[arg(
+        long = "event-encoding",
+        env = "EVENT_ENCODING",
+        default_value = "confluent"
+    )]
+    pub encoding: Encoding,
+    /// Schema registry base URL (Confluent REST API).
+    #[arg(
+        long = "schema-registry-url",
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub registry_url: String,
+    /// Schema registry basic-auth user (Confluent Cloud: the API key).
+    #[arg(long = "schema-registry-user", env = "SCHEMA_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// Schema registry basic-auth password (Confluent Cloud: the API secret).
+    #[arg(
+        long = "schema-registry-password",
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub registry_password: Option<Secret>,
+    /// Register a schema missing from its subject on first use (otherwise only
+    /// `payflow admin setup` registers them).
+    #[arg(
+        long = "schema-registry-auto-register",
+        env = "SCHEMA_REGISTRY_AUTO_REGISTER",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub auto_register: bool,
+}
+
+/// `event.type=topic`
+fn parse_topic_override(s: &str) -> Result<(EventType, String), String> {
+    let (name, topic) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected event.type=topic"))?;
+    let ty = EventType::ALL
+        .into_iter()
+        .find(|t| t.name() == name.trim())
+        .ok_or_else(|| format!("{name:?} is not an event type"))?;
+    let topic = topic.trim();
+    if topic.is_empty() {
+        return Err(format!("{s:?}: empty topic"));
+    }
+    Ok((ty, topic.to_owned()))
 }
 
 impl KafkaArgs {
@@ -163,9 +232,28 @@ impl KafkaArgs {
         KafkaConfig {
             bootstrap_servers: self.bootstrap_servers.clone(),
             topic_prefix: self.topic_prefix.clone(),
+            topics: self.topics.iter().cloned().collect(),
             partitions: self.partitions,
             replication: self.replication,
+            encoding: self.encoding,
         }
+    }
+
+    /// The schema registry client, if the encoding uses one.
+    pub fn registry(&self) -> anyhow::Result<Option<SchemaRegistry>> {
+        if self.encoding != Encoding::Confluent {
+            return Ok(None);
+        }
+        let url: reqwest::Url = self
+            .registry_url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("schema registry URL {:?}: {e}", self.registry_url))?;
+        Ok(Some(SchemaRegistry::new(RegistryConfig {
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            username: self.registry_user.clone(),
+            password: self.registry_password.clone(),
+            auto_register: self.auto_register,
+        })?))
     }
 }
 

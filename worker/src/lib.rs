@@ -17,8 +17,12 @@ pub mod noop;
 use anyhow::Context;
 use config::{Service, WorkerConfig};
 use payflow_activities::{
-    EventActivities, OrderActivities, PaymentActivities, ProductActivities, db, metrics::Metrics,
-    order::PushClient, payment::pg::PgClient, product::reservation::Reservations,
+    EventActivities, OrderActivities, PaymentActivities, ProductActivities, db,
+    events::{KafkaConfig, registry::SchemaRegistry},
+    metrics::Metrics,
+    order::PushClient,
+    payment::pg::PgClient,
+    product::reservation::Reservations,
 };
 use payflow_workflows::{PaymentWorkflow, queues::TaskQueues};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -86,13 +90,19 @@ impl PayflowWorker {
         let mut sweeper = None;
         if config.hosts(Service::Workflow) {
             let kafka = config.kafka.config();
-            EventActivities::ensure_topics(&kafka)
-                .await
-                .context("create Kafka topics")?;
+            let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
+                .context("Kafka producer")?;
+            // Kafka and the registry may be down while the worker starts: the workflows and
+            // the other services run regardless, and publishing retries until they are back.
+            tokio::spawn(prepare_events(
+                kafka,
+                config.kafka.registry()?,
+                events.clone(),
+            ));
             let mut options = worker_options(&queues.workflow, config, true);
             options
                 .register_workflow::<PaymentWorkflow>()?
-                .register_activities(EventActivities::new(kafka).context("Kafka producer")?);
+                .register_activities(events);
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         if config.hosts(Service::Payment) {
@@ -272,4 +282,26 @@ fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::Jo
             }
         }
     })
+}
+
+/// Creates the topics and registers the schemas (retrying with backoff while Kafka or the
+/// registry is unavailable), then warms the producer: the first payment does not pay for
+/// connecting.
+async fn prepare_events(
+    kafka: KafkaConfig,
+    registry: Option<SchemaRegistry>,
+    events: EventActivities,
+) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match EventActivities::ensure_topics(&kafka, registry.as_ref()).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "Kafka topics or schemas not ready; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    events.warm_up().await;
 }

@@ -162,4 +162,21 @@ impl NoopActivities {
             offset: 0,
         })
     }
+
+    /// Publishes nothing (a batch).
+    #[activity(definition = markers::PublishEvents)]
+    pub async fn publish_all(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: Vec<DomainEvent>,
+    ) -> Result<Vec<PublishedEvent>, ActivityError> {
+        Ok(input
+            .iter()
+            .map(|_| PublishedEvent {
+                topic: "noop".into(),
+                partition: 0,
+                offset: 0,
+            })
+            .collect())
+    }
 }

@@ -123,12 +123,19 @@ impl EventActivities {
     pub fn publish(input: DomainEvent) -> Result<PublishedEvent, ActivityError> {
         unimplemented!()
     }
+
+    /// Publish events in order (domain events and saga tracker records of one payment): every
+    /// one is sent, then every delivery awaited, so a batch costs one broker round trip.
+    #[activity(name = "PublishEvents")]
+    pub fn publish_all(input: Vec<DomainEvent>) -> Result<Vec<PublishedEvent>, ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The marker types of the declarations, for `#[activity(definition = ...)]` in the crate that
 /// implements them.
 pub mod markers {
-    pub use super::event_activities::Publish as PublishEvent;
+    pub use super::event_activities::{Publish as PublishEvent, PublishAll as PublishEvents};
     pub use super::order_activities::{
         Cancel as CancelOrder, Complete as CompleteOrder,
         CompleteAndNotify as CompleteOrderAndNotify, MarkPaid as MarkOrderPaid, Push as SendPush,

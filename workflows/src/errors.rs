@@ -4,7 +4,9 @@
 /// The PG declined (insufficient funds, card limit, invalid or expired card). Not retryable.
 /// The failure's message is the PG's code, e.g. `INSUFFICIENT_FUNDS`.
 pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
-/// The PG refused the request for another reason (4xx). Not retryable.
+/// The PG refused the request for another reason (4xx), or payflow refused to send it (the
+/// payment key belongs to another order). Not retryable, and nothing was charged: a definite
+/// failure. The failure's message is `CODE: message`.
 pub const PG_REJECTED: &str = "PgRejected";
 /// The PG refused a refund (4xx other than "already cancelled"). Not retryable.
 pub const REFUND_REJECTED: &str = "RefundRejected";
@@ -34,4 +36,8 @@ pub mod codes {
     pub const STEP_FAILED: &str = "STEP_FAILED";
     /// The PG failed in a way that is neither a decline nor a timeout.
     pub const PG_ERROR: &str = "PG_ERROR";
+    /// The payment key belongs to another order (`payment.payment_keys`).
+    pub const PAYMENT_KEY_IN_USE: &str = "PAYMENT_KEY_IN_USE";
+    /// The PG answered a confirmation with another order's payment.
+    pub const PG_ORDER_MISMATCH: &str = "PG_ORDER_MISMATCH";
 }

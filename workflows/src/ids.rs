@@ -24,6 +24,12 @@ pub fn payment_id(order_id: &str) -> String {
     format!("PAY-{order_id}")
 }
 
+/// The payment key of an order paid without one from the PG's checkout widget. The API binds it
+/// to the order like any other key, so no other order can present it.
+pub fn default_payment_key(order_id: &str) -> String {
+    format!("tpk_{}", payment_id(order_id))
+}
+
 /// The order id back from a payment id, if it is one.
 pub fn order_id_from_payment_id(payment_id: &str) -> Option<&str> {
     payment_id.strip_prefix("PAY-")
@@ -35,6 +41,15 @@ pub fn event_id(workflow_id: &str, event: EventType) -> String {
     Uuid::new_v5(
         &PAYFLOW_NAMESPACE,
         format!("{workflow_id}/{}", event.name()).as_bytes(),
+    )
+    .to_string()
+}
+
+/// The event id of one saga tracker record: one per step and status of a payment workflow.
+pub fn saga_record_id(workflow_id: &str, step: &str, status: &str) -> String {
+    Uuid::new_v5(
+        &PAYFLOW_NAMESPACE,
+        format!("{workflow_id}/saga/{step}/{status}").as_bytes(),
     )
     .to_string()
 }

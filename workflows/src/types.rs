@@ -206,8 +206,17 @@ pub struct PaymentStatus {
     pub failure_reason: Option<String>,
     /// True when the workflow waits for an operator.
     pub needs_attention: bool,
-    /// Why it waits for an operator.
+    /// Why it waits for an operator: every unresolved problem, joined with `; `.
     pub attention_reason: Option<String>,
+    /// Every problem still waiting for an operator, oldest first.
+    #[serde(default)]
+    pub attention_reasons: Vec<String>,
+    /// Events of this payment not yet taken by Kafka (the workflow closes once it is 0).
+    #[serde(default)]
+    pub unpublished_events: u32,
+    /// Why the last try to publish them failed, while they wait.
+    #[serde(default)]
+    pub publish_error: Option<String>,
     /// The refund's reference, once refunded.
     pub refund_reference: Option<String>,
     /// Who refunded: `pg` or an operator.
@@ -436,6 +445,85 @@ pub enum EventBody {
         /// When it was cancelled.
         cancelled_at: EpochMillis,
     },
+    /// `saga.tracker`: one step of the saga, its start, end or compensation (the platform's
+    /// saga tracking; `sagaId` and `orderId` are the order id).
+    SagaTracker {
+        /// Contract enum `SagaType` (always `PAYMENT_COMPLETION` here).
+        saga_type: SagaType,
+        /// The step, e.g. `PAYMENT_COMPLETION` or `COMPENSATION_STOCK`.
+        step: String,
+        /// Contract enum `SagaStatus`.
+        status: SagaStatus,
+        /// JSON: workflow id, run id, amount, failure reason.
+        metadata: Option<String>,
+        /// When the step reached this status (workflow time).
+        recorded_at: EpochMillis,
+    },
+}
+
+/// The contract's `SagaType` symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaType {
+    /// The order-creation saga (not payflow's).
+    OrderCreation,
+    /// The payment-completion saga: payflow's.
+    PaymentCompletion,
+}
+
+impl SagaType {
+    /// The contract symbol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderCreation => "ORDER_CREATION",
+            Self::PaymentCompletion => "PAYMENT_COMPLETION",
+        }
+    }
+}
+
+/// The contract's `SagaStatus` symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaStatus {
+    /// The step began.
+    Started,
+    /// The step is under way.
+    InProgress,
+    /// The step succeeded.
+    Completed,
+    /// The step failed.
+    Failed,
+    /// A compensation undid what a step did.
+    Compensated,
+}
+
+impl SagaStatus {
+    /// The contract symbol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "STARTED",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Compensated => "COMPENSATED",
+        }
+    }
+}
+
+/// The saga's steps as the tracker names them.
+pub mod saga_steps {
+    /// The PG approval and its record.
+    pub const PAYMENT_COMPLETION: &str = "PAYMENT_COMPLETION";
+    /// Reserved stock made permanent.
+    pub const STOCK_CONFIRMATION: &str = "STOCK_CONFIRMATION";
+    /// The order completed and the customer told.
+    pub const ORDER_COMPLETION: &str = "ORDER_COMPLETION";
+    /// The PG payment voided or refunded.
+    pub const COMPENSATION_PAYMENT: &str = "COMPENSATION_PAYMENT";
+    /// The reserved or confirmed stock returned.
+    pub const COMPENSATION_STOCK: &str = "COMPENSATION_STOCK";
+    /// The order cancelled.
+    pub const COMPENSATION_ORDER: &str = "COMPENSATION_ORDER";
 }
 
 impl DomainEvent {
@@ -455,6 +543,7 @@ impl EventBody {
             EventBody::PaymentCancelled { .. } => EventType::PaymentCancelled,
             EventBody::StockConfirmationFailed { .. } => EventType::StockConfirmationFailed,
             EventBody::OrderCancelled { .. } => EventType::OrderCancelled,
+            EventBody::SagaTracker { .. } => EventType::SagaTracker,
         }
     }
 }
@@ -512,7 +601,7 @@ impl OrderCancellationReason {
 }
 
 /// The kinds of event payflow publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EventType {
     /// `payment.completed`
     PaymentCompleted,
@@ -526,17 +615,20 @@ pub enum EventType {
     StockConfirmationFailed,
     /// `order.cancelled`
     OrderCancelled,
+    /// `saga.tracker`
+    SagaTracker,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::PaymentCompleted,
         EventType::StockConfirmed,
         EventType::PaymentFailed,
         EventType::PaymentCancelled,
         EventType::StockConfirmationFailed,
         EventType::OrderCancelled,
+        EventType::SagaTracker,
     ];
 
     /// The default topic name (before any prefix), which is also the event type header.
@@ -548,6 +640,7 @@ impl EventType {
             EventType::PaymentCancelled => "payment.cancelled",
             EventType::StockConfirmationFailed => "stock.confirmation.failed",
             EventType::OrderCancelled => "order.cancelled",
+            EventType::SagaTracker => "saga.tracker",
         }
     }
 }

@@ -24,6 +24,7 @@ use futures_util::{
     future::{Either, ready},
 };
 use std::{
+    cell::{Cell, RefCell},
     pin::pin,
     time::{Duration, UNIX_EPOCH},
 };
@@ -40,6 +41,29 @@ use temporalio_workflow::{
 /// push (retried apart only if that attempt fails), events are published by local activities,
 /// and the stage search attribute is not re-set to the value the starter gave it. Payments started before this patch keep the original steps (their histories replay).
 pub const LEAN_SAGA_PATCH: &str = "lean-saga-v2";
+
+/// A definite rejection by the PG (`PgRejected`: e.g. `ALREADY_PROCESSED_PAYMENT`, or a payment
+/// key that belongs to another order) is a definite failure: nothing was charged for this order,
+/// so there is nothing to void. Before this patch it was treated as an unknown outcome and
+/// voided with the client's payment key, which could cancel another order's payment.
+pub const PG_REJECTION_FINAL_PATCH: &str = "pg-rejection-final";
+
+/// The platform's events (PLATFORM.md): every step's start, end and compensation recorded on
+/// the saga tracker, published in one batch with the domain event of the step (no extra
+/// workflow task); `stock.confirmed` published once the order is complete; no `order.cancelled`
+/// after the PG approved (payflow returned the stock itself, and the platform's product service
+/// would restore it again on that event). Payments started before this patch publish as before.
+pub const PLATFORM_EVENTS_PATCH: &str = "platform-events-v3";
+
+/// Kafka never holds up the customer: events (with their tracker records) go into an outbox in
+/// the workflow's state and a publisher beside the business steps drains it in order, so no
+/// step waits for Kafka; while Kafka or the registry is away the publisher retries on a durable
+/// timer, and the workflow closes only once every event of its path is out. Also: every
+/// unresolved problem stays listed for operators until it is resolved (before, the newest
+/// replaced the others and any resolution cleared them all), and a compensation step that
+/// failed for good publishes nothing it has no data for (before, a failed order cancellation
+/// published an `order.cancelled` with no items). Only with [`PLATFORM_EVENTS_PATCH`].
+pub const EVENT_OUTBOX_PATCH: &str = "event-outbox-v4";
 
 /// Order cancel reasons as people read them (SPEC §3).
 pub mod cancel_reasons {
@@ -63,6 +87,14 @@ pub struct PaymentWorkflow {
     decision: Option<PaymentDecision>,
     refund_retry_requested: bool,
     manual_refund: Option<ManualRefund>,
+    /// Problems waiting for an operator, keyed by what failed, oldest first.
+    attention: Vec<(String, String)>,
+    /// Events not handed to Kafka yet, in order ([`EVENT_OUTBOX_PATCH`]).
+    outbox: Vec<DomainEvent>,
+    /// The business steps are over: nothing more goes into the outbox.
+    outbox_closed: bool,
+    /// Events of the batch being published.
+    publishing: usize,
 }
 
 #[workflow_methods]
@@ -82,6 +114,9 @@ impl PaymentWorkflow {
             failure_reason: None,
             needs_attention: false,
             attention_reason: None,
+            attention_reasons: Vec::new(),
+            unpublished_events: 0,
+            publish_error: None,
             refund_reference: None,
             refunded_by: None,
             stage_times: Default::default(),
@@ -92,6 +127,10 @@ impl PaymentWorkflow {
             decision: None,
             refund_retry_requested: false,
             manual_refund: None,
+            attention: Vec::new(),
+            outbox: Vec::new(),
+            outbox_closed: false,
+            publishing: 0,
         }
     }
 
@@ -104,7 +143,9 @@ impl PaymentWorkflow {
     /// Everything an operator needs: stage, ids, approval number, failure reason, step times.
     #[query(name = "status")]
     pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentStatus {
-        self.status.clone()
+        let mut status = self.status.clone();
+        status.unpublished_events = (self.outbox.len() + self.publishing) as u32;
+        status
     }
 
     /// Waits until the PG step is decided and answers the decision. The API sends it with the
@@ -155,11 +196,29 @@ enum Failure {
     Interrupted { code: &'static str },
 }
 
+impl Failure {
+    /// The failure code (e.g. `INSUFFICIENT_FUNDS`, `SAGA_DEADLINE`).
+    fn code(&self) -> &str {
+        match self {
+            Failure::Payment { code, .. } | Failure::Stock { code, .. } => code,
+            Failure::Interrupted { code } => code,
+        }
+    }
+}
+
 /// One run of the saga: the workflow context plus what every step needs.
 struct Saga {
     ctx: WorkflowContext<PaymentWorkflow>,
     /// [`LEAN_SAGA_PATCH`] applies.
     lean: bool,
+    /// [`PLATFORM_EVENTS_PATCH`] applies (only ever with `lean`).
+    platform: bool,
+    /// [`EVENT_OUTBOX_PATCH`] applies (only ever with `platform`).
+    outbox: bool,
+    /// Saga tracker records not published yet; they go out with the next event.
+    tracked: RefCell<Vec<DomainEvent>>,
+    /// The forward step started and not yet ended.
+    current_step: Cell<Option<&'static str>>,
     workflow_id: String,
     payment: ApprovePayment,
     queues: TaskQueues,
@@ -170,13 +229,19 @@ impl Saga {
     fn new(ctx: &WorkflowContext<PaymentWorkflow>) -> Self {
         let request = ctx.state(|s| s.request.clone());
         let payment_id = ids::payment_id(&request.order_id);
-        // Without a key from the PG's checkout widget, the payment id stands in for it.
+        // Without a key from the PG's checkout widget, one derived from the order stands in.
         let payment_key = request
             .payment_key
             .clone()
-            .unwrap_or_else(|| format!("tpk_{payment_id}"));
+            .unwrap_or_else(|| ids::default_payment_key(&request.order_id));
+        let lean = ctx.patched(LEAN_SAGA_PATCH);
+        let platform = lean && ctx.patched(PLATFORM_EVENTS_PATCH);
         Self {
-            lean: ctx.patched(LEAN_SAGA_PATCH),
+            platform,
+            outbox: platform && ctx.patched(EVENT_OUTBOX_PATCH),
+            tracked: RefCell::default(),
+            current_step: Cell::default(),
+            lean,
             workflow_id: ctx.workflow_id().to_owned(),
             queues: TaskQueues::for_workflow_queue(ctx.task_queue()),
             timings: request.timings.unwrap_or_default(),
@@ -193,6 +258,16 @@ impl Saga {
     }
 
     async fn run(self) -> WorkflowResult<PaymentOutcome> {
+        if self.outbox {
+            join!(self.business(), self.drain_outbox());
+        } else {
+            self.business().await;
+        }
+        Ok(self.outcome())
+    }
+
+    /// The saga's steps, forward and (on failure) compensating, to a final stage.
+    async fn business(&self) {
         self.ensure_search_attributes();
         self.enter(PaymentStage::PaymentWait);
 
@@ -231,11 +306,71 @@ impl Saga {
                 if !pushed {
                     self.notify_completed().await;
                 }
-                Ok(self.outcome())
             }
-            Err(failure) => {
-                self.compensate(failure).await;
-                Ok(self.outcome())
+            Err(failure) => self.compensate(failure).await,
+        }
+        self.flush().await;
+        if self.outbox {
+            self.ctx.state_mut(|s| s.outbox_closed = true);
+        }
+    }
+
+    /// The outbox's publisher ([`EVENT_OUTBOX_PATCH`]): hands what the steps put in the outbox
+    /// to Kafka, oldest first, a batch per pass, until the steps are over and nothing is left.
+    async fn drain_outbox(&self) {
+        loop {
+            let options = WaitConditionOptions::builder()
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build();
+            let _ = self
+                .ctx
+                .wait_condition_with_options(|s| !s.outbox.is_empty() || s.outbox_closed, options)
+                .await;
+            let batch = self.ctx.state_mut(|s| {
+                s.publishing = s.outbox.len();
+                std::mem::take(&mut s.outbox)
+            });
+            if batch.is_empty() {
+                return;
+            }
+            self.deliver(batch).await;
+            self.ctx.state_mut(|s| {
+                s.publishing = 0;
+                s.status.publish_error = None;
+            });
+        }
+    }
+
+    /// Publishes one batch, trying again on a durable timer (1 s, doubling to 30 s) while Kafka
+    /// or the registry refuses it: a retry never holds a workflow task, so the business steps
+    /// go on. Same records, same event ids on every try. The status shows the last error while
+    /// it lasts; no operator is needed, so the attention flag stays as it is.
+    async fn deliver(&self, batch: Vec<DomainEvent>) {
+        let summary = batch_summary(&batch);
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let published = self
+                .ctx
+                .execute_local_activity(
+                    EventActivities::publish_all,
+                    batch.clone(),
+                    outbox_options(summary),
+                )
+                .await;
+            match published {
+                Ok(_) => return,
+                Err(err) => {
+                    let error = format!("publish {summary}: {}", failure_message(&err));
+                    self.ctx.state_mut(|s| s.status.publish_error = Some(error));
+                    self.ctx
+                        .timer(
+                            TimerOptions::builder(pause)
+                                .summary(format!("publish {summary} again"))
+                                .build(),
+                        )
+                        .await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
             }
         }
     }
@@ -245,6 +380,7 @@ impl Saga {
     /// publication short.
     async fn forward(&self, token: WorkflowCancellationToken) -> Result<bool, Failure> {
         // 1. PG approval.
+        self.track(saga_steps::PAYMENT_COMPLETION, SagaStatus::Started, None);
         let approval = match self
             .ctx
             .execute_activity(
@@ -258,6 +394,8 @@ impl Saga {
             Err(err) => {
                 return Err(if token.is_cancelled() {
                     self.interruption(&token)
+                } else if is_pg_rejection(&err) && self.ctx.patched(PG_REJECTION_FINAL_PATCH) {
+                    definite_pg_failure(&err)
                 } else {
                     classify_pg_failure(&err)
                 });
@@ -275,6 +413,8 @@ impl Saga {
                 retryable: false,
             });
         });
+        self.track(saga_steps::PAYMENT_COMPLETION, SagaStatus::Completed, None);
+        self.track(saga_steps::STOCK_CONFIRMATION, SagaStatus::Started, None);
 
         // 2. Payment database: COMPLETED with the approval number. The lean saga's approval
         // has recorded it already.
@@ -335,6 +475,8 @@ impl Saga {
         };
         paid.map_err(|_| self.interruption(&token))?;
         self.enter(PaymentStage::StockConfirmed);
+        self.track(saga_steps::STOCK_CONFIRMATION, SagaStatus::Completed, None);
+        self.track(saga_steps::ORDER_COMPLETION, SagaStatus::Started, None);
 
         // 5 + 6. stock.confirmed and the order completed, together. The lean saga completes
         // the order and sends the push (7) in one step of the order service.
@@ -343,7 +485,26 @@ impl Saga {
             confirmed_items: confirmation.items.clone(),
             confirmed_at: self.now_millis(),
         };
-        let pushed = if self.lean {
+        let pushed = if self.platform {
+            // The order completes first; `stock.confirmed` follows with the step's tracker
+            // records in one batch, so the success path publishes twice in all.
+            let notify = CompleteAndNotify {
+                order,
+                push: self.completed_push(),
+            };
+            let completed = self
+                .ctx
+                .execute_activity(
+                    OrderActivities::complete_and_notify,
+                    notify,
+                    self.service_options(&self.queues.order, "complete order, push", Some(&token)),
+                )
+                .await
+                .map_err(|_| self.interruption(&token))?;
+            self.track(saga_steps::ORDER_COMPLETION, SagaStatus::Completed, None);
+            self.publish(confirmed).await;
+            completed.pushed
+        } else if self.lean {
             let notify = CompleteAndNotify {
                 order,
                 push: self.completed_push(),
@@ -394,6 +555,9 @@ impl Saga {
     /// Undo what the forward path did, newest first, and end `ORDER_CANCELLED`.
     async fn compensate(&self, failure: Failure) {
         self.enter(PaymentStage::Compensating);
+        if let Some(step) = self.current_step.get() {
+            self.track(step, SagaStatus::Failed, Some(failure.code()));
+        }
         let approved = self.ctx.state(|s| s.status.approval_number.clone());
         match approved {
             None => self.compensate_unpaid(failure).await,
@@ -435,6 +599,11 @@ impl Saga {
                 "void at PG",
             )
             .await;
+            self.track(
+                saga_steps::COMPENSATION_PAYMENT,
+                SagaStatus::Compensated,
+                Some(&code),
+            );
         }
         self.ctx.state_mut(|s| {
             s.status.failure_code = Some(code.clone());
@@ -470,6 +639,11 @@ impl Saga {
                 failed_at,
             }),
             self.release_stock(),
+        );
+        self.track(
+            saga_steps::COMPENSATION_STOCK,
+            SagaStatus::Compensated,
+            Some(&code),
         );
         let order_event_reason = match code.as_str() {
             codes::OPERATOR_CANCELLED => OrderCancellationReason::UserRequested,
@@ -534,7 +708,17 @@ impl Saga {
             .await;
         }
         self.release_stock().await;
+        self.track(
+            saga_steps::COMPENSATION_STOCK,
+            SagaStatus::Compensated,
+            Some(&code),
+        );
         let (reference, refunded_by) = self.refund(approval_number, &code).await;
+        self.track(
+            saga_steps::COMPENSATION_PAYMENT,
+            SagaStatus::Compensated,
+            Some(&code),
+        );
         self.ctx.state_mut(|s| {
             s.status.refund_reference = reference.clone();
             s.status.refunded_by = Some(refunded_by.clone());
@@ -551,14 +735,21 @@ impl Saga {
             "payment cancelled",
         )
         .await;
-        self.publish(EventBody::PaymentCancelled {
+        let cancelled = EventBody::PaymentCancelled {
             payment_id: self.payment.payment_id.clone(),
             user_id: self.payment.user_id.clone(),
             cancellation_reason: payment_reason,
             cancelled_at: self.now_millis(),
-        })
-        .await;
-        self.cancel_order(order_reason, order_event_reason).await;
+        };
+        if self.platform {
+            // No order.cancelled after an approval: the stock is back already, and the
+            // platform's product service would restore it again on that event.
+            self.cancel_order_only(order_reason).await;
+            self.publish(cancelled).await;
+        } else {
+            self.publish(cancelled).await;
+            self.cancel_order(order_reason, order_event_reason).await;
+        }
         let order_id = &self.payment.order_id;
         self.push(
             "order-refunded",
@@ -605,7 +796,10 @@ impl Saga {
                 Err(err) => failure_message(&err),
             };
 
-            self.set_attention(Some(format!("refund failed: {error}")));
+            self.attention(
+                attention_keys::REFUND,
+                Some(format!("refund failed: {error}")),
+            );
             let options = WaitConditionOptions::builder()
                 .cancellation_token(WorkflowCancellationToken::new())
                 .build();
@@ -616,7 +810,7 @@ impl Saga {
                     options,
                 )
                 .await;
-            self.set_attention(None);
+            self.attention(attention_keys::REFUND, None);
             let manual = self.ctx.state_mut(|s| {
                 s.refund_retry_requested = false;
                 s.manual_refund.clone()
@@ -640,6 +834,23 @@ impl Saga {
     }
 
     async fn cancel_order(&self, reason: &str, event_reason: OrderCancellationReason) {
+        let items = match self.cancel_order_only(reason).await {
+            Some(cancelled) => cancelled.items,
+            // Not cancelled: no event claims it was (the failure is listed for operators).
+            None if self.outbox => return,
+            None => Vec::new(),
+        };
+        self.publish(EventBody::OrderCancelled {
+            user_id: self.payment.user_id.clone(),
+            items,
+            cancellation_reason: event_reason,
+            cancelled_at: self.now_millis(),
+        })
+        .await;
+    }
+
+    /// Cancels the order (no event); answers what was cancelled (`None`: it failed for good).
+    async fn cancel_order_only(&self, reason: &str) -> Option<CancelledOrder> {
         let cancelled = self
             .must(
                 OrderActivities::cancel,
@@ -651,35 +862,111 @@ impl Saga {
                 "cancel order",
             )
             .await;
-        self.publish(EventBody::OrderCancelled {
-            user_id: self.payment.user_id.clone(),
-            items: cancelled.items,
-            cancellation_reason: event_reason,
-            cancelled_at: self.now_millis(),
-        })
-        .await;
+        let status = if cancelled.is_none() && self.outbox {
+            SagaStatus::Failed
+        } else {
+            SagaStatus::Compensated
+        };
+        self.track(saga_steps::COMPENSATION_ORDER, status, Some(reason));
+        cancelled
+    }
+
+    /// Records a saga step's status for the saga tracker; it is published with the next
+    /// event (or at the end of the run).
+    fn track(&self, step: &'static str, status: SagaStatus, reason: Option<&str>) {
+        if !self.platform {
+            return;
+        }
+        match status {
+            SagaStatus::Started => self.current_step.set(Some(step)),
+            _ if self.current_step.get() == Some(step) => self.current_step.set(None),
+            _ => {}
+        }
+        let metadata = serde_json::json!({
+            "workflowId": self.workflow_id,
+            "runId": self.ctx.run_id(),
+            "paymentId": self.payment.payment_id,
+            "amount": self.payment.amount,
+            "failureReason": reason,
+        });
+        let now = self.now_millis();
+        self.tracked.borrow_mut().push(DomainEvent {
+            event_id: ids::saga_record_id(&self.workflow_id, step, status.as_str()),
+            event_timestamp: now,
+            order_id: self.payment.order_id.clone(),
+            body: EventBody::SagaTracker {
+                saga_type: SagaType::PaymentCompletion,
+                step: step.to_owned(),
+                status,
+                metadata: Some(metadata.to_string()),
+                recorded_at: now,
+            },
+        });
+    }
+
+    /// Publishes the tracker records still waiting, if any.
+    async fn flush(&self) {
+        let batch = self.tracked.take();
+        if batch.is_empty() {
+        } else if self.outbox {
+            self.ctx.state_mut(|s| s.outbox.extend(batch));
+        } else {
+            self.publish_batch(batch).await;
+        }
     }
 
     /// Runs a compensation step until it succeeds: compensations are idempotent, retried
-    /// without limit, and immune to the deadline and to cancellation.
-    async fn must<A>(&self, activity: A, input: A::Input, queue: &str, summary: &str) -> A::Output
+    /// without limit, and immune to the deadline and to cancellation. `None` when it failed
+    /// for good; the failure stays listed for operators.
+    async fn must<A>(
+        &self,
+        activity: A,
+        input: A::Input,
+        queue: &str,
+        summary: &'static str,
+    ) -> Option<A::Output>
     where
         A: temporalio_common::ActivityDefinition,
-        A::Output: temporalio_common::data_converters::TemporalDeserializable + Default,
+        A::Output: temporalio_common::data_converters::TemporalDeserializable,
     {
         let options = self.service_options(queue, summary, None);
         match self.ctx.execute_activity(activity, input, options).await {
-            Ok(output) => output,
+            Ok(output) => Some(output),
             // Only a non-retryable failure ends an unlimited retry; the step's input was
             // wrong for its state (e.g. the order no longer exists). Record it and go on.
             Err(err) => {
-                self.set_attention(Some(format!("{summary} failed: {}", failure_message(&err))));
-                A::Output::default()
+                self.attention(
+                    summary,
+                    Some(format!("{summary} failed: {}", failure_message(&err))),
+                );
+                None
             }
         }
     }
 
+    /// Publishes a batch of events in order with one local activity, retried until Kafka
+    /// takes it.
+    async fn publish_batch(&self, batch: Vec<DomainEvent>) {
+        let summary = batch_summary(&batch);
+        let options = publish_options(summary);
+        let published = self
+            .ctx
+            .execute_local_activity(EventActivities::publish_all, batch, options)
+            .await;
+        if let Err(err) = published {
+            self.attention(
+                attention_keys::PUBLISH,
+                Some(format!(
+                    "publish {summary} failed: {}",
+                    failure_message(&err)
+                )),
+            );
+        }
+    }
+
     /// Publishes an event; retried until Kafka takes it. Awaited with the step it runs beside.
+    /// Under the platform patch the tracker records waiting go out with it; under the outbox
+    /// patch they go into the outbox and nothing waits.
     async fn publish(&self, body: EventBody) {
         let event = DomainEvent {
             event_id: ids::event_id(&self.workflow_id, body.event_type()),
@@ -687,16 +974,19 @@ impl Saga {
             order_id: self.payment.order_id.clone(),
             body,
         };
+        if self.platform {
+            let mut batch = self.tracked.take();
+            batch.push(event);
+            if self.outbox {
+                self.ctx.state_mut(|s| s.outbox.extend(batch));
+                return;
+            }
+            return self.publish_batch(batch).await;
+        }
         let summary = event.event_type().name();
         let published = if self.lean {
             // A local activity on the workflow worker: no task to dispatch, one marker event.
-            let options = LocalActivityOptions::builder()
-                .start_to_close_timeout(Duration::from_secs(10))
-                .retry_policy(steady_retry())
-                .timer_backoff_threshold(Duration::from_secs(5))
-                .summary(format!("publish {summary}"))
-                .cancellation_token(WorkflowCancellationToken::new())
-                .build();
+            let options = publish_options(summary);
             self.ctx
                 .execute_local_activity(EventActivities::publish, event, options)
                 .await
@@ -714,10 +1004,13 @@ impl Saga {
         // An error here is only possible for a non-retryable failure (a schema bug); the
         // event's absence is then visible in the history and the attention flag.
         if let Err(err) = published {
-            self.set_attention(Some(format!(
-                "publish {summary} failed: {}",
-                failure_message(&err)
-            )));
+            self.attention(
+                attention_keys::PUBLISH,
+                Some(format!(
+                    "publish {summary} failed: {}",
+                    failure_message(&err)
+                )),
+            );
         }
     }
 
@@ -829,13 +1122,27 @@ impl Saga {
             .upsert_search_attributes([search::PAYMENT_STAGE.value_set(stage.as_str().to_owned())]);
     }
 
-    fn set_attention(&self, reason: Option<String>) {
-        let needs = reason.is_some();
-        let changed = self.ctx.state_mut(|s| {
-            let changed = s.status.needs_attention != needs;
+    /// Raises (`Some`) or resolves (`None`) the problem `key` for operators. Under the outbox
+    /// patch every unresolved problem stays listed until it is resolved; before it the workflow
+    /// held one reason, which the newest raise or any resolution replaced (kept for replay).
+    fn attention(&self, key: &str, reason: Option<String>) {
+        let keep_all = self.outbox;
+        let (needs, changed) = self.ctx.state_mut(|s| {
+            let before = s.status.needs_attention;
+            if keep_all {
+                s.attention.retain(|(k, _)| k != key);
+            } else {
+                s.attention.clear();
+            }
+            if let Some(reason) = reason {
+                s.attention.push((key.to_owned(), reason));
+            }
+            let reasons: Vec<String> = s.attention.iter().map(|(_, r)| r.clone()).collect();
+            let needs = !reasons.is_empty();
             s.status.needs_attention = needs;
-            s.status.attention_reason = reason;
-            changed
+            s.status.attention_reason = needs.then(|| reasons.join("; "));
+            s.status.attention_reasons = reasons;
+            (needs, before != needs)
         });
         if changed {
             self.ctx
@@ -898,6 +1205,51 @@ impl Saga {
     }
 }
 
+/// A publication: a local activity on the workflow worker (no task to dispatch, one marker
+/// event), retried until Kafka takes it, immune to the deadline and to cancellation.
+/// What a problem listed for operators is about.
+mod attention_keys {
+    /// The refund at the PG.
+    pub const REFUND: &str = "refund";
+    /// Publishing events.
+    pub const PUBLISH: &str = "publish";
+}
+
+/// The non-tracker event a batch carries, for summaries.
+fn batch_summary(batch: &[DomainEvent]) -> &'static str {
+    batch
+        .iter()
+        .map(|e| e.event_type().name())
+        .find(|n| *n != EventType::SagaTracker.name())
+        .unwrap_or(EventType::SagaTracker.name())
+}
+
+/// One try of an outbox batch (two attempts, a few seconds at most, so a workflow task is never
+/// held long); the outbox retries on a timer after it.
+fn outbox_options(summary: &str) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(4))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(100))
+                .maximum_attempts(2)
+                .build(),
+        )
+        .summary(format!("publish {summary}"))
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+fn publish_options(summary: &str) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(10))
+        .retry_policy(steady_retry())
+        .timer_backoff_threshold(Duration::from_secs(5))
+        .summary(format!("publish {summary}"))
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
 /// Retries at a steady pace without limit: for steps that must eventually succeed.
 fn steady_retry() -> RetryPolicy {
     RetryPolicy::builder()
@@ -926,6 +1278,30 @@ fn failure_message(err: &ActivityExecutionError) -> String {
         .unwrap_or_else(|| err.to_string())
 }
 
+/// The PG (or payflow, for a key of another order) refused the approval: nothing was charged.
+fn is_pg_rejection(err: &ActivityExecutionError) -> bool {
+    matches!(application_failure(err), Some((errors::PG_REJECTED, _)))
+}
+
+/// A definite failure (`CODE: message`, as a decline): nothing to void.
+fn definite_pg_failure(err: &ActivityExecutionError) -> Failure {
+    let message = failure_message(err);
+    let (code, text) = split_code(&message);
+    Failure::Payment {
+        code,
+        message: text,
+        unknown: false,
+    }
+}
+
+/// `CODE: message` into its parts; a message without a code is its own code.
+fn split_code(message: &str) -> (String, String) {
+    message
+        .split_once(": ")
+        .map(|(c, t)| (c.to_owned(), t.to_owned()))
+        .unwrap_or_else(|| (message.to_owned(), message.to_owned()))
+}
+
 /// A decline carries `CODE: message`; a timeout means the PG's outcome is unknown.
 fn classify_pg_failure(err: &ActivityExecutionError) -> Failure {
     if err.as_timeout().is_some() {
@@ -937,10 +1313,7 @@ fn classify_pg_failure(err: &ActivityExecutionError) -> Failure {
     }
     match application_failure(err) {
         Some((errors::PAYMENT_DECLINED, message)) => {
-            let (code, text) = message
-                .split_once(": ")
-                .map(|(c, t)| (c.to_owned(), t.to_owned()))
-                .unwrap_or_else(|| (message.clone(), message.clone()));
+            let (code, text) = split_code(&message);
             Failure::Payment {
                 code,
                 message: text,

@@ -19,11 +19,14 @@ use payflow_workflows::types::{DomainEvent, EventBody, EventType, OrderItem};
 use serde_json::Value as Json;
 use std::collections::{HashMap, HashSet};
 
+/// The byte that opens a value in the Confluent wire format.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+
 /// The two marker bytes that open a single-object-encoded value.
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 
 /// The contract's schema files, by event type.
-pub const SCHEMA_FILES: [(EventType, &str); 6] = [
+pub const SCHEMA_FILES: [(EventType, &str); 7] = [
     (
         EventType::PaymentCompleted,
         include_str!("../../../events/avro/payment/PaymentCompleted.avsc"),
@@ -48,7 +51,38 @@ pub const SCHEMA_FILES: [(EventType, &str); 6] = [
         EventType::OrderCancelled,
         include_str!("../../../events/avro/order/OrderCancelled.avsc"),
     ),
+    (
+        EventType::SagaTracker,
+        include_str!("../../../events/avro/saga/SagaTracker.avsc"),
+    ),
 ];
+
+/// The contract's topic of an event type: its schema's `kafka_topic` attribute.
+pub fn kafka_topic(ty: EventType) -> &'static str {
+    static TOPICS: std::sync::LazyLock<HashMap<EventType, String>> =
+        std::sync::LazyLock::new(|| {
+            SCHEMA_FILES
+                .iter()
+                .map(|(ty, text)| {
+                    let json: Json = serde_json::from_str(text).expect("schema is JSON");
+                    let topic = json["kafka_topic"]
+                        .as_str()
+                        .expect("every contract schema names its kafka_topic");
+                    (*ty, topic.to_owned())
+                })
+                .collect()
+        });
+    TOPICS[&ty].as_str()
+}
+
+/// The schema text of an event type, as the contract has it (what is registered).
+pub fn schema_text(ty: EventType) -> &'static str {
+    SCHEMA_FILES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, text)| *text)
+        .expect("every event type has a schema")
+}
 
 /// An event could not be encoded: a programming error, never transient.
 #[derive(Debug, thiserror::Error)]
@@ -111,19 +145,39 @@ impl Schemas {
 
     /// Encodes an event in single-object encoding.
     pub fn encode(&self, event: &DomainEvent) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&self.header(event.event_type()));
+        self.write_datum(event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Encodes an event in the Confluent wire format: `0x00`, the schema's registry id (4
+    /// bytes, big-endian), then the binary datum.
+    pub fn encode_confluent(
+        &self,
+        event: &DomainEvent,
+        schema_id: u32,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(256);
+        out.push(CONFLUENT_MAGIC);
+        out.extend_from_slice(&schema_id.to_be_bytes());
+        self.write_datum(event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the event's binary datum to `out`.
+    fn write_datum(&self, event: &DomainEvent, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let ty = event.event_type();
         let schema = self.schema(ty);
         let wrap = |source| EncodeError {
             event: ty.name(),
             source,
         };
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(&self.header(ty));
         GenericDatumWriter::builder(schema)
             .build()
-            .and_then(|writer| writer.write_value(&mut out, to_value(event)))
+            .and_then(|writer| writer.write_value(out, to_value(event)))
             .map_err(wrap)?;
-        Ok(out)
+        Ok(())
     }
 
     /// Decodes a single-object-encoded record of the given type (what a consumer does).
@@ -134,6 +188,16 @@ impl Schemas {
         Ok(GenericDatumReader::builder(self.schema(ty))
             .build()?
             .read_value(&mut datum)?)
+    }
+}
+
+/// Splits a Confluent-framed value into its schema id and datum.
+pub fn confluent_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [CONFLUENT_MAGIC, a, b, c, d, datum @ ..] => {
+            Some((u32::from_be_bytes([*a, *b, *c, *d]), datum))
+        }
+        _ => None,
     }
 }
 
@@ -308,6 +372,14 @@ const PAYMENT_CANCELLATION_REASONS: [&str; 4] = [
     "USER_CANCEL",
     "SYSTEM_ERROR",
 ];
+const SAGA_TYPES: [&str; 2] = ["ORDER_CREATION", "PAYMENT_COMPLETION"];
+const SAGA_STATUSES: [&str; 5] = [
+    "STARTED",
+    "IN_PROGRESS",
+    "COMPLETED",
+    "FAILED",
+    "COMPENSATED",
+];
 const ORDER_CANCELLATION_REASONS: [&str; 4] = [
     "PAYMENT_TIMEOUT",
     "USER_REQUESTED",
@@ -414,6 +486,30 @@ fn to_value(event: &DomainEvent) -> Value {
             ),
             ("cancelledAt".to_owned(), Value::Long(*cancelled_at)),
         ]),
+        EventBody::SagaTracker {
+            saga_type,
+            step,
+            status,
+            metadata,
+            recorded_at,
+        } => fields.extend([
+            ("sagaId".to_owned(), s(&event.order_id)),
+            (
+                "sagaType".to_owned(),
+                symbol(&SAGA_TYPES, saga_type.as_str()),
+            ),
+            ("step".to_owned(), s(step)),
+            ("status".to_owned(), symbol(&SAGA_STATUSES, status.as_str())),
+            order_id,
+            (
+                "metadata".to_owned(),
+                match metadata {
+                    Some(m) => Value::Union(1, Box::new(s(m))),
+                    None => Value::Union(0, Box::new(Value::Null)),
+                },
+            ),
+            ("recordedAt".to_owned(), Value::Long(*recorded_at)),
+        ]),
     }
     Value::Record(fields)
 }
@@ -422,7 +518,7 @@ fn to_value(event: &DomainEvent) -> Value {
 mod tests {
     use super::*;
     use payflow_workflows::types::{
-        OrderCancellationReason, PaymentCancellationReason, PaymentMethod,
+        OrderCancellationReason, PaymentCancellationReason, PaymentMethod, SagaStatus, SagaType,
     };
 
     fn completed() -> DomainEvent {
@@ -569,6 +665,13 @@ mod tests {
                 cancellation_reason: OrderCancellationReason::StockUnavailable,
                 cancelled_at: 1,
             },
+            EventType::SagaTracker => EventBody::SagaTracker {
+                saga_type: SagaType::PaymentCompletion,
+                step: "STOCK_CONFIRMATION".into(),
+                status: SagaStatus::Compensated,
+                metadata: Some(r#"{"workflowId":"payment-ORD-12345"}"#.into()),
+                recorded_at: 1,
+            },
         }
     }
 
@@ -592,6 +695,47 @@ mod tests {
                     Some(Value::Enum(2, "STOCK_UNAVAILABLE".into()))
                 );
             }
+            if ty == EventType::SagaTracker {
+                assert_eq!(get("sagaId"), Some(Value::String("ORD-12345".into())));
+                assert_eq!(
+                    get("sagaType"),
+                    Some(Value::Enum(1, "PAYMENT_COMPLETION".into()))
+                );
+                assert_eq!(get("status"), Some(Value::Enum(4, "COMPENSATED".into())));
+            }
+        }
+    }
+
+    #[test]
+    fn confluent_framing_is_magic_byte_id_then_the_datum() {
+        let schemas = Schemas::load();
+        let event = completed();
+        let framed = schemas.encode_confluent(&event, 258).unwrap();
+        assert_eq!(framed[..5], [0x00, 0x00, 0x00, 0x01, 0x02]);
+        let (id, datum) = confluent_frame(&framed).unwrap();
+        assert_eq!(id, 258);
+        let single = schemas.encode(&event).unwrap();
+        assert_eq!(
+            datum,
+            &single[10..],
+            "the same datum as single-object encoding"
+        );
+        assert_eq!(confluent_frame(&single), None);
+    }
+
+    #[test]
+    fn topics_are_the_schemas_kafka_topics() {
+        assert_eq!(
+            kafka_topic(EventType::PaymentCompleted),
+            "c4ang.payment.completed"
+        );
+        assert_eq!(
+            kafka_topic(EventType::StockConfirmationFailed),
+            "c4ang.stock.confirmation-failed"
+        );
+        assert_eq!(kafka_topic(EventType::SagaTracker), "c4ang.saga.tracker");
+        for ty in EventType::ALL {
+            assert!(kafka_topic(ty).starts_with("c4ang."), "{ty:?}");
         }
     }
 

@@ -1,12 +1,20 @@
-//! Events (Kafka): `EventActivities` publishes the workflow's domain events.
+//! Events (Kafka): `EventActivities` publishes the workflow's domain events and saga tracker
+//! records the way the platform's services read them (`../shared/contract/PLATFORM.md`).
 //!
-//! Records are keyed by order id (so one order's events stay in order on a partition), carry
-//! `eventId` and `eventType` headers, and hold the Avro single-object encoding of the contract
-//! schema. The producer is idempotent with `acks=all`: a broker retry never duplicates a record.
-//! A retried *activity* may publish the same event twice; it carries the same `eventId`, which
-//! is what consumers deduplicate on.
+//! - **Framing**: the Confluent wire format by default (`0x00`, the schema's 4-byte registry
+//!   id, the Avro binary datum), the id found under `<topic>-value` in the schema registry and
+//!   cached ([`registry`]); Avro single-object encoding ([`avro`]) as an option.
+//! - **Topics**: each schema's `kafka_topic` (`c4ang.payment.completed`, ...), with an optional
+//!   prefix (tests) and per-event-type overrides.
+//! - **Partitioning**: keyed by order id with murmur2, as Java producers do
+//!   (`partitioner=murmur2_random`), so one order's records share a partition with the
+//!   platform's own.
+//! - **Delivery**: an idempotent producer with `acks=all`: a broker retry never duplicates a
+//!   record. A retried *activity* may publish the same event twice; it carries the same
+//!   `eventId`, which is what consumers deduplicate on.
 
 pub mod avro;
+pub mod registry;
 
 use crate::failure::{non_retryable, retryable};
 use payflow_workflows::{
@@ -19,36 +27,90 @@ use rdkafka::{
     client::DefaultClientContext,
     error::RDKafkaErrorCode,
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
+    producer::{FutureProducer, FutureRecord, Producer},
 };
-use std::{sync::Arc, time::Duration};
+use registry::{RegistryError, SchemaRegistry, value_subject};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+/// How event values are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// `0x00` + registry id + datum: what Confluent's `KafkaAvroDeserializer` reads.
+    #[default]
+    Confluent,
+    /// `C3 01` + fingerprint + datum (Avro single-object encoding), no registry.
+    SingleObject,
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "confluent" => Ok(Self::Confluent),
+            "single-object" => Ok(Self::SingleObject),
+            other => Err(format!(
+                "unknown event encoding {other:?} (confluent or single-object)"
+            )),
+        }
+    }
+}
 
 /// Kafka settings.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     /// `host:port,...`
     pub bootstrap_servers: String,
-    /// Prepended to every topic name (e.g. `c4ang.` for the contract's `kafka_topic` names).
+    /// Prepended to every topic name (empty in production; tests use their own).
     pub topic_prefix: String,
+    /// Topics replacing the contract's for some event types (before the prefix).
+    pub topics: BTreeMap<EventType, String>,
     /// Partitions of topics created by payflow.
     pub partitions: i32,
     /// Replication factor of topics created by payflow.
     pub replication: i32,
+    /// How values are framed.
+    pub encoding: Encoding,
 }
 
 impl KafkaConfig {
     /// The topic an event type is published to.
     pub fn topic(&self, ty: EventType) -> String {
-        format!("{}{}", self.topic_prefix, ty.name())
+        let name = self
+            .topics
+            .get(&ty)
+            .map(String::as_str)
+            .unwrap_or_else(|| avro::kafka_topic(ty));
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// The platform's settings of an event type's topic (PLATFORM.md): 30 days for payments
+    /// and the saga tracker, 7 days for the others, snappy for `payment.completed`.
+    pub fn topic_settings(ty: EventType) -> Vec<(&'static str, &'static str)> {
+        const DAYS_30: &str = "2592000000";
+        const DAYS_7: &str = "604800000";
+        match ty {
+            EventType::PaymentCompleted => {
+                vec![("retention.ms", DAYS_30), ("compression.type", "snappy")]
+            }
+            EventType::PaymentFailed | EventType::PaymentCancelled | EventType::SagaTracker => {
+                vec![("retention.ms", DAYS_30)]
+            }
+            EventType::StockConfirmed
+            | EventType::StockConfirmationFailed
+            | EventType::OrderCancelled => vec![("retention.ms", DAYS_7)],
+        }
     }
 }
 
-/// Publishes domain events. Built once per worker; the producer is shared.
+/// Publishes domain events. Built once per worker; clones share the producer, the schemas
+/// and the registry's id cache.
+#[derive(Clone)]
 pub struct EventActivities {
     producer: FutureProducer,
-    schemas: avro::Schemas,
+    schemas: Arc<avro::Schemas>,
+    registry: Option<Arc<SchemaRegistry>>,
     config: KafkaConfig,
 }
 
@@ -60,13 +122,53 @@ impl std::fmt::Debug for EventActivities {
     }
 }
 
+/// An event could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A programming error: the event does not fit its schema.
+    #[error(transparent)]
+    Encoding(#[from] avro::EncodeError),
+    /// The registry failed (transient or not, see [`RegistryError::is_transient`]).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Kafka did not take the record (transient).
+    #[error("publish to {topic}: {source}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+impl PublishError {
+    /// The activity failure: retryable unless a person must act.
+    pub fn into_activity_error(self) -> ActivityError {
+        let err = self;
+        match &err {
+            PublishError::Encoding(_) => non_retryable("EventEncoding", err.to_string()),
+            PublishError::Registry(e) if !e.is_transient() => {
+                non_retryable("SchemaRegistry", err.to_string())
+            }
+            _ => retryable("publish", err),
+        }
+    }
+}
+
 impl EventActivities {
     /// Connects an idempotent producer. Librdkafka connects lazily; nothing blocks here.
-    pub fn new(config: KafkaConfig) -> anyhow::Result<Self> {
+    /// `registry` is required for the Confluent encoding.
+    pub fn new(config: KafkaConfig, registry: Option<SchemaRegistry>) -> anyhow::Result<Self> {
+        if config.encoding == Encoding::Confluent && registry.is_none() {
+            anyhow::bail!("the Confluent event encoding needs a schema registry URL");
+        }
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // Java's default partitioner for keyed records: murmur2 of the key.
+            .set("partitioner", "murmur2_random")
             // Send at once: a payment waits on its events, and batching buys nothing at
             // this volume.
             .set("linger.ms", "0")
@@ -75,9 +177,51 @@ impl EventActivities {
             .create()?;
         Ok(Self {
             producer,
-            schemas: avro::Schemas::load(),
+            schemas: Arc::new(avro::Schemas::load()),
+            registry: registry.map(Arc::new),
             config,
         })
+    }
+
+    /// Connects to the brokers and learns the schema ids of every topic, so the first
+    /// payment does not pay for it. Failures are only logged: publishing retries on its own.
+    pub async fn warm_up(&self) {
+        let producer = self.producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|m| m.brokers().len())
+        })
+        .await;
+        match metadata {
+            Ok(Ok(brokers)) => tracing::info!(brokers, "Kafka producer connected"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka not reachable yet; publishing will retry")
+            }
+            Err(e) => tracing::warn!(error = %e, "Kafka warm-up did not finish"),
+        }
+        if let Some(registry) = &self.registry {
+            for ty in EventType::ALL {
+                let subject = value_subject(&self.config.topic(ty));
+                if let Err(e) = registry.id(&subject, avro::schema_text(ty)).await {
+                    tracing::warn!(subject, error = %e, "schema id not known yet; publishing will retry");
+                }
+            }
+        }
+    }
+
+    /// The value bytes of an event in the configured framing.
+    pub async fn encode(&self, event: &DomainEvent) -> Result<Vec<u8>, PublishError> {
+        let ty = event.event_type();
+        match (&self.registry, self.config.encoding) {
+            (Some(registry), Encoding::Confluent) => {
+                let subject = value_subject(&self.config.topic(ty));
+                let id = registry.id(&subject, avro::schema_text(ty)).await?;
+                Ok(self.schemas.encode_confluent(event, id)?)
+            }
+            _ => Ok(self.schemas.encode(event)?),
+        }
     }
 
     /// Encodes and publishes one event; answers where it landed.
@@ -85,62 +229,97 @@ impl EventActivities {
         &self,
         event: &DomainEvent,
     ) -> Result<PublishedEvent, ActivityError> {
-        let ty = event.event_type();
-        let payload = self
-            .schemas
-            .encode(event)
-            .map_err(|e| non_retryable("EventEncoding", e.to_string()))?;
-        let topic = self.config.topic(ty);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "eventId",
-                value: Some(event.event_id.as_str()),
-            })
-            .insert(Header {
-                key: "eventType",
-                value: Some(ty.name()),
-            })
-            .insert(Header {
-                key: "contentType",
-                value: Some("application/avro"),
-            });
-        let record = FutureRecord::to(&topic)
-            .key(event.order_id.as_str())
-            .payload(&payload)
-            .headers(headers);
-        match self.producer.send(record, Duration::from_secs(5)).await {
-            Ok(delivery) => {
-                tracing::info!(
-                    order_id = %event.order_id,
-                    event_id = %event.event_id,
-                    topic = %topic,
-                    partition = delivery.partition,
-                    offset = delivery.offset,
-                    "event published"
-                );
-                Ok(PublishedEvent {
-                    topic,
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                })
-            }
-            Err((err, _)) => Err(retryable(&format!("publish to {topic}"), err)),
-        }
+        self.publish_events(std::slice::from_ref(event))
+            .await
+            .map(|mut published| published.remove(0))
+            .map_err(PublishError::into_activity_error)
     }
 
-    /// Creates payflow's topics if they are missing (idempotent).
-    pub async fn ensure_topics(config: &KafkaConfig) -> anyhow::Result<()> {
+    /// Encodes every event, sends them all in order, then waits for every delivery: one
+    /// broker round trip for the batch. Records of one order share a partition, and the
+    /// idempotent producer keeps their order.
+    pub async fn publish_events(
+        &self,
+        events: &[DomainEvent],
+    ) -> Result<Vec<PublishedEvent>, PublishError> {
+        let mut encoded = Vec::with_capacity(events.len());
+        for event in events {
+            encoded.push((
+                self.config.topic(event.event_type()),
+                self.encode(event).await?,
+            ));
+        }
+        let deliveries: Vec<_> = events
+            .iter()
+            .zip(&encoded)
+            .map(|(event, (topic, payload))| {
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "eventId",
+                        value: Some(event.event_id.as_str()),
+                    })
+                    .insert(Header {
+                        key: "eventType",
+                        value: Some(event.event_type().name()),
+                    });
+                let record = FutureRecord::to(topic)
+                    .key(event.order_id.as_str())
+                    .payload(payload)
+                    .headers(headers);
+                self.producer.send(record, Duration::from_secs(5))
+            })
+            .collect();
+        let mut published = Vec::with_capacity(events.len());
+        for ((delivery, event), (topic, _)) in futures::future::join_all(deliveries)
+            .await
+            .into_iter()
+            .zip(events)
+            .zip(&encoded)
+        {
+            let delivery = delivery.map_err(|(source, _)| PublishError::Kafka {
+                topic: topic.clone(),
+                source,
+            })?;
+            tracing::info!(
+                order_id = %event.order_id,
+                event_id = %event.event_id,
+                topic = %topic,
+                partition = delivery.partition,
+                offset = delivery.offset,
+                "event published"
+            );
+            published.push(PublishedEvent {
+                topic: topic.clone(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+            });
+        }
+        Ok(published)
+    }
+
+    /// Creates payflow's topics with the platform's settings if they are missing, and
+    /// registers every schema under its topic's subject (idempotent: `payflow admin setup`).
+    pub async fn ensure_topics(
+        config: &KafkaConfig,
+        registry: Option<&SchemaRegistry>,
+    ) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .create()?;
-        let names: Vec<String> = EventType::ALL.iter().map(|t| config.topic(*t)).collect();
+        let names: Vec<(EventType, String)> = EventType::ALL
+            .iter()
+            .map(|t| (*t, config.topic(*t)))
+            .collect();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|n| {
-                NewTopic::new(
-                    n,
-                    config.partitions,
-                    TopicReplication::Fixed(config.replication),
+            .map(|(ty, name)| {
+                KafkaConfig::topic_settings(*ty).into_iter().fold(
+                    NewTopic::new(
+                        name,
+                        config.partitions,
+                        TopicReplication::Fixed(config.replication),
+                    ),
+                    |topic, (key, value)| topic.set(key, value),
                 )
             })
             .collect();
@@ -149,6 +328,13 @@ impl EventActivities {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+            }
+        }
+        if let Some(registry) = registry {
+            for (ty, name) in &names {
+                let subject = value_subject(name);
+                let id = registry.register(&subject, avro::schema_text(*ty)).await?;
+                tracing::info!(subject, id, "schema registered");
             }
         }
         Ok(())
@@ -165,5 +351,17 @@ impl EventActivities {
         event: DomainEvent,
     ) -> Result<PublishedEvent, ActivityError> {
         self.publish_event(&event).await
+    }
+
+    /// See [`payflow_workflows::activities::EventActivities::publish_all`].
+    #[activity(definition = markers::PublishEvents)]
+    pub async fn publish_all(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        events: Vec<DomainEvent>,
+    ) -> Result<Vec<PublishedEvent>, ActivityError> {
+        self.publish_events(&events)
+            .await
+            .map_err(PublishError::into_activity_error)
     }
 }

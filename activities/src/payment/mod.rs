@@ -4,22 +4,29 @@
 //! request at the PG, which answers it once and charges once. The database row is keyed by it
 //! too, and every write is a conditional upsert, so running any activity twice leaves the same
 //! row.
+//!
+//! Money only ever moves back for a payment the PG says is this order's: a payment key is the
+//! client's word ([`keys`] binds it to one order), so a void looks the order's payment up at the
+//! PG first, and a refund cancels the payment this order's own confirmation recorded.
 
+pub mod keys;
 pub mod pg;
 
 use crate::{
     failure::{Transient, non_retryable, retryable},
     metrics::Metrics,
 };
+use keys::KeyBinding;
 use payflow_workflows::{
     activities::markers,
-    errors,
+    errors::{self, codes},
+    ids,
     types::{
         ApprovePayment, PgApproval, PgCancellation, RecordPayment, RecordPaymentCancellation,
         RecordPaymentFailure, RefundPayment, VoidPayment,
     },
 };
-use pg::{PgClient, PgError, parse_rfc3339_millis};
+use pg::{PgClient, PgError, PgPayment, parse_rfc3339_millis};
 use sqlx::PgPool;
 use std::sync::Arc;
 use temporalio_macros::activities;
@@ -52,6 +59,21 @@ impl PaymentActivities {
     /// The PG approval, recorded as `COMPLETED` (see
     /// [`payflow_workflows::activities::PaymentActivities::approve`]).
     pub async fn approve_payment(&self, p: &ApprovePayment) -> Result<PgApproval, ActivityError> {
+        // A key that belongs to another order is never sent to the PG for this one (payments
+        // started without the API meet this check here).
+        let binding = keys::bind(&self.db, &p.payment_key, &p.order_id)
+            .await
+            .transient("bind payment key")?;
+        if binding == KeyBinding::InUse {
+            tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order");
+            return Err(non_retryable(
+                errors::PG_REJECTED,
+                format!(
+                    "{}: the payment key belongs to another order",
+                    codes::PAYMENT_KEY_IN_USE
+                ),
+            ));
+        }
         // Record the attempt before the PG hears of it, and learn whether an earlier attempt
         // already finished (then the PG is not asked again).
         let row: (
@@ -103,6 +125,18 @@ impl PaymentActivities {
             .await;
         self.metrics.pg("confirm", started.elapsed(), &result);
         match result {
+            Ok(payment) if payment.order_id != p.order_id => {
+                // The PG confirmed a payment of another order: nothing of this order's was
+                // charged, and that payment is not ours to touch.
+                tracing::error!(order_id = %p.order_id, payment_id = %p.payment_id, "the PG answered with another order's payment");
+                Err(non_retryable(
+                    errors::PG_REJECTED,
+                    format!(
+                        "{}: the PG answered with another order's payment",
+                        codes::PG_ORDER_MISMATCH
+                    ),
+                ))
+            }
             Ok(payment) => {
                 let approval_number = payment.approval_number().ok_or_else(|| {
                     retryable(
@@ -135,7 +169,14 @@ impl PaymentActivities {
             }
             Err(err @ PgError::Rejected { .. }) => {
                 tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, reason = %err, "PG rejected");
-                Err(non_retryable(errors::PG_REJECTED, err.to_string()))
+                let PgError::Rejected { code, message, .. } = err else {
+                    unreachable!("matched above")
+                };
+                // `CODE: message`, as for declines: the workflow reports the PG's code.
+                Err(non_retryable(
+                    errors::PG_REJECTED,
+                    format!("{code}: {message}"),
+                ))
             }
             Err(err @ PgError::Unavailable(_)) => Err(retryable("PG approval", err)),
         }
@@ -171,11 +212,46 @@ impl PaymentActivities {
             .await
     }
 
-    /// Cancels at the PG a payment whose outcome is unknown.
+    /// Cancels at the PG a payment whose outcome is unknown, if the PG holds one for this
+    /// order. The client's payment key alone decides nothing: a key of another order finds
+    /// that order's payment, which is left alone.
     pub async fn void_payment(&self, v: &VoidPayment) -> Result<PgCancellation, ActivityError> {
+        let order_id = ids::order_id_from_payment_id(&v.payment_id).ok_or_else(|| {
+            non_retryable(
+                errors::INVALID_STATE,
+                format!("{} is not a payment id", v.payment_id),
+            )
+        })?;
+        let found = self
+            .payment_of_order(order_id, &v.payment_key)
+            .await
+            .map_err(|e| retryable("PG look-up", e))?;
+        let Some(payment) = found else {
+            tracing::info!(order_id, payment_id = %v.payment_id, "the PG holds no payment of this order: nothing to void");
+            return Ok(PgCancellation {
+                cancelled: false,
+                reference: None,
+            });
+        };
+        match payment.status.as_str() {
+            "CANCELED" => {
+                return Ok(PgCancellation {
+                    cancelled: true,
+                    reference: payment.cancels.last().map(|c| c.transaction_key.clone()),
+                });
+            }
+            // Never completed at the PG: nothing was charged.
+            "ABORTED" | "EXPIRED" => {
+                return Ok(PgCancellation {
+                    cancelled: false,
+                    reference: None,
+                });
+            }
+            _ => {}
+        }
         self.cancel_at_pg(
             &format!("{}-void", v.payment_id),
-            &v.payment_key,
+            &payment.payment_key,
             &v.reason,
             None,
         )
@@ -187,14 +263,84 @@ impl PaymentActivities {
         })
     }
 
-    /// Refunds an approved payment in full.
+    /// This order's payment at the PG: looked up by order id, else by the key if the PG says
+    /// that key's payment is this order's.
+    async fn payment_of_order(
+        &self,
+        order_id: &str,
+        payment_key: &str,
+    ) -> Result<Option<PgPayment>, PgError> {
+        let started = std::time::Instant::now();
+        let by_order = self.pg.payment_of_order(order_id).await;
+        self.metrics.pg("lookup", started.elapsed(), &by_order);
+        if let Some(payment) = by_order?.filter(|p| p.order_id == order_id) {
+            return Ok(Some(payment));
+        }
+        let started = std::time::Instant::now();
+        let by_key = self.pg.payment_by_key(payment_key).await;
+        self.metrics.pg("lookup", started.elapsed(), &by_key);
+        Ok(match by_key? {
+            Some(p) if p.order_id == order_id => Some(p),
+            Some(_) => {
+                tracing::warn!(
+                    order_id,
+                    "the payment key belongs to another order's payment at the PG: left alone"
+                );
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// Refunds an approved payment in full: the payment this order's own confirmation
+    /// recorded (its key and approval number), after the PG confirms it is this order's.
     pub async fn refund_payment(&self, r: &RefundPayment) -> Result<PgCancellation, ActivityError> {
+        let order_id = ids::order_id_from_payment_id(&r.payment_id).unwrap_or_default();
+        let recorded: Option<(String, Option<String>, String)> = sqlx::query_as(
+            "SELECT status, pg_approval_number, payment_key FROM payment.payments
+              WHERE payment_id = $1",
+        )
+        .bind(&r.payment_id)
+        .fetch_optional(&self.db)
+        .await
+        .transient("read payment")?;
+        let refuse = |why: String| Err(non_retryable(errors::REFUND_REJECTED, why));
+        let payment_key = match recorded {
+            Some((status, Some(number), key))
+                if number == r.approval_number
+                    && (status == "COMPLETED" || status == "CANCELLED") =>
+            {
+                key
+            }
+            _ => {
+                return refuse(format!(
+                    "payment {} has no recorded approval {}",
+                    r.payment_id, r.approval_number
+                ));
+            }
+        };
+        let started = std::time::Instant::now();
+        let at_pg = self.pg.payment_by_key(&payment_key).await;
+        self.metrics.pg("lookup", started.elapsed(), &at_pg);
+        match at_pg.map_err(|e| retryable("PG look-up", e))? {
+            Some(p) if p.order_id == order_id => {}
+            Some(_) => {
+                tracing::error!(order_id, payment_id = %r.payment_id, "the recorded payment key holds another order's payment at the PG");
+                return refuse(format!(
+                    "the PG holds payment {} for another order",
+                    r.payment_id
+                ));
+            }
+            None => {
+                return refuse(format!("the PG has no payment {} to refund", r.payment_id));
+            }
+        }
         let result = self
             .cancel_at_pg(
                 &format!("{}-refund", r.payment_id),
-                &r.payment_key,
+                &payment_key,
                 &r.reason,
-                Some(r.amount),
+                None,
             )
             .await;
         match result {
@@ -202,12 +348,9 @@ impl PaymentActivities {
                 tracing::info!(payment_id = %r.payment_id, "refunded at the PG");
                 Ok(done)
             }
-            Ok(_) => Err(non_retryable(
-                errors::REFUND_REJECTED,
-                format!("the PG has no payment {} to refund", r.payment_id),
-            )),
+            Ok(_) => refuse(format!("the PG has no payment {} to refund", r.payment_id)),
             Err(e @ PgError::Rejected { .. }) | Err(e @ PgError::Declined { .. }) => {
-                Err(non_retryable(errors::REFUND_REJECTED, e.to_string()))
+                refuse(e.to_string())
             }
             Err(e) => Err(retryable("PG refund", e)),
         }

@@ -1,7 +1,8 @@
 //! A client of a Toss-Payments-shaped PG:
-//! `POST /v1/payments/confirm {paymentKey, orderId, amount}` and
-//! `POST /v1/payments/{paymentKey}/cancel {cancelReason, cancelAmount?}`, basic auth with the
-//! secret key, and an `Idempotency-Key` on every call so a retry is the same request.
+//! `POST /v1/payments/confirm {paymentKey, orderId, amount}`,
+//! `POST /v1/payments/{paymentKey}/cancel {cancelReason, cancelAmount?}` and the look-ups
+//! `GET /v1/payments/orders/{orderId}` and `GET /v1/payments/{paymentKey}`; basic auth with the
+//! secret key, and an `Idempotency-Key` on every write so a retry is the same request.
 //!
 //! The base URL is configuration: the sandbox in development and tests, the real PG in
 //! production.
@@ -41,7 +42,8 @@ pub enum PgError {
         /// The PG's message.
         message: String,
     },
-    /// The PG refused the request (another 4xx): retrying the same request cannot help.
+    /// The PG refused the request (another 4xx): retrying the same request cannot help, and
+    /// nothing was charged by it.
     #[error("PG rejected the request ({status}) {code}: {message}")]
     Rejected {
         /// HTTP status.
@@ -51,7 +53,8 @@ pub enum PgError {
         /// The PG's message.
         message: String,
     },
-    /// 5xx, 429, timeout or a broken connection: worth retrying with the same key.
+    /// 5xx, 408, 409 (the same idempotency key still in progress), 429, a timeout or a broken
+    /// connection: the outcome is unknown, worth retrying with the same key.
     #[error("PG unavailable: {0}")]
     Unavailable(String),
 }
@@ -176,6 +179,26 @@ impl PgClient {
         self.post(&url, idempotency_key, &body).await
     }
 
+    /// The payment the PG holds for an order, if any (`GET /v1/payments/orders/{orderId}`).
+    pub async fn payment_of_order(&self, order_id: &str) -> Result<Option<PgPayment>, PgError> {
+        let url = format!(
+            "{}/v1/payments/orders/{}",
+            self.config.base_url,
+            urlencode(order_id)
+        );
+        self.get(&url).await
+    }
+
+    /// The payment the PG holds under a payment key, if any (`GET /v1/payments/{paymentKey}`).
+    pub async fn payment_by_key(&self, payment_key: &str) -> Result<Option<PgPayment>, PgError> {
+        let url = format!(
+            "{}/v1/payments/{}",
+            self.config.base_url,
+            urlencode(payment_key)
+        );
+        self.get(&url).await
+    }
+
     /// Cancels (voids or refunds) a payment; `amount` `None` cancels it in full.
     pub async fn cancel(
         &self,
@@ -196,18 +219,35 @@ impl PgClient {
         self.post(&url, idempotency_key, &body).await
     }
 
+    async fn get(&self, url: &str) -> Result<Option<PgPayment>, PgError> {
+        let request = self
+            .http
+            .get(url)
+            .basic_auth(self.config.secret_key.expose(), Some(""));
+        match Self::send(request).await {
+            Ok(payment) => Ok(Some(payment)),
+            Err(e) if e.code() == Some("NOT_FOUND_PAYMENT") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn post<B: Serialize>(
         &self,
         url: &str,
         idempotency_key: &str,
         body: &B,
     ) -> Result<PgPayment, PgError> {
-        let response = self
+        let request = self
             .http
             .post(url)
             .basic_auth(self.config.secret_key.expose(), Some(""))
             .header("Idempotency-Key", idempotency_key)
-            .json(body)
+            .json(body);
+        Self::send(request).await
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> Result<PgPayment, PgError> {
+        let response = request
             .send()
             .await
             // Without the URL: reqwest's error would print it, and it holds the payment key.
@@ -219,7 +259,7 @@ impl PgClient {
                 .await
                 .map_err(|e| PgError::Unavailable(format!("unreadable answer: {}", describe(&e))));
         }
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 429) {
             return Err(PgError::Unavailable(format!("HTTP {}", status.as_u16())));
         }
         let error = response.json::<ErrorBody>().await.unwrap_or(ErrorBody {

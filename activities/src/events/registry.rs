@@ -1,0 +1,195 @@
+//! A Confluent Schema Registry client: the ids of payflow's schemas, cached.
+//!
+//! Values in the Confluent wire format carry a schema's registry id, found under the subject
+//! `<topic>-value` (TopicNameStrategy, the serializer's default). An id never changes once a
+//! schema is registered, so each subject is asked once per process; after that, publishing
+//! makes no registry round trip. A registry that cannot be reached is a transient failure:
+//! the event waits and is retried like a Kafka outage, in order.
+
+use crate::secret::Secret;
+use serde_json::{Value, json};
+use std::{collections::HashMap, sync::RwLock, time::Duration};
+
+/// Where the registry is and how payflow may use it.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+    /// Basic-auth user (Confluent Cloud: the API key), if the registry requires one.
+    pub username: Option<String>,
+    /// Basic-auth password (Confluent Cloud: the API secret).
+    pub password: Option<Secret>,
+    /// Register a schema that is missing from its subject on first use (as Confluent's
+    /// serializer does with `auto.register.schemas=true`); otherwise `payflow admin setup`
+    /// registers them and a missing one waits for it.
+    pub auto_register: bool,
+}
+
+/// A registry request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Not reachable, timed out, or answered 5xx/429: try again later.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The schema is not registered under the subject, and payflow may not register it.
+    #[error("schema not registered under subject {0} (run `payflow admin setup`)")]
+    NotRegistered(String),
+    /// The registry refused the request (e.g. an incompatible schema, bad credentials).
+    #[error("schema registry refused {what}: {status} {message}")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// The registry's message.
+        message: String,
+    },
+}
+
+impl RegistryError {
+    /// Whether a later try may succeed without a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::NotRegistered(_) => true,
+            // Bad credentials or an incompatible schema need a person.
+            Self::Refused { .. } => false,
+        }
+    }
+}
+
+/// The registry client with its id cache. One per process; cheap to share.
+#[derive(Debug)]
+pub struct SchemaRegistry {
+    config: RegistryConfig,
+    http: reqwest::Client,
+    ids: RwLock<HashMap<String, u32>>,
+}
+
+/// The subject of a topic's values (TopicNameStrategy).
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+impl SchemaRegistry {
+    /// A client; connects on first use.
+    pub fn new(config: RegistryConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Self {
+            config,
+            http,
+            ids: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The id of `schema` under `subject`: from the cache, else looked up (and registered if
+    /// allowed).
+    pub async fn id(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        if let Some(id) = self.ids.read().expect("id cache").get(subject) {
+            return Ok(*id);
+        }
+        let id = match self.lookup(subject, schema).await? {
+            Some(id) => id,
+            None if self.config.auto_register => self.register(subject, schema).await?,
+            None => return Err(RegistryError::NotRegistered(subject.to_owned())),
+        };
+        self.ids
+            .write()
+            .expect("id cache")
+            .insert(subject.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Registers `schema` under `subject` (idempotent: an existing registration answers its
+    /// id).
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let url = format!("{}/subjects/{subject}/versions", self.base());
+        let body = self
+            .send(
+                &format!("register {subject}"),
+                self.http.post(url).json(&json!({ "schema": schema })),
+            )
+            .await?
+            .ok_or_else(|| RegistryError::NotRegistered(subject.to_owned()))?;
+        schema_id(&body, subject)
+    }
+
+    /// The schema with registry id `id` (what a deserializer asks).
+    pub async fn schema(&self, id: u32) -> Result<Option<String>, RegistryError> {
+        let url = format!("{}/schemas/ids/{id}", self.base());
+        let body = self
+            .send(&format!("schema {id}"), self.http.get(url))
+            .await?;
+        Ok(body.and_then(|b| b["schema"].as_str().map(str::to_owned)))
+    }
+
+    /// The id of `schema` if it is registered under `subject`.
+    async fn lookup(&self, subject: &str, schema: &str) -> Result<Option<u32>, RegistryError> {
+        let url = format!("{}/subjects/{subject}", self.base());
+        match self
+            .send(
+                &format!("look-up {subject}"),
+                self.http.post(url).json(&json!({ "schema": schema })),
+            )
+            .await?
+        {
+            Some(body) => schema_id(&body, subject).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn base(&self) -> &str {
+        self.config.url.trim_end_matches('/')
+    }
+
+    /// Sends a request; 404 answers `None`.
+    async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<Value>, RegistryError> {
+        let request = request.header("accept", "application/vnd.schemaregistry.v1+json");
+        let request = match &self.config.username {
+            Some(user) => {
+                request.basic_auth(user, self.config.password.as_ref().map(Secret::expose))
+            }
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        let status = response.status();
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            return Err(RegistryError::Unavailable(format!("{what}: HTTP {status}")));
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        if !status.is_success() {
+            return Err(RegistryError::Refused {
+                what: what.to_owned(),
+                status: status.as_u16(),
+                message: body["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(Some(body))
+    }
+}
+
+fn schema_id(body: &Value, subject: &str) -> Result<u32, RegistryError> {
+    body["id"]
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| RegistryError::Refused {
+            what: format!("id of {subject}"),
+            status: 200,
+            message: "the answer holds no schema id".into(),
+        })
+}

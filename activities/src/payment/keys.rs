@@ -1,0 +1,72 @@
+//! Payment keys bound to orders (`payment.payment_keys`).
+//!
+//! A payment key is the client's word, not proof of ownership: the browser hands it to the
+//! backend after the PG's checkout. The first order a key is presented for owns it; the API
+//! refuses it for any other order before anything starts, and the approval refuses it again for
+//! payments started by other means. The table's primary key makes the binding race-free.
+
+use sqlx::PgPool;
+
+/// Who a payment key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyBinding {
+    /// The key is bound to the order it was presented for (now or before).
+    Bound,
+    /// The key belongs to another order.
+    InUse,
+}
+
+/// The payment key bindings.
+#[derive(Debug, Clone)]
+pub struct PaymentKeys {
+    db: PgPool,
+}
+
+impl PaymentKeys {
+    /// Over the payflow database.
+    pub fn new(db: PgPool) -> Self {
+        Self { db }
+    }
+
+    /// Binds `payment_key` to `order_id` unless it belongs to another order. Idempotent: binding
+    /// a key to its own order again answers [`KeyBinding::Bound`] and writes nothing.
+    pub async fn bind(&self, payment_key: &str, order_id: &str) -> Result<KeyBinding, sqlx::Error> {
+        bind(&self.db, payment_key, order_id).await
+    }
+}
+
+/// See [`PaymentKeys::bind`].
+pub async fn bind(
+    db: &PgPool,
+    payment_key: &str,
+    order_id: &str,
+) -> Result<KeyBinding, sqlx::Error> {
+    // One round trip: the insert's row if it bound the key, else the existing owner (the
+    // statement's snapshot sees rows committed before it started). When a concurrent request
+    // bound the key while this statement waited, neither branch sees it; ask again.
+    for _ in 0..3 {
+        let owner: Option<String> = sqlx::query_scalar(
+            "WITH bound AS (
+                 INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($1, $2)
+                 ON CONFLICT (payment_key) DO NOTHING
+                 RETURNING order_id)
+             SELECT order_id FROM bound
+             UNION ALL
+             SELECT order_id FROM payment.payment_keys WHERE payment_key = $1",
+        )
+        .bind(payment_key)
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?;
+        if let Some(owner) = owner {
+            return Ok(if owner == order_id {
+                KeyBinding::Bound
+            } else {
+                KeyBinding::InUse
+            });
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "payment key binding did not settle".into(),
+    ))
+}

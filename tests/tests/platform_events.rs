@@ -1,0 +1,271 @@
+//! The platform's Kafka dialect (PLATFORM.md): topic names and partitions, Java's murmur2
+//! partitioning, the schema registry taken away during payments, and single-object encoding
+//! as an option.
+
+use payflow_activities::events::{Encoding, EventActivities, avro};
+use payflow_starter::service::CreatedOrder;
+use payflow_tests::{
+    SUCCESS_STEPS, Stack, StackOptions, eventually, java_partition, murmur2, platform_view, steps,
+};
+use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
+use rdkafka::{
+    ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+};
+use std::time::Duration;
+
+/// Hashes of Kafka's own `Utils.murmur2` for these keys, from Kafka's `UtilsTest`
+/// (`testMurmur2`): the values Java producers partition by.
+const JAVA_MURMUR2: [(&str, i32); 6] = [
+    ("21", -973_932_308),
+    ("foobar", -790_332_482),
+    ("a-little-bit-long-string", -985_981_536),
+    ("a-little-bit-longer-string", -1_486_304_829),
+    (
+        "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+        -58_897_971,
+    ),
+    ("abc", 479_470_107),
+];
+
+#[test]
+fn the_test_murmur2_agrees_with_javas() {
+    for (key, java) in JAVA_MURMUR2 {
+        assert_eq!(murmur2(key.as_bytes()), java, "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_land_on_the_partition_java_producers_choose() {
+    let stack = Stack::start().await;
+    let registry = stack
+        .worker_config
+        .kafka
+        .registry()
+        .expect("registry config");
+    let events = EventActivities::new(stack.kafka.clone(), registry).expect("producer");
+    let batch: Vec<DomainEvent> = JAVA_MURMUR2
+        .iter()
+        .map(|(key, _)| DomainEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            event_timestamp: 1,
+            order_id: (*key).to_owned(),
+            body: EventBody::PaymentFailed {
+                payment_id: format!("PAY-{key}"),
+                user_id: "USR-P".into(),
+                failure_reason: "TEST".into(),
+                failed_at: 1,
+            },
+        })
+        .collect();
+    let published = events.publish_events(&batch).await.expect("published");
+    let partitions = stack.kafka.partitions;
+    assert_eq!(partitions, 3);
+    let mut seen = std::collections::BTreeSet::new();
+    for ((key, java), at) in JAVA_MURMUR2.iter().zip(&published) {
+        assert_eq!(at.partition, java_partition(*java, partitions), "{key}");
+        seen.insert(at.partition);
+    }
+    assert!(seen.len() > 1, "the keys spread over partitions: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_the_contracts_with_three_partitions() {
+    let stack = Stack::start().await;
+    // The worker creates them in the background; a payment proves it has.
+    let products = stack.products(&[2]).await;
+    let order = stack.order("USR-TOPICS", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    assert_eq!(
+        stack.outcome(&order.order_id).await.stage,
+        PaymentStage::OrderCompleted
+    );
+
+    let expected = [
+        (EventType::PaymentCompleted, "c4ang.payment.completed"),
+        (EventType::PaymentFailed, "c4ang.payment.failed"),
+        (EventType::PaymentCancelled, "c4ang.payment.cancelled"),
+        (EventType::StockConfirmed, "c4ang.stock.confirmed"),
+        (
+            EventType::StockConfirmationFailed,
+            "c4ang.stock.confirmation-failed",
+        ),
+        (EventType::OrderCancelled, "c4ang.order.cancelled"),
+        (EventType::SagaTracker, "c4ang.saga.tracker"),
+    ];
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka.bootstrap_servers)
+        .create()
+        .expect("consumer");
+    for (ty, name) in expected {
+        let topic = stack.kafka.topic(ty);
+        assert_eq!(topic, format!("{}{name}", stack.kafka.topic_prefix));
+        let metadata = eventually(Duration::from_secs(20), &topic, || {
+            let consumer = &consumer;
+            let topic = topic.clone();
+            async move {
+                let m = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .ok()?;
+                let n = m.topics().first()?.partitions().len();
+                (n > 0).then_some(n)
+            }
+        })
+        .await;
+        assert_eq!(metadata, 3, "{topic}");
+    }
+}
+
+/// Waits until the order is complete for its customer while its events cannot go out, and
+/// checks what the customer and operators see then.
+async fn served_while_events_wait(stack: &Stack, order: &CreatedOrder, user: &str) {
+    let status = eventually(
+        Duration::from_secs(30),
+        "ORDER_COMPLETED, events waiting",
+        || async {
+            let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+            (s.stage == PaymentStage::OrderCompleted && s.publish_error.is_some()).then_some(s)
+        },
+    )
+    .await;
+    assert!(status.unpublished_events > 0, "{status:?}");
+    assert!(
+        !status.needs_attention,
+        "the events follow without an operator"
+    );
+    let row = stack
+        .row(
+            "SELECT status FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.pushes(user).await.len(), 1, "the customer was told");
+    // The workflow stays open until its events are out.
+    let query = format!(
+        "WorkflowId = '{}' AND ExecutionStatus = 'Running'",
+        payflow_workflows::ids::payment_workflow_id(&order.order_id)
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the workflow still running",
+        || {
+            let query = query.clone();
+            async move {
+                let n = stack
+                    .payflow
+                    .payments
+                    .temporal()
+                    .count_workflows(query, Default::default())
+                    .await
+                    .ok()?
+                    .count();
+                (n == 1).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// After the outage: the workflow closed, and every record of the path is on its topic once,
+/// in order.
+async fn events_followed(stack: &Stack, order: &CreatedOrder) {
+    assert_eq!(
+        stack.outcome(&order.order_id).await.stage,
+        PaymentStage::OrderCompleted
+    );
+    let events = stack.events_of(&order.order_id).await;
+    // Two topics: Kafka orders records within a partition, not across topics.
+    let mut types: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+    types.sort();
+    assert_eq!(types, ["payment.completed", "stock.confirmed"]);
+    assert_eq!(
+        platform_view(stack, &order.order_id).await,
+        steps(&SUCCESS_STEPS),
+        "every record of {}, once, in order",
+        order.order_id
+    );
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .expect("status");
+    assert_eq!((status.unpublished_events, status.publish_error), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing() {
+    // Away before the worker could learn any schema id.
+    let mut stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[10]).await;
+    let mut orders = Vec::new();
+    for i in 0..4 {
+        let user = format!("USR-REG{i}");
+        let order = stack.order(&user, &[(&products[0], 1)]).await;
+        assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+        orders.push((order, user));
+    }
+    for (order, user) in &orders {
+        served_while_events_wait(&stack, order, user).await;
+    }
+    assert!(
+        stack.records().await.is_empty(),
+        "no event goes out unframed"
+    );
+    stack.registry.restart().await;
+    for (order, _) in &orders {
+        events_followed(&stack, order).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_kafka_is_away_orders_complete_and_their_events_follow() {
+    let mut stack = Stack::start_with(StackOptions {
+        kafka_away: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-KAF", &[(&products[0], 2)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    served_while_events_wait(&stack, &order, "USR-KAF").await;
+    assert!(stack.events_of(&order.order_id).await.is_empty());
+
+    stack.restore_kafka().await;
+    events_followed(&stack, &order).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_object_encoding_still_works_when_configured() {
+    let stack = Stack::start_with(StackOptions {
+        encoding: Encoding::SingleObject,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[2]).await;
+    let order = stack.order("USR-SOE", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    assert_eq!(
+        stack.outcome(&order.order_id).await.stage,
+        PaymentStage::OrderCompleted
+    );
+    let records: Vec<_> = stack
+        .records()
+        .await
+        .into_iter()
+        .filter(|r| r.key == order.order_id)
+        .collect();
+    assert_eq!(records.len(), 8, "2 events and 6 saga tracker records");
+    for record in &records {
+        assert_eq!(record.value[..2], avro::SINGLE_OBJECT_MARKER);
+        assert_eq!(
+            payflow_tests::avro_str(&record.decode()["orderId"]),
+            order.order_id
+        );
+    }
+}
