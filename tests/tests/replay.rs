@@ -1,12 +1,15 @@
 //! Determinism guard. `tests/histories/` holds histories of every path, exactly as
 //! `temporal workflow show -o json` (and the Web UI's Download) writes them: `v1/` from before
-//! the `lean-saga-v2` patch, `v2/` from after it. Each must replay against the current workflow
+//! the `lean-saga-v2` patch, `v2/` from after it, `v3/` from after `platform-events-v3` (saga
+//! tracker records, no `order.cancelled` after an approval) and `pg-rejection-final` (a PG
+//! rejection is a definite failure: `v3/pg_rejected`), `v4/` from after `event-outbox-v4` (events
+//! drained from an outbox beside the steps, attention kept per problem). Each must replay against the current workflow
 //! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v3 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v5 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -48,11 +51,17 @@ fn golden() -> Vec<NamedHistory> {
 async fn every_recorded_path_replays_against_the_current_workflow() {
     let histories = golden();
     let names: Vec<String> = histories.iter().map(|h| h.name.clone()).collect();
-    for generation in ["v1", "v2"] {
+    for generation in ["v1", "v2", "v3", "v4"] {
         for path in PATHS {
             let name = format!("{generation}/{path}.json");
             assert!(names.contains(&name), "no golden history {name}: {names:?}");
         }
+    }
+    for name in ["v3/pg_rejected.json", "v4/pg_rejected.json"] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "no golden history {name} of the pg-rejection-final path: {names:?}"
+        );
     }
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
