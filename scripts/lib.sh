@@ -32,8 +32,16 @@ if [ -z "${PAYFLOW_CODEC_KEYS:-}" ]; then
   PAYFLOW_CODEC_KEYS="$(cat "$STATE/codec-keys")"
   export PAYFLOW_CODEC_KEYS
 fi
-# The Web UI decodes payloads through the API's codec server (a capability URL holding a key).
-export PAYFLOW_CODEC_ENDPOINT="${PAYFLOW_CODEC_ENDPOINT:-http://127.0.0.1:8080/codec/${PAYFLOW_API_KEYS%%,*}}"
+# The Web UI decodes payloads through the API's codec server: a capability URL holding a
+# decode-only codec token (made once per checkout), never an API key.
+if [ -z "${PAYFLOW_CODEC_TOKENS:-}" ]; then
+  if [ ! -s "$STATE/codec-token" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$STATE/codec-token")
+  fi
+  PAYFLOW_CODEC_TOKENS="$(cat "$STATE/codec-token")"
+  export PAYFLOW_CODEC_TOKENS
+fi
+export PAYFLOW_CODEC_ENDPOINT="${PAYFLOW_CODEC_ENDPOINT:-http://127.0.0.1:8080/codec/${PAYFLOW_CODEC_TOKENS%%,*}}"
 
 BIN="$CARGO_TARGET_DIR/debug"
 

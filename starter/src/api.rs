@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
-    trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer},
+    trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
 
@@ -49,21 +49,24 @@ struct Inner {
     payflow: Payflow,
     api_keys: Vec<Secret>,
     codec: Option<Arc<CodecKeys>>,
+    codec_tokens: Vec<Secret>,
     codec_origins: Vec<String>,
 }
 
 impl ApiState {
     /// The API over a `Payflow`, accepting these bearer keys; no payload codec.
     pub fn new(payflow: Payflow, api_keys: Vec<Secret>) -> Self {
-        Self::with_codec(payflow, api_keys, None, Vec::new())
+        Self::with_codec(payflow, api_keys, None, Vec::new(), Vec::new())
     }
 
-    /// The API with the codec server: `keys` decode and encode payloads for the Web UI,
-    /// which may call from `origins` (CORS).
+    /// The API with the codec server: `keys` decode and encode payloads for bearers of an API
+    /// key; the Web UI, calling from `origins` (CORS), decodes with a capability URL holding one
+    /// of `codec_tokens` (decode only; never an API key, so UI users learn nothing that pays).
     pub fn with_codec(
         payflow: Payflow,
         api_keys: Vec<Secret>,
         codec: Option<Arc<CodecKeys>>,
+        codec_tokens: Vec<Secret>,
         origins: Vec<String>,
     ) -> Self {
         Self {
@@ -71,23 +74,43 @@ impl ApiState {
                 payflow,
                 api_keys,
                 codec,
+                codec_tokens,
                 codec_origins: origins,
             }),
         }
     }
 
     fn key_ok(&self, presented: &str) -> bool {
-        // Compare against every key, always, in constant time: timing reveals nothing.
-        let mut ok = false;
-        for key in &self.inner.api_keys {
-            ok |=
-                !key.is_empty() && constant_time_eq(presented.as_bytes(), key.expose().as_bytes());
-        }
-        ok
+        any_matches(&self.inner.api_keys, presented)
+    }
+
+    fn codec_token_ok(&self, presented: &str) -> bool {
+        any_matches(&self.inner.codec_tokens, presented)
     }
 
     fn payflow(&self) -> &Payflow {
         &self.inner.payflow
+    }
+}
+
+/// Compares against every secret, always, in constant time: timing reveals nothing.
+fn any_matches(secrets: &[Secret], presented: &str) -> bool {
+    let mut ok = false;
+    for secret in secrets {
+        ok |= !secret.is_empty()
+            && constant_time_eq(presented.as_bytes(), secret.expose().as_bytes());
+    }
+    ok
+}
+
+/// A request's path as logs may show it: a codec capability URL's token is masked.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/codec/") {
+        Some(rest) if rest.contains('/') => {
+            let action = rest.rsplit('/').next().unwrap_or_default();
+            format!("/codec/***/{action}")
+        }
+        _ => path.to_owned(),
     }
 }
 
@@ -104,11 +127,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/codec/encode", post(codec_encode))
         .route("/codec/decode", post(codec_decode))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    // The Web UI cannot send a bearer key; it calls a capability URL holding one instead:
-    // `--ui-codec-endpoint http://host:8080/codec/<api key>`.
-    let ui_codec = Router::new()
-        .route("/codec/{token}/encode", post(codec_encode_token))
-        .route("/codec/{token}/decode", post(codec_decode_token));
+    // The Web UI cannot send a bearer key; it calls a capability URL holding a codec token
+    // instead (`--ui-codec-endpoint http://host:8080/codec/<codec token>`), which decodes only.
+    let ui_codec = Router::new().route("/codec/{token}/decode", post(codec_decode_token));
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
             state
@@ -136,9 +157,16 @@ pub fn router(state: ApiState) -> Router {
         .layer(cors)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(
-            // Method, path, status and latency of every request; never headers (API keys).
+            // Method, path, status and latency of every request; never headers (API keys), query
+            // strings or a codec token.
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %loggable_path(request.uri().path()),
+                    )
+                })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
@@ -634,23 +662,12 @@ async fn codec_decode(
     run_codec(&state, body, false)
 }
 
-async fn codec_encode_token(
-    State(state): State<ApiState>,
-    Path(token): Path<String>,
-    ApiJson(body): ApiJson<CodecPayloads>,
-) -> Result<Json<CodecPayloads>, ApiError> {
-    if !state.key_ok(&token) {
-        return Err(ApiError::Unauthorized);
-    }
-    run_codec(&state, body, true)
-}
-
 async fn codec_decode_token(
     State(state): State<ApiState>,
     Path(token): Path<String>,
     ApiJson(body): ApiJson<CodecPayloads>,
 ) -> Result<Json<CodecPayloads>, ApiError> {
-    if !state.key_ok(&token) {
+    if !state.codec_token_ok(&token) {
         return Err(ApiError::Unauthorized);
     }
     run_codec(&state, body, false)

@@ -118,6 +118,16 @@ struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<payflow_activities::Secret>,
+    /// Decode-only credentials of the Web UI's codec capability URL
+    /// (`/codec/<token>/decode`), comma-separated: separate from API keys; list the new one
+    /// first and keep the old one until the UI uses the new one to rotate.
+    #[arg(
+        long,
+        env = "PAYFLOW_CODEC_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    codec_tokens: Vec<payflow_activities::Secret>,
     /// Web UI origins allowed to call the codec server (CORS), comma-separated.
     #[arg(
         long,
@@ -695,6 +705,10 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         payflow,
         keys,
         common.temporal.keys()?,
+        args.codec_tokens
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect(),
         args.codec_cors_origins,
     );
     crate::api::serve(listener, state, async {

@@ -195,6 +195,9 @@ impl Drop for TestRegistry {
     }
 }
 
+/// The decode-only credential of the test API's codec capability URL.
+pub const CODEC_TOKEN: &str = "codec-test-token-3f1c";
+
 /// An address nothing listens on: a port bound and released.
 async fn closed_port() -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -437,7 +440,8 @@ impl Stack {
         self.restart_worker().await;
     }
 
-    /// Serves the HTTP API (with the codec server) on a free port; answers its base URL.
+    /// Serves the HTTP API (with the codec server, whose capability URL takes
+    /// [`CODEC_TOKEN`]) on a free port; answers its base URL.
     pub async fn serve_api(&self, api_key: &str) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -447,6 +451,7 @@ impl Stack {
             self.payflow.clone(),
             vec![api_key.parse().expect("infallible")],
             self.worker_config.temporal.keys().expect("codec keys"),
+            vec![CODEC_TOKEN.parse().expect("infallible")],
             vec!["http://localhost:8233".into()],
         );
         tokio::spawn(payflow_starter::api::serve(

@@ -6,7 +6,7 @@ use payflow_starter::{
     PaymentClient,
     replay::{NamedHistory, Verdict, descriptor_pool, fetch, replay},
 };
-use payflow_tests::{Stack, StackOptions, eventually, fast_timings, own_key};
+use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, eventually, fast_timings, own_key};
 use payflow_worker::{codec::CodecKeys, config::Service};
 use payflow_workflows::{
     ids,
@@ -250,7 +250,7 @@ async fn payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them() {
     let http = reqwest::Client::new();
     for url in [
         format!("{base}/codec/decode"),
-        format!("{base}/codec/{KEY}/decode"),
+        format!("{base}/codec/{CODEC_TOKEN}/decode"),
     ] {
         let decoded: serde_json::Value = http
             .post(&url)
@@ -278,18 +278,33 @@ async fn payloads_are_encrypted_at_rest_and_the_codec_server_decodes_them() {
         .await
         .unwrap();
     assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // The capability URL takes the codec token only: an API key there is refused, and it
+    // only decodes.
+    for token in ["wrong", KEY] {
+        let refused = http
+            .post(format!("{base}/codec/{token}/decode"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            refused.status(),
+            reqwest::StatusCode::UNAUTHORIZED,
+            "{token}"
+        );
+    }
     let refused = http
-        .post(format!("{base}/codec/wrong/decode"))
+        .post(format!("{base}/codec/{CODEC_TOKEN}/encode"))
         .json(&body)
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(refused.status().is_client_error(), "{}", refused.status());
     // The Web UI's origin may call it.
     let preflight = http
         .request(
             reqwest::Method::OPTIONS,
-            format!("{base}/codec/{KEY}/decode"),
+            format!("{base}/codec/{CODEC_TOKEN}/decode"),
         )
         .header("origin", "http://localhost:8233")
         .header("access-control-request-method", "POST")
