@@ -25,7 +25,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin payflow
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin payflow \
+ && mkdir -p /books && chown 10001:10001 /books
 COPY --from=builder /usr/local/bin/payflow /usr/local/bin/payflow-worker /usr/local/bin/payflow-sandbox /usr/local/bin/
 USER 10001:10001
 ENV RUST_LOG=info,temporalio_sdk_core=warn,apache_avro=error

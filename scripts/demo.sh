@@ -9,8 +9,8 @@ say "building payflow"
 (cd "$REPO" && cargo build --quiet --bins)
 
 if ! port_open "$SANDBOX_LISTEN"; then
-  say "starting the PG/push sandbox on $SANDBOX_LISTEN"
-  start_bg sandbox "$BIN/payflow-sandbox"
+  say "starting the PG/push sandbox on $SANDBOX_LISTEN (books kept in $STATE/sandbox-books.jsonl)"
+  start_bg sandbox "$BIN/payflow-sandbox" --books "$STATE/sandbox-books.jsonl"
   wait_for sandbox "$SANDBOX_LISTEN" 30
 fi
 

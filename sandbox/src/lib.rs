@@ -27,6 +27,11 @@
 //!
 //! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
 //!
+//! **Books that survive a restart** (`SandboxConfig::books`, `SANDBOX_BOOKS`): every change to the
+//! books (a charge, a cancellation, a stored idempotent answer, a push) is appended to a journal
+//! file, one JSON line, before the answer goes out, and replayed when the sandbox starts: as a
+//! real PG does not forget a charge when it restarts. Without a file the books live in memory.
+//!
 //! The crate also holds [`registry`], the dev stack's stand-in for the Confluent Schema
 //! Registry (binary `payflow-registry`).
 
@@ -64,6 +69,8 @@ pub struct SandboxConfig {
     pub error_rate: f64,
     /// How long `tpk_timeout` holds its answer.
     pub timeout_hold: Duration,
+    /// The journal file the books are kept in (`None`: in memory only).
+    pub books: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -73,12 +80,13 @@ impl Default for SandboxConfig {
             latency: Duration::ZERO,
             error_rate: 0.0,
             timeout_hold: Duration::from_secs(120),
+            books: None,
         }
     }
 }
 
 /// A payment at the PG.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PgPaymentRecord {
     payment_key: String,
@@ -108,6 +116,108 @@ pub struct Delivery {
     pub data: Value,
 }
 
+/// One change to the books: a line of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum Entry {
+    /// A payment as it now stands (charged, or cancelled).
+    Payment { record: PgPaymentRecord },
+    /// A charge of an order.
+    Charge { order_id: String },
+    /// A cancellation (void or refund) of an order's payment.
+    Cancel { order_id: String },
+    /// A final answer stored under an idempotency key.
+    Answer {
+        key: String,
+        status: u16,
+        body: Value,
+    },
+    /// How many times a flaky key has failed.
+    Flaky { key: String, seen: u32 },
+    /// A key whose refunds work now.
+    RefundsFixed { payment_key: String },
+    /// A push delivered.
+    Push { delivery: Delivery },
+}
+
+/// The sequence number in a transaction key (`txn_000000000042`) or push id (`push-42`).
+fn sequence_in(id: &str) -> u64 {
+    id.trim_start_matches("txn_")
+        .trim_start_matches("push-")
+        .parse()
+        .unwrap_or(0)
+}
+
+impl Books {
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Payment { record } => {
+                self.payments.insert(record.payment_key.clone(), record);
+            }
+            Entry::Charge { order_id } => *self.charges.entry(order_id).or_default() += 1,
+            Entry::Cancel { order_id } => *self.cancels.entry(order_id).or_default() += 1,
+            Entry::Answer { key, status, body } => {
+                self.answers.insert(key, (status, body));
+            }
+            Entry::Flaky { key, seen } => {
+                self.flaky_seen.insert(key, seen);
+            }
+            Entry::RefundsFixed { payment_key } => {
+                self.refunds_fixed.insert(payment_key);
+            }
+            Entry::Push { delivery } => self.pushes.push(delivery),
+        }
+    }
+
+    /// The highest sequence number the books hold.
+    fn last_sequence(&self) -> u64 {
+        let payments = self.payments.values().flat_map(|p| {
+            std::iter::once(sequence_in(&p.last_transaction_key)).chain(
+                p.cancels
+                    .iter()
+                    .map(|c| sequence_in(c["transactionKey"].as_str().unwrap_or_default())),
+            )
+        });
+        let pushes = self.pushes.iter().map(|d| sequence_in(&d.id));
+        payments.chain(pushes).max().unwrap_or(0)
+    }
+}
+
+/// The books plus their journal.
+struct Ledger {
+    books: Books,
+    journal: Option<std::fs::File>,
+}
+
+impl Ledger {
+    /// Applies a change and appends it to the journal (before the caller answers anyone).
+    fn record(&mut self, entry: Entry) {
+        if let Some(file) = &mut self.journal {
+            use std::io::Write;
+            let mut line = serde_json::to_vec(&entry).expect("serializable");
+            line.push(b'\n');
+            if let Err(e) = file.write_all(&line) {
+                // The sandbox cannot keep its promise: stop rather than answer with amnesia.
+                panic!("sandbox journal write failed: {e}");
+            }
+        }
+        self.books.apply(entry);
+    }
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = Books;
+    fn deref(&self) -> &Books {
+        &self.books
+    }
+}
+
+impl std::ops::DerefMut for Ledger {
+    fn deref_mut(&mut self) -> &mut Books {
+        &mut self.books
+    }
+}
+
 #[derive(Default)]
 struct Books {
     payments: HashMap<String, PgPaymentRecord>,
@@ -126,7 +236,7 @@ struct Books {
 
 struct Inner {
     config: std::sync::RwLock<SandboxConfig>,
-    books: std::sync::Mutex<Books>,
+    books: std::sync::Mutex<Ledger>,
     /// One lock per idempotency key: concurrent requests with one key are served one after
     /// the other, the later ones from the stored answer.
     key_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -138,21 +248,43 @@ struct Inner {
 pub struct Sandbox(Arc<Inner>);
 
 impl Sandbox {
-    /// A sandbox with empty books.
-    pub fn new(config: SandboxConfig) -> Self {
-        Self(Arc::new(Inner {
+    /// A sandbox with empty books, or with the books its journal holds.
+    pub fn new(config: SandboxConfig) -> std::io::Result<Self> {
+        let mut books = Books::default();
+        let journal = match &config.books {
+            None => None,
+            Some(path) => {
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    for line in text.lines() {
+                        // A line cut short by a crash is the only kind that cannot parse.
+                        if let Ok(entry) = serde_json::from_str::<Entry>(line) {
+                            books.apply(entry);
+                        }
+                    }
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                // Whatever a crash cut short ends on its own line.
+                std::io::Write::write_all(&mut file, b"\n")?;
+                Some(file)
+            }
+        };
+        let sequence = books.last_sequence() + 1;
+        Ok(Self(Arc::new(Inner {
             config: std::sync::RwLock::new(config),
-            books: Default::default(),
+            books: std::sync::Mutex::new(Ledger { books, journal }),
             key_locks: Default::default(),
-            sequence: AtomicU64::new(1),
-        }))
+            sequence: AtomicU64::new(sequence),
+        })))
     }
 
     fn config(&self) -> SandboxConfig {
         self.0.config.read().expect("config lock").clone()
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+    fn books(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.0.books.lock().expect("books lock")
     }
 
@@ -196,7 +328,7 @@ pub async fn run(
     config: SandboxConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(Sandbox::new(config)))
+    axum::serve(listener, router(Sandbox::new(config)?))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -292,8 +424,12 @@ async fn confirm(
             "flaky PG",
         ));
     };
-    if let Some(k) = key {
-        sandbox.books().answers.insert(k, answer.clone());
+    if let Some(key) = key {
+        sandbox.books().record(Entry::Answer {
+            key,
+            status: answer.0,
+            body: answer.1.clone(),
+        });
     }
     respond(answer)
 }
@@ -328,9 +464,12 @@ async fn decide_confirm(
         .and_then(|n| n.parse::<u32>().ok())
     {
         let mut books = sandbox.books();
-        let seen = books.flaky_seen.entry(key.to_owned()).or_default();
-        if *seen < n {
-            *seen += 1;
+        let seen = books.flaky_seen.get(key).copied().unwrap_or(0);
+        if seen < n {
+            books.record(Entry::Flaky {
+                key: key.to_owned(),
+                seen: seen + 1,
+            });
             return None;
         }
     }
@@ -372,8 +511,12 @@ async fn decide_confirm(
     };
     {
         let mut books = sandbox.books();
-        books.payments.insert(key.to_owned(), record.clone());
-        *books.charges.entry(body.order_id.clone()).or_default() += 1;
+        books.record(Entry::Payment {
+            record: record.clone(),
+        });
+        books.record(Entry::Charge {
+            order_id: body.order_id.clone(),
+        });
     }
     if is_timeout_key(key) {
         // Charged, but the answer is lost in the network for a long while.
@@ -466,8 +609,10 @@ async fn cancel(
                     "cancelReason": body.cancel_reason,
                     "canceledAt": chrono::Utc::now().to_rfc3339(),
                 }));
-                *books.cancels.entry(p.order_id.clone()).or_default() += 1;
-                books.payments.insert(payment_key.clone(), p.clone());
+                books.record(Entry::Cancel {
+                    order_id: p.order_id.clone(),
+                });
+                books.record(Entry::Payment { record: p.clone() });
                 Some((200, serde_json::to_value(p).expect("serializable")))
             }
         }
@@ -479,8 +624,12 @@ async fn cancel(
             "refund failed at the card company",
         ));
     };
-    if let Some(k) = key {
-        sandbox.books().answers.insert(k, answer.clone());
+    if let Some(key) = key {
+        sandbox.books().record(Entry::Answer {
+            key,
+            status: answer.0,
+            body: answer.1.clone(),
+        });
     }
     respond(answer)
 }
@@ -559,12 +708,14 @@ async fn push(
             .into_response();
     }
     if !books.pushes.iter().any(|d| d.id == id) {
-        books.pushes.push(Delivery {
-            id: id.clone(),
-            user_id: body.user_id,
-            title: body.title,
-            body: body.body,
-            data: body.data,
+        books.record(Entry::Push {
+            delivery: Delivery {
+                id: id.clone(),
+                user_id: body.user_id,
+                title: body.title,
+                body: body.body,
+                data: body.data,
+            },
         });
     }
     (StatusCode::OK, Json(json!({ "id": id }))).into_response()
@@ -621,7 +772,7 @@ async fn fix_refunds(
     State(sandbox): State<Sandbox>,
     Path(payment_key): Path<String>,
 ) -> StatusCode {
-    sandbox.books().refunds_fixed.insert(payment_key);
+    sandbox.books().record(Entry::RefundsFixed { payment_key });
     StatusCode::NO_CONTENT
 }
 
@@ -649,4 +800,79 @@ async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>
         config.timeout_hold = Duration::from_millis(ms);
     }
     StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "sandbox-books-{}-{:?}.jsonl",
+            std::process::id(),
+            std::thread::current().id()
+        ))
+    }
+
+    #[test]
+    fn the_books_and_the_sequence_come_back_from_the_journal() {
+        let path = journal();
+        let _ = std::fs::remove_file(&path);
+        let config = SandboxConfig {
+            books: Some(path.clone()),
+            ..SandboxConfig::default()
+        };
+        let first = Sandbox::new(config.clone()).unwrap();
+        let seq = first.next();
+        let record = PgPaymentRecord {
+            payment_key: "pk1".into(),
+            order_id: "ORD-1".into(),
+            status: "DONE".into(),
+            total_amount: 5_000,
+            method: "카드".into(),
+            approved_at: "2026-11-24T00:00:00+09:00".into(),
+            last_transaction_key: format!("txn_{seq:012}"),
+            card: json!({}),
+            cancels: vec![],
+        };
+        {
+            let mut books = first.books();
+            books.record(Entry::Payment { record });
+            books.record(Entry::Charge {
+                order_id: "ORD-1".into(),
+            });
+            books.record(Entry::Answer {
+                key: "confirm:PAY-1".into(),
+                status: 200,
+                body: json!({ "paymentKey": "pk1" }),
+            });
+        }
+        drop(first);
+        // A crash cut the last line short.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"op\":\"cha"))
+            .unwrap();
+
+        let second = Sandbox::new(config.clone()).unwrap();
+        assert!(second.next() > seq, "sequence numbers are never reused");
+        {
+            let books = second.books();
+            assert_eq!(books.payments["pk1"].order_id, "ORD-1");
+            assert_eq!(books.charges["ORD-1"], 1);
+            assert_eq!(books.answers["confirm:PAY-1"].0, 200);
+        }
+        second.books().record(Entry::Cancel {
+            order_id: "ORD-1".into(),
+        });
+        drop(second);
+        let third = Sandbox::new(config).unwrap();
+        assert_eq!(
+            third.books().cancels["ORD-1"],
+            1,
+            "written after the torn line"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 }

@@ -28,6 +28,10 @@ struct Args {
     /// How long `tpk_timeout` holds its answer, in seconds.
     #[arg(long, env = "SANDBOX_TIMEOUT_HOLD_SECS", default_value_t = 120)]
     timeout_hold_secs: u64,
+    /// Journal file that keeps the books (payments, idempotent answers, cancellations, pushes)
+    /// across restarts; in memory only when unset.
+    #[arg(long, env = "SANDBOX_BOOKS")]
+    books: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         error_rate: args.error_rate,
         timeout_hold: Duration::from_secs(args.timeout_hold_secs),
+        books: args.books,
     };
     run(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -296,6 +296,8 @@ pub struct Stack {
     pub worker_config: WorkerConfig,
     worker: Option<WorkerThread>,
     sandbox_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    sandbox_addr: SocketAddr,
+    sandbox_config: SandboxConfig,
     http: reqwest::Client,
 }
 
@@ -324,15 +326,12 @@ impl Stack {
         let prefix = format!("t{}", &id[..10]);
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let sandbox_url = format!("http://{}", listener.local_addr()?);
-        let (sandbox_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(payflow_sandbox::run(
-            listener,
-            options.sandbox.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let sandbox_addr = listener.local_addr()?;
+        let sandbox_url = format!("http://{sandbox_addr}");
+        // The sandbox keeps its books in a journal of this stack's own, as the dev stack's does.
+        let mut sandbox_config = options.sandbox.clone();
+        sandbox_config.books = Some(std::env::temp_dir().join(format!("payflow-books-{id}.jsonl")));
+        let sandbox_stop = serve_sandbox(listener, sandbox_config.clone());
 
         let mut temporal = TemporalArgs::local(&temporal_address(), &format!("{prefix}-"));
         if let Some(keys) = &options.codec_keys {
@@ -413,6 +412,8 @@ impl Stack {
             worker_config,
             worker,
             sandbox_stop: Some(sandbox_stop),
+            sandbox_addr,
+            sandbox_config,
             http: reqwest::Client::new(),
         })
     }
@@ -432,6 +433,20 @@ impl Stack {
             .expect("restart the worker");
         self.worker = Some(w);
         self.metrics_addr = m;
+    }
+
+    /// Restarts the PG/push sandbox on its address: what it remembers is what its journal kept.
+    pub async fn restart_sandbox(&mut self) {
+        if let Some(stop) = self.sandbox_stop.take() {
+            let _ = stop.send(());
+        }
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.sandbox_addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.sandbox_stop = Some(serve_sandbox(listener, self.sandbox_config.clone()));
     }
 
     /// Gives the worker its Kafka back (it restarts with the real broker's address).
@@ -796,7 +811,22 @@ impl Drop for Stack {
         if let Some(stop) = self.sandbox_stop.take() {
             let _ = stop.send(());
         }
+        if let Some(books) = &self.sandbox_config.books {
+            let _ = std::fs::remove_file(books);
+        }
     }
+}
+
+/// Serves the sandbox on `listener` until the answered sender is used or dropped.
+fn serve_sandbox(
+    listener: tokio::net::TcpListener,
+    config: SandboxConfig,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(payflow_sandbox::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+    stop
 }
 
 /// Where a product's stock is. `available + held + confirmed` is the stock ever seeded.

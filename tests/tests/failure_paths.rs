@@ -608,3 +608,36 @@ async fn an_order_cancellation_that_fails_for_good_is_listed_and_announced_nowhe
     );
     assert_conserved(&stack, &products).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pg_sandbox_remembers_a_charge_across_its_restart_and_refunds_it_once() {
+    let mut stack = Stack::start().await;
+    let products = stack.products(&[3]).await;
+    let key = &own_key("tpk_refund_fail_restart");
+    let (order_id, _) = pay_expired(&stack, &products, "USR-RST", key).await;
+    wait_for_attention(&stack, &order_id).await;
+    let before = stack.books(&order_id).await;
+    assert_eq!((before.charges, before.cancels), (1, 0));
+
+    // The PG restarts; its books are what they were.
+    stack.restart_sandbox().await;
+    assert_eq!(stack.books(&order_id).await, before);
+
+    stack.fix_refunds(key).await;
+    stack
+        .payflow
+        .payments
+        .retry_refund(&order_id, "ops-park")
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.outcome(&order_id).await.stage,
+        PaymentStage::OrderCancelled
+    );
+    let after = stack.books(&order_id).await;
+    assert_eq!((after.charges, after.cancels), (1, 1));
+    // Restarted again: the refund, and its answer under its idempotency key, are still there.
+    stack.restart_sandbox().await;
+    assert_eq!(stack.books(&order_id).await, after);
+    assert_conserved(&stack, &products).await;
+}
