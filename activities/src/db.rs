@@ -3,6 +3,11 @@
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use std::time::Duration;
 
+/// Checks a database URL without connecting (a malformed one is a configuration error).
+pub fn check_url(url: &str) -> Result<(), sqlx::Error> {
+    url.parse::<sqlx::postgres::PgConnectOptions>().map(|_| ())
+}
+
 /// Opens a pool. Connections are made lazily and kept: a payment should never wait for a
 /// TCP and authentication handshake.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {

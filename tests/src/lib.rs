@@ -1220,3 +1220,75 @@ pub async fn check_history(stack: &Stack, order_id: &str, name: &str) {
         std::fs::write(&path, output.stdout).expect("write the history");
     }
 }
+
+/// A TCP gate in front of a service, for start-up and outage tests: open, it forwards every
+/// connection to the service; closed, its port refuses connections and the connections it
+/// carried are cut.
+pub struct TcpGate {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    target: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TcpGate {
+    /// A closed gate to `target` (`host:port`).
+    pub async fn closed(target: &str) -> Self {
+        let addr = closed_port()
+            .await
+            .expect("a free port")
+            .parse()
+            .expect("an address");
+        Self {
+            addr,
+            target: target.to_owned(),
+            stop: None,
+        }
+    }
+
+    /// Opens the gate.
+    pub async fn open(&mut self) {
+        self.close();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            let mut carried = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { continue };
+                        let target = target.clone();
+                        carried.spawn(async move {
+                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            }
+                        });
+                    }
+                }
+            }
+            // Dropping the set cuts every connection the gate carried.
+            carried.abort_all();
+        });
+        self.stop = Some(stop);
+    }
+
+    /// Closes the gate.
+    pub fn close(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TcpGate {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -67,6 +67,27 @@ impl TemporalArgs {
 
     /// Connects a client.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        let (connection, client) = self.client_options()?;
+        let connection = Connection::connect(connection).await?;
+        Ok(Client::new(connection, client)?)
+    }
+
+    /// Connects a client, waiting (logged, with backoff) while the server is away; a
+    /// configuration error (address, codec keys) still fails at once.
+    pub async fn connect_patiently(&self) -> anyhow::Result<Client> {
+        let (connection, client) = self.client_options()?;
+        let connection =
+            until_available("Temporal", || Connection::connect(connection.clone())).await;
+        Ok(Client::new(connection, client)?)
+    }
+
+    /// The checked connection and client options.
+    fn client_options(
+        &self,
+    ) -> anyhow::Result<(
+        temporalio_client::ConnectionOptions,
+        temporalio_client::ClientOptions,
+    )> {
         let (mut connection, mut client) =
             ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
                 .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
@@ -85,8 +106,7 @@ impl TemporalArgs {
         if connection.identity.is_empty() {
             connection.identity = format!("payflow@{}", std::process::id());
         }
-        let connection = Connection::connect(connection).await?;
-        Ok(Client::new(connection, client)?)
+        Ok((connection, client))
     }
 
     /// The namespace in effect (flag, environment, default).
@@ -431,6 +451,33 @@ impl WorkerConfig {
             Ok(None)
         } else {
             Ok(Some(self.metrics_listen.parse()?))
+        }
+    }
+}
+
+/// Runs `connect` until it succeeds: a dependency that is away while a process starts delays
+/// what needs it and is logged (0.5 s between tries, doubling to 10 s); it never ends the
+/// process. Check the configuration first, so a bad URL still fails at once.
+pub async fn until_available<T, E, F, Fut>(dependency: &'static str, mut connect: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match connect().await {
+            Ok(connected) => return connected,
+            Err(e) => {
+                tracing::warn!(
+                    dependency,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "dependency unavailable; retrying"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
         }
     }
 }

@@ -58,12 +58,16 @@ impl std::fmt::Debug for PayflowWorker {
 
 impl PayflowWorker {
     /// Connects to everything the hosted services need, applies migrations if asked, and
-    /// registers the workers. Fails fast when a dependency is unreachable.
+    /// registers the workers. A dependency that is away (Temporal, PostgreSQL, Redis; Kafka and
+    /// the registry are waited for in the background) is waited for, logged, never a reason to
+    /// exit; a configuration error (a bad URL or key) fails at once.
     pub async fn start(config: &WorkerConfig) -> anyhow::Result<Self> {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
+        db::check_url(&config.database.url).context("DATABASE_URL")?;
+        Reservations::check_url(&config.redis.url).context("REDIS_URL")?;
         let client = config
             .temporal
-            .connect()
+            .connect_patiently()
             .await
             .context("connect to Temporal")?;
         let queues = TaskQueues::with_prefix(&config.temporal.task_queue_prefix);
@@ -75,9 +79,11 @@ impl PayflowWorker {
             .iter()
             .any(|s| config.hosts(*s));
         let pool = if needs_db {
-            let pool = db::connect(&config.database.url, config.database.max_connections)
-                .await
-                .context("connect to PostgreSQL")?;
+            let url = &config.database.url;
+            let pool = config::until_available("PostgreSQL", || {
+                db::connect(url, config.database.max_connections)
+            })
+            .await;
             if config.migrate {
                 db::migrate(&pool).await.context("apply migrations")?;
             }
@@ -116,9 +122,8 @@ impl PayflowWorker {
         }
         if config.hosts(Service::Product) {
             let pool = pool.clone().expect("database pool");
-            let redis = Reservations::connect(&config.redis.url)
-                .await
-                .context("connect to Redis")?;
+            let url = &config.redis.url;
+            let redis = config::until_available("Redis", || Reservations::connect(url)).await;
             let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
             sweeper = Some(spawn_sweeper(
                 product.clone(),

@@ -193,6 +193,11 @@ impl std::fmt::Debug for Reservations {
 }
 
 impl Reservations {
+    /// Checks a Redis URL without connecting (a malformed one is a configuration error).
+    pub fn check_url(url: &str) -> redis::RedisResult<()> {
+        redis::Client::open(url).map(|_| ())
+    }
+
     /// Connects (the connection manager reconnects by itself).
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
