@@ -31,10 +31,13 @@ fi
 
 # --- Redis ------------------------------------------------------------------------------------
 if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
-  say "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+  say "starting Redis (append-only file: a restart keeps the stock reservations)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+    --appendonly yes --appendfsync everysec \
     --logfile "$STATE/redis.log" --dir "$STATE"
   wait_for Redis 127.0.0.1:6379 30
+elif [ "$(redis-cli -u "$REDIS_URL" config get appendonly 2>/dev/null | tail -1)" != "yes" ]; then
+  say "note: the Redis at $REDIS_URL keeps no append-only file; a restart of it loses stock reservations"
 fi
 
 # --- Temporal dev server ----------------------------------------------------------------------
