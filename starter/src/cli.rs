@@ -11,7 +11,8 @@ use payflow_activities::{
     OrderStore, ProductActivities, db, payment::keys::PaymentKeys,
     product::reservation::Reservations,
 };
-use payflow_worker::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs};
+use payflow_worker::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, until_available};
+use payflow_workflows::queues::TaskQueues;
 use payflow_workflows::types::{
     ManualRefund, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, PaymentStage,
 };
@@ -272,13 +273,45 @@ impl CommonArgs {
         let redis = Reservations::connect(&self.redis.url)
             .await
             .context("connect to Redis")?;
-        Ok(Payflow {
+        Ok(self.assemble(payments, pool, redis))
+    }
+
+    /// The same for a long-running server: a dependency that is away is waited for (logged),
+    /// never a reason to exit; a malformed URL still fails at once.
+    pub async fn payflow_patiently(&self) -> anyhow::Result<Payflow> {
+        db::check_url(&self.database.url).context("DATABASE_URL")?;
+        Reservations::check_url(&self.redis.url).context("REDIS_URL")?;
+        let temporal = self
+            .temporal
+            .connect_patiently()
+            .await
+            .context("connect to Temporal")?;
+        let payments = PaymentClient::new(
+            temporal,
+            TaskQueues::with_prefix(&self.temporal.task_queue_prefix),
+            self.temporal.namespace(),
+        );
+        let url = &self.database.url;
+        let max = self.database.max_connections;
+        let pool = until_available("PostgreSQL", || db::connect(url, max)).await;
+        db::migrate(&pool).await.context("apply migrations")?;
+        let redis = until_available("Redis", || Reservations::connect(&self.redis.url)).await;
+        Ok(self.assemble(payments, pool, redis))
+    }
+
+    fn assemble(
+        &self,
+        payments: PaymentClient,
+        pool: sqlx::PgPool,
+        redis: Reservations,
+    ) -> Payflow {
+        Payflow {
             payments,
             orders: OrderStore::new(pool.clone()),
             payment_keys: PaymentKeys::new(pool.clone()),
             products: ProductActivities::new(redis, pool),
             timings: None,
-        })
+        }
     }
 }
 
@@ -686,7 +719,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let payflow = common.payflow().await?;
+    let payflow = common.payflow_patiently().await?;
     let keys: Vec<_> = args
         .api_keys
         .into_iter()

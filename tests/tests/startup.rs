@@ -1,5 +1,5 @@
-//! A worker process that starts while a dependency is away waits for it, logged, and serves
-//! once it is back: it never exits on it. A malformed URL still fails at once.
+//! A worker or API process that starts while a dependency is away waits for it, logged, and
+//! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
 use payflow_tests::{TcpGate, database_url, kafka_bootstrap, redis_url, temporal_address};
 use std::{process::Stdio, time::Duration};
@@ -9,21 +9,30 @@ use tokio::{
     sync::mpsc,
 };
 
-/// The `payflow-worker` binary next to this test's (the workspace build makes it).
-fn worker_binary() -> std::path::PathBuf {
+/// A payflow binary next to this test's (the workspace build makes them).
+fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     exe.parent()
         .and_then(|deps| deps.parent())
         .expect("target dir")
-        .join("payflow-worker")
+        .join(name)
 }
 
 /// Starts the worker binary with everything but `overrides` pointing at the test services;
 /// answers the process and its log lines (stdout and stderr).
 fn spawn_worker(overrides: &[(&str, String)]) -> (Child, mpsc::UnboundedReceiver<String>) {
+    spawn("payflow-worker", &[], overrides)
+}
+
+fn spawn(
+    name: &str,
+    args: &[&str],
+    overrides: &[(&str, String)],
+) -> (Child, mpsc::UnboundedReceiver<String>) {
     let prefix = format!("s{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut command = Command::new(worker_binary());
+    let mut command = Command::new(binary(name));
     command
+        .args(args)
         .env("TEMPORAL_ADDRESS", temporal_address())
         .env("DATABASE_URL", database_url())
         .env("REDIS_URL", redis_url())
@@ -80,12 +89,7 @@ async fn wait_for_line(lines: &mut mpsc::UnboundedReceiver<String>, parts: &[&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_while_postgresql_and_redis_are_away_waits_and_then_serves() {
-    let pg_target = database_url()
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
+    let pg_target = pg_target();
     let redis_target = redis_url().trim_start_matches("redis://").to_owned();
     let mut pg = TcpGate::closed(&pg_target).await;
     let mut redis = TcpGate::closed(&redis_target).await;
@@ -121,4 +125,39 @@ async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
         .unwrap();
     assert!(!status.success());
     wait_for_line(&mut lines, &["DATABASE_URL"]).await;
+}
+
+/// `host:port` of the test database.
+fn pg_target() -> String {
+    database_url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_started_while_postgresql_is_away_waits_and_then_answers() {
+    let target = pg_target();
+    let mut pg = TcpGate::closed(&target).await;
+    let (mut api, mut lines) = spawn(
+        "payflow",
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            (
+                "DATABASE_URL",
+                database_url().replace(&target, &pg.addr.to_string()),
+            ),
+            ("PAYFLOW_API_KEYS", "startup-test-key".to_owned()),
+        ],
+    );
+    wait_for_line(&mut lines, &["dependency unavailable", "PostgreSQL"]).await;
+    assert!(api.try_wait().unwrap().is_none(), "the API is still up");
+    pg.open().await;
+    let line = wait_for_line(&mut lines, &["payflow API on http://"]).await;
+    let base = line[line.find("http://").unwrap()..].trim().to_owned();
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    api.kill().await.unwrap();
 }
