@@ -1292,3 +1292,77 @@ impl Drop for TcpGate {
         self.close();
     }
 }
+
+/// A payflow binary next to the running test's (the workspace build makes them).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name)
+}
+
+/// Starts a payflow binary with `env` (no metrics port, plain-text logs at info); answers the
+/// process (killed when dropped) and its log lines, stdout and stderr.
+pub fn spawn(
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(binary(name));
+    command
+        .args(args)
+        .env("PAYFLOW_METRICS_LISTEN", "")
+        .env(
+            "RUST_LOG",
+            "info,temporalio_sdk_core=warn,apache_avro=error",
+        )
+        .env_remove("PAYFLOW_LOG_JSON")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    for reader in [
+        Box::pin(stdout) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+        Box::pin(stderr),
+    ] {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(reader).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    (child, rx)
+}
+
+/// Waits (bounded) for a log line containing every one of `parts`; answers it.
+pub async fn wait_for_line(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    parts: &[&str],
+) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.recv().await {
+            if parts.iter().all(|p| line.contains(p)) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("no log line with {parts:?}"),
+    }
+}

@@ -1,90 +1,33 @@
 //! A worker or API process that starts while a dependency is away waits for it, logged, and
 //! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
-use payflow_tests::{TcpGate, database_url, kafka_bootstrap, redis_url, temporal_address};
-use std::{process::Stdio, time::Duration};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
+use payflow_tests::{
+    TcpGate, database_url, kafka_bootstrap, redis_url, spawn, temporal_address, wait_for_line,
 };
+use std::time::Duration;
+use tokio::{process::Child, sync::mpsc};
 
-/// A payflow binary next to this test's (the workspace build makes them).
-fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join(name)
-}
-
-/// Starts the worker binary with everything but `overrides` pointing at the test services;
-/// answers the process and its log lines (stdout and stderr).
+/// Starts the worker binary against the test services, but for `overrides`.
 fn spawn_worker(overrides: &[(&str, String)]) -> (Child, mpsc::UnboundedReceiver<String>) {
-    spawn("payflow-worker", &[], overrides)
+    spawn("payflow-worker", &[], &test_services(overrides))
 }
 
-fn spawn(
-    name: &str,
-    args: &[&str],
-    overrides: &[(&str, String)],
-) -> (Child, mpsc::UnboundedReceiver<String>) {
+/// The test services' environment for a fresh task queue and topic prefix, with `overrides`.
+fn test_services(overrides: &[(&str, String)]) -> Vec<(String, String)> {
     let prefix = format!("s{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut command = Command::new(binary(name));
-    command
-        .args(args)
-        .env("TEMPORAL_ADDRESS", temporal_address())
-        .env("DATABASE_URL", database_url())
-        .env("REDIS_URL", redis_url())
-        .env("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap())
-        .env("KAFKA_TOPIC_PREFIX", &prefix)
-        .env("PAYFLOW_TASK_QUEUE_PREFIX", &prefix)
-        .env("PAYFLOW_METRICS_LISTEN", "")
-        .env(
-            "RUST_LOG",
-            "info,temporalio_sdk_core=warn,apache_avro=error",
-        )
-        .env_remove("PAYFLOW_LOG_JSON")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (name, value) in overrides {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("start payflow-worker");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    for reader in [
-        Box::pin(stdout) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
-        Box::pin(stderr),
-    ] {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    (child, rx)
-}
-
-/// Waits (bounded) for a log line containing every one of `parts`.
-async fn wait_for_line(lines: &mut mpsc::UnboundedReceiver<String>, parts: &[&str]) -> String {
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.recv().await {
-            if parts.iter().all(|p| line.contains(p)) {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(line)) => line,
-        _ => panic!("no log line with {parts:?}"),
-    }
+    let mut env: Vec<(String, String)> = [
+        ("TEMPORAL_ADDRESS", temporal_address()),
+        ("DATABASE_URL", database_url()),
+        ("REDIS_URL", redis_url()),
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap()),
+        ("KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("PAYFLOW_TASK_QUEUE_PREFIX", prefix),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,13 +87,13 @@ async fn the_api_started_while_postgresql_is_away_waits_and_then_answers() {
     let (mut api, mut lines) = spawn(
         "payflow",
         &["serve", "--listen", "127.0.0.1:0"],
-        &[
+        &test_services(&[
             (
                 "DATABASE_URL",
                 database_url().replace(&target, &pg.addr.to_string()),
             ),
             ("PAYFLOW_API_KEYS", "startup-test-key".to_owned()),
-        ],
+        ]),
     );
     wait_for_line(&mut lines, &["dependency unavailable", "PostgreSQL"]).await;
     assert!(api.try_wait().unwrap().is_none(), "the API is still up");
