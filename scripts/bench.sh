@@ -18,6 +18,8 @@ export PAYFLOW_STATE_DIR="$REPO_DIR/.run/bench"
 export TEMPORAL_ADDRESS=127.0.0.1:17233 TEMPORAL_UI_PORT=18233
 export SANDBOX_LISTEN=127.0.0.1:18090 PAYFLOW_API_LISTEN=127.0.0.1:18080
 export PAYFLOW_METRICS_LISTEN="" PAYFLOW_CODEC_ENDPOINT=""
+# Its events go to topics of its own (bench.c4ang.*), not the demo stack's.
+export KAFKA_TOPIC_PREFIX="${KAFKA_TOPIC_PREFIX:-bench.}"
 source "$(dirname "$0")/lib.sh"
 
 SERVICES=(api worker noop-worker sandbox temporal)
