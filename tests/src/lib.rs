@@ -1302,8 +1302,9 @@ pub fn binary(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Starts a payflow binary with `env` (no metrics port, plain-text logs at info); answers the
-/// process (killed when dropped) and its log lines, stdout and stderr.
+/// Starts a payflow binary with `env` and nothing else of the caller's environment (no
+/// metrics port, plain-text logs at info); answers the process (killed when dropped) and its
+/// log lines, stdout and stderr.
 pub fn spawn(
     name: &str,
     args: &[&str],
@@ -1314,6 +1315,14 @@ pub fn spawn(
 ) {
     use tokio::io::AsyncBufReadExt;
     let mut command = tokio::process::Command::new(binary(name));
+    // Only what the test gives: `make test` exports the dev stack's settings (codec keys among
+    // them), which are not this test's.
+    command.env_clear();
+    for inherited in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(inherited) {
+            command.env(inherited, value);
+        }
+    }
     command
         .args(args)
         .env("PAYFLOW_METRICS_LISTEN", "")
