@@ -103,6 +103,47 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The events on Kafka.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Check that every event of the payments that ended since a moment is on its topic;
+    /// exits 1 if any is missing (and was not republished).
+    Audit {
+        /// RFC 3339 time (`2026-11-24T09:00:00Z`) or an age (`90s`, `30m`, `6h`, `2d`).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Publish the missing ones again, with their original event ids.
+        #[arg(long)]
+        republish: bool,
+    },
+}
+
+/// `--since`: an RFC 3339 time or an age before now.
+fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?}: give a unit (s, m, h, d) or an RFC 3339 time"))?;
+    let (number, unit) = value.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is neither an RFC 3339 time nor an age like 30m"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{value:?}: the unit is one of s, m, h, d")),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(seconds))
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +533,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin {
             command: AdminCommand::NewCodecKey { id },
         } => println!("{}", payflow_worker::codec::CodecKeys::generate(&id)),
+        Command::Events {
+            command: EventsCommand::Audit { since, republish },
+        } => {
+            let payments = PaymentClient::connect(&common.temporal).await?;
+            let kafka = common.kafka.config();
+            let producer = if republish {
+                Some(payflow_activities::EventActivities::new(
+                    kafka.clone(),
+                    common.kafka.registry()?,
+                )?)
+            } else {
+                None
+            };
+            let report = crate::audit::audit(&payments, &kafka, producer.as_ref(), since).await?;
+            print(json, &report, crate::audit::AuditReport::text);
+            if report.missing.len() > report.republished {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ use payflow_workflows::{
     queues::TaskQueues,
     search,
     types::{
-        ManualRefund, PaymentDecision, PaymentOutcome, PaymentRequest, PaymentStatus, RetryRefund,
+        DomainEvent, ManualRefund, PaymentDecision, PaymentOutcome, PaymentRequest, PaymentStatus,
+        RetryRefund,
     },
 };
 use std::time::Duration;
@@ -165,6 +166,19 @@ impl PaymentClient {
         self.client
             .get_workflow_handle::<PaymentWorkflow>(payment_workflow_id(order_id))
             .query(PaymentWorkflow::status, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|e| match e {
+                WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
+                other => ClientError::Temporal(other.to_string()),
+            })
+    }
+
+    /// Every event and tracker record Kafka took for the payment, as published (the
+    /// workflow's `events` query).
+    pub async fn events(&self, order_id: &str) -> Result<Vec<DomainEvent>, ClientError> {
+        self.client
+            .get_workflow_handle::<PaymentWorkflow>(payment_workflow_id(order_id))
+            .query(PaymentWorkflow::events, (), WorkflowQueryOptions::default())
             .await
             .map_err(|e| match e {
                 WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),

@@ -30,11 +30,6 @@ use payflow_worker::{
 use payflow_workflows::types::{
     EventType, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, SagaTimings,
 };
-use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, Consumer},
-    message::Headers,
-};
 use sqlx::PgPool;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -634,12 +629,27 @@ impl Stack {
             .iter()
             .map(|t| self.kafka.topic(*t))
             .collect();
-        let group = format!("{}-reader-{}", self.prefix, uuid::Uuid::new_v4().simple());
-        let mut records =
-            tokio::task::spawn_blocking(move || read_all(&bootstrap, &group, &topics))
-                .await
-                .expect("reader thread")
-                .expect("read Kafka");
+        let mut records: Vec<Record> = tokio::task::spawn_blocking(move || {
+            payflow_activities::events::reader::read_topics(
+                &bootstrap,
+                &topics,
+                None,
+                Duration::from_secs(30),
+            )
+        })
+        .await
+        .expect("reader thread")
+        .expect("read Kafka")
+        .into_iter()
+        .map(|r| Record {
+            topic: r.topic,
+            key: r.key,
+            headers: r.headers,
+            value: r.value,
+            partition: r.partition,
+            writer_schema: None,
+        })
+        .collect();
         // What a Confluent deserializer does: the writer schema by the id in the value.
         let mut schemas: HashMap<u32, Option<String>> = HashMap::new();
         for record in &mut records {
@@ -944,70 +954,6 @@ pub fn contract_schema_text(ty: EventType) -> String {
         .join("../events/avro")
         .join(file);
     std::fs::read_to_string(&path).expect("contract schema file")
-}
-
-fn read_all(bootstrap: &str, group: &str, topics: &[String]) -> anyhow::Result<Vec<Record>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let timeout = Duration::from_secs(10);
-    let mut assignment = TopicPartitionList::new();
-    let mut targets: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-                if high > low {
-                    assignment.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
-                    targets.insert((topic.clone(), p.id()), high);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if targets.is_empty() {
-        return Ok(out);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !targets.is_empty() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "Kafka did not deliver the records in time"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = message?;
-        let key = (m.topic().to_owned(), m.partition());
-        let mut headers = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for header in h.iter() {
-                headers.insert(
-                    header.key.to_owned(),
-                    String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        out.push(Record {
-            topic: m.topic().to_owned(),
-            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-            headers,
-            value: m.payload().unwrap_or_default().to_vec(),
-            partition: m.partition(),
-            writer_schema: None,
-        });
-        if targets
-            .get(&key)
-            .is_some_and(|high| m.offset() + 1 >= *high)
-        {
-            targets.remove(&key);
-        }
-    }
-    Ok(out)
 }
 
 /// A sandbox test key made unique (`tpk_timeout` -> `tpk_timeout.3f9a1c0b`): a payment key

@@ -3,7 +3,7 @@
 //! as an option.
 
 use payflow_activities::events::{Encoding, EventActivities, avro};
-use payflow_starter::service::CreatedOrder;
+use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
     SUCCESS_STEPS, Stack, StackOptions, eventually, java_partition, murmur2, platform_view, steps,
 };
@@ -268,4 +268,84 @@ async fn single_object_encoding_still_works_when_configured() {
             order.order_id
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_finds_events_a_broker_lost_and_republishes_them_with_their_ids() {
+    let stack = Stack::start().await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let products = stack.products(&[5]).await;
+    let paid = stack.order("USR-AUD1", &[(&products[0], 1)]).await;
+    let declined = stack.order("USR-AUD2", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&paid, PaymentMethod::Card, None).await.approved);
+    let key = payflow_tests::own_key("tpk_decline_EXPIRED_CARD");
+    assert!(
+        !stack
+            .pay(&declined, PaymentMethod::Card, Some(&key))
+            .await
+            .approved
+    );
+    for order in [&paid, &declined] {
+        stack.outcome(&order.order_id).await;
+    }
+    let payments = &stack.payflow.payments;
+
+    // Where they were published, everything is there: 2 events and 6 tracker records of the
+    // completed payment, 2 and 4 of the declined one.
+    let report = eventually(Duration::from_secs(20), "both payments listed", || async {
+        let r = audit(payments, &stack.kafka, None, since).await.ok()?;
+        (r.payments == 2).then_some(r)
+    })
+    .await;
+    assert_eq!((report.expected, report.found), (14, 14), "{report:?}");
+    assert!(report.missing.is_empty());
+
+    // A broker that lost every record (the same payments read against empty topics): all
+    // missing; republished with their original ids; then nothing missing.
+    let mut lost = stack.kafka.clone();
+    lost.topic_prefix = format!("{}lost.", stack.kafka.topic_prefix);
+    let report = audit(payments, &lost, None, since).await.unwrap();
+    assert_eq!(report.missing.len(), 14, "{report:?}");
+    let registry = stack.worker_config.kafka.registry().expect("registry");
+    // The topics are there (a broker that lost records, not its topics).
+    EventActivities::ensure_topics(&lost, registry.as_ref())
+        .await
+        .expect("topics");
+    let producer = EventActivities::new(lost.clone(), registry).expect("producer");
+    let report = audit(payments, &lost, Some(&producer), since)
+        .await
+        .unwrap();
+    assert_eq!(report.republished, 14);
+    let again = audit(payments, &lost, None, since).await.unwrap();
+    assert!(again.missing.is_empty(), "{again:?}");
+    // The republished records are the published events, id for id.
+    let original: Vec<String> = payments
+        .events(&paid.order_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    let topics: Vec<String> = EventType::ALL.iter().map(|t| lost.topic(*t)).collect();
+    let bootstrap = lost.bootstrap_servers.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        payflow_activities::events::reader::read_topics(
+            &bootstrap,
+            &topics,
+            None,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut republished: Vec<String> = stored
+        .iter()
+        .filter(|r| r.key == paid.order_id)
+        .map(|r| r.headers["eventId"].clone())
+        .collect();
+    let mut expected = original.clone();
+    republished.sort();
+    expected.sort();
+    assert_eq!(republished, expected);
 }

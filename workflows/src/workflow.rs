@@ -95,6 +95,8 @@ pub struct PaymentWorkflow {
     outbox_closed: bool,
     /// Events of the batch being published.
     publishing: usize,
+    /// Every event and tracker record Kafka took, in order (the `events` query).
+    published: Vec<DomainEvent>,
 }
 
 #[workflow_methods]
@@ -131,6 +133,7 @@ impl PaymentWorkflow {
             outbox: Vec::new(),
             outbox_closed: false,
             publishing: 0,
+            published: Vec::new(),
         }
     }
 
@@ -146,6 +149,14 @@ impl PaymentWorkflow {
         let mut status = self.status.clone();
         status.unpublished_events = (self.outbox.len() + self.publishing) as u32;
         status
+    }
+
+    /// Every event and saga tracker record Kafka took for this payment, in order, as published
+    /// (same ids, same content): what the reconciliation compares the topics with, and
+    /// republishes from. State only, so every generation of the workflow answers it.
+    #[query(name = "events")]
+    pub fn events(&self, _ctx: &WorkflowContextView) -> Vec<DomainEvent> {
+        self.published.clone()
     }
 
     /// Waits until the PG step is decided and answers the decision. The API sends it with the
@@ -358,7 +369,10 @@ impl Saga {
                 )
                 .await;
             match published {
-                Ok(_) => return,
+                Ok(_) => {
+                    self.ctx.state_mut(|s| s.published.extend(batch));
+                    return;
+                }
                 Err(err) => {
                     let error = format!("publish {summary}: {}", failure_message(&err));
                     self.ctx.state_mut(|s| s.status.publish_error = Some(error));
@@ -951,8 +965,11 @@ impl Saga {
         let options = publish_options(summary);
         let published = self
             .ctx
-            .execute_local_activity(EventActivities::publish_all, batch, options)
+            .execute_local_activity(EventActivities::publish_all, batch.clone(), options)
             .await;
+        if published.is_ok() {
+            self.ctx.state_mut(|s| s.published.extend(batch));
+        }
         if let Err(err) = published {
             self.attention(
                 attention_keys::PUBLISH,
@@ -988,7 +1005,7 @@ impl Saga {
             // A local activity on the workflow worker: no task to dispatch, one marker event.
             let options = publish_options(summary);
             self.ctx
-                .execute_local_activity(EventActivities::publish, event, options)
+                .execute_local_activity(EventActivities::publish, event.clone(), options)
                 .await
         } else {
             let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
@@ -998,9 +1015,12 @@ impl Saga {
                 .cancellation_token(WorkflowCancellationToken::new())
                 .build();
             self.ctx
-                .execute_activity(EventActivities::publish, event, options)
+                .execute_activity(EventActivities::publish, event.clone(), options)
                 .await
         };
+        if published.is_ok() {
+            self.ctx.state_mut(|s| s.published.push(event));
+        }
         // An error here is only possible for a non-retryable failure (a schema bug); the
         // event's absence is then visible in the history and the attention flag.
         if let Err(err) = published {

@@ -14,6 +14,7 @@
 //!   `eventId`, which is what consumers deduplicate on.
 
 pub mod avro;
+pub mod reader;
 pub mod registry;
 
 use crate::failure::{non_retryable, retryable};
