@@ -1,5 +1,6 @@
 //! Faults with the real worker process: payments in flight while the worker is killed
-//! (SIGKILL) and started again. Checked from the outside: every payment final, nothing charged
+//! (SIGKILL) and started again, the PG answers 15 % of its calls with 503, and the PG sandbox
+//! restarts. Checked from the outside: every payment final, nothing charged
 //! twice, stock conserved, one push per order, and every event and saga tracker record of every
 //! path on its topic, in order (a repeated event id only ever repeats the same event).
 
@@ -72,10 +73,10 @@ fn distinct(records: Vec<Record>) -> Vec<Record> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payments_in_flight_survive_a_worker_killed_and_restarted() {
+async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart() {
     // The PG step's budget as in production (30 s): the test's usual 3 s would rightly void
     // approvals the killed worker held past it.
-    let stack = Stack::start_with(StackOptions {
+    let mut stack = Stack::start_with(StackOptions {
         services: None,
         timings: Some(SagaTimings {
             pg_timeout_secs: 30,
@@ -98,16 +99,25 @@ async fn payments_in_flight_survive_a_worker_killed_and_restarted() {
         orders.push((order, user, key));
     }
 
-    let mut pending: FuturesUnordered<_> = orders
-        .iter()
-        .map(|(order, _, key)| stack.pay(order, PaymentMethod::Card, key.as_deref()))
-        .collect();
-    // The worker dies once the first decision is out, with the others in flight.
-    pending.next().await.expect("a decision");
-    worker.kill().await.expect("SIGKILL the worker");
-    let (_worker, mut lines) = worker_process(&stack);
-    wait_for_line(&mut lines, &["worker started"]).await;
-    while pending.next().await.is_some() {}
+    stack
+        .configure_sandbox(serde_json::json!({ "errorRate": 0.15 }))
+        .await;
+    {
+        let mut pending: FuturesUnordered<_> = orders
+            .iter()
+            .map(|(order, _, key)| stack.pay(order, PaymentMethod::Card, key.as_deref()))
+            .collect();
+        // The worker dies once the first decision is out, with the others in flight.
+        pending.next().await.expect("a decision");
+        worker.kill().await.expect("SIGKILL the worker");
+        let (restarted, mut lines) = worker_process(&stack);
+        worker = restarted;
+        wait_for_line(&mut lines, &["worker started"]).await;
+        while pending.next().await.is_some() {}
+    }
+    // The PG sandbox restarts while the last steps (completions, pushes) run: it keeps its books
+    // (and comes back without the injected 503s).
+    stack.restart_sandbox().await;
 
     let all = stack.records().await;
     for (order, user, key) in &orders {
@@ -186,4 +196,5 @@ async fn payments_in_flight_survive_a_worker_killed_and_restarted() {
         );
         assert_eq!(ledger.held, 0, "nothing left held: {ledger:?}");
     }
+    worker.kill().await.expect("stop the worker");
 }
