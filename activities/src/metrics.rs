@@ -5,6 +5,8 @@
 //! - `payflow_pg_request_duration{operation, outcome}`: PG response time (ms histogram)
 //! - `payflow_stock_confirmation_duration{outcome}`: stock confirmation time (ms histogram)
 //! - `payflow_orders_total{outcome}`: completed / cancelled
+//! - `payflow_events_total{outcome}`: records Kafka took (`published`), and records a publish
+//!   attempt could not hand over (`failed`: Kafka or the registry away; the outbox retries)
 //!
 //! Counters move only on a real state change, so a retried activity is not counted twice.
 //! `Metrics::default()` (e.g. in tests without an exporter) records nothing.
@@ -20,6 +22,7 @@ struct AppMetrics {
     meter: Arc<dyn CoreMeter>,
     payments: Counter,
     orders: Counter,
+    events: Counter,
     pg_latency: HistogramDuration,
     stock_latency: HistogramDuration,
 }
@@ -57,6 +60,11 @@ impl Metrics {
             orders: meter.counter(params(
                 "payflow_orders_total",
                 "Orders that reached a final state, by outcome",
+                "",
+            )),
+            events: meter.counter(params(
+                "payflow_events_total",
+                "Event and saga tracker records: published, or failed to publish (retried)",
                 "",
             )),
             pg_latency: meter.histogram_duration(params(
@@ -108,6 +116,13 @@ impl Metrics {
     pub fn payment(&self, outcome: &'static str) {
         let Some(m) = &self.0 else { return };
         m.payments.add(1, &Self::attrs(m, &[("outcome", outcome)]));
+    }
+
+    /// `n` records published (`published`) or not handed over (`failed`).
+    pub fn events(&self, outcome: &'static str, n: usize) {
+        let Some(m) = &self.0 else { return };
+        m.events
+            .add(n as u64, &Self::attrs(m, &[("outcome", outcome)]));
     }
 
     /// An order changed to a final state: `completed` or `cancelled`.

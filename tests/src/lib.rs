@@ -1321,3 +1321,11 @@ pub async fn wait_for_line(
         _ => panic!("no log line with {parts:?}"),
     }
 }
+
+/// The sum of a Prometheus metric's samples whose line contains `labels`, in a scrape.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

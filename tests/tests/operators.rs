@@ -6,7 +6,7 @@ use payflow_starter::{
     PaymentClient,
     replay::{NamedHistory, Verdict, descriptor_pool, fetch, replay},
 };
-use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, eventually, fast_timings, own_key};
+use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, eventually, fast_timings, metric, own_key};
 use payflow_worker::{codec::CodecKeys, config::Service};
 use payflow_workflows::{
     ids,
@@ -396,13 +396,6 @@ async fn a_rotated_key_still_reads_payments_made_under_the_old_one() {
     assert!(matches!(results[0].verdict, Verdict::Failed(_)));
 }
 
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_metrics_move_with_payments() {
     let stack = Stack::start_with(StackOptions {
@@ -457,6 +450,9 @@ async fn the_worker_metrics_move_with_payments() {
         ),
         1.0
     );
+    // 2 events and 6 saga tracker records of the completed payment, 2 and 4 of the declined.
+    assert_eq!(moved("payflow_events_total", "outcome=\"published\""), 14.0);
+    assert_eq!(moved("payflow_events_total", "outcome=\"failed\""), 0.0);
     // The SDK's own worker metrics are on the same endpoint.
     assert!(moved("temporal_workflow_completed", "") >= 2.0, "{after}");
     assert!(after.contains("temporal_activity_execution_latency"));

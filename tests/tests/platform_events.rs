@@ -5,7 +5,8 @@
 use payflow_activities::events::{Encoding, EventActivities, avro};
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
-    SUCCESS_STEPS, Stack, StackOptions, eventually, java_partition, murmur2, platform_view, steps,
+    SUCCESS_STEPS, Stack, StackOptions, eventually, java_partition, metric, murmur2, platform_view,
+    steps,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -199,6 +200,7 @@ async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing()
     // Away before the worker could learn any schema id.
     let mut stack = Stack::start_with(StackOptions {
         registry_down: true,
+        metrics: true,
         ..StackOptions::default()
     })
     .await;
@@ -216,6 +218,14 @@ async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing()
     assert!(
         stack.records().await.is_empty(),
         "no event goes out unframed"
+    );
+    // The metrics say so.
+    let scrape = format!("http://{}/metrics", stack.metrics_addr.expect("metrics"));
+    let text = reqwest::get(&scrape).await.unwrap().text().await.unwrap();
+    assert!(metric(&text, "payflow_events_total", "outcome=\"failed\"") > 0.0);
+    assert_eq!(
+        metric(&text, "payflow_events_total", "outcome=\"published\""),
+        0.0
     );
     stack.registry.restart().await;
     for (order, _) in &orders {

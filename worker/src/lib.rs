@@ -97,7 +97,8 @@ impl PayflowWorker {
         if config.hosts(Service::Workflow) {
             let kafka = config.kafka.config();
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
-                .context("Kafka producer")?;
+                .context("Kafka producer")?
+                .with_metrics(metrics.clone());
             // Kafka and the registry may be down while the worker starts: the workflows and
             // the other services run regardless, and publishing retries until they are back.
             tokio::spawn(prepare_events(

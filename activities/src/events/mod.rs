@@ -113,6 +113,7 @@ pub struct EventActivities {
     schemas: Arc<avro::Schemas>,
     registry: Option<Arc<SchemaRegistry>>,
     config: KafkaConfig,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for EventActivities {
@@ -158,6 +159,12 @@ impl PublishError {
 }
 
 impl EventActivities {
+    /// Counts what is published on these metrics.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// Connects an idempotent producer. Librdkafka connects lazily; nothing blocks here.
     /// `registry` is required for the Confluent encoding.
     pub fn new(config: KafkaConfig, registry: Option<SchemaRegistry>) -> anyhow::Result<Self> {
@@ -181,6 +188,7 @@ impl EventActivities {
             schemas: Arc::new(avro::Schemas::load()),
             registry: registry.map(Arc::new),
             config,
+            metrics: Default::default(),
         })
     }
 
@@ -361,8 +369,13 @@ impl EventActivities {
         _ctx: ActivityContext,
         events: Vec<DomainEvent>,
     ) -> Result<Vec<PublishedEvent>, ActivityError> {
-        self.publish_events(&events)
-            .await
-            .map_err(PublishError::into_activity_error)
+        let published = self.publish_events(&events).await;
+        let outcome = if published.is_ok() {
+            "published"
+        } else {
+            "failed"
+        };
+        self.metrics.events(outcome, events.len());
+        published.map_err(PublishError::into_activity_error)
     }
 }
