@@ -11,6 +11,8 @@ use payflow_tests::{
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
     ClientConfig,
+    admin::{AdminClient, AdminOptions, ResourceSpecifier},
+    client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
 };
 use std::time::Duration;
@@ -71,7 +73,7 @@ async fn records_land_on_the_partition_java_producers_choose() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_are_the_contracts_with_three_partitions() {
+async fn topics_are_the_contracts_with_three_partitions_and_the_platforms_settings() {
     let stack = Stack::start().await;
     // The worker creates them in the background; a payment proves it has.
     let products = stack.products(&[2]).await;
@@ -114,6 +116,47 @@ async fn topics_are_the_contracts_with_three_partitions() {
         })
         .await;
         assert_eq!(metadata, 3, "{topic}");
+    }
+
+    // Read back from the broker: retention 30 days for the payment topics and the saga
+    // tracker, 7 days for the others; snappy for payment.completed (PLATFORM.md).
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &stack.kafka.bootstrap_servers)
+        .create()
+        .expect("admin client");
+    const DAYS_30: &str = "2592000000";
+    const DAYS_7: &str = "604800000";
+    for (ty, retention, compression) in [
+        (EventType::PaymentCompleted, DAYS_30, Some("snappy")),
+        (EventType::PaymentFailed, DAYS_30, None),
+        (EventType::PaymentCancelled, DAYS_30, None),
+        (EventType::SagaTracker, DAYS_30, None),
+        (EventType::StockConfirmed, DAYS_7, None),
+        (EventType::StockConfirmationFailed, DAYS_7, None),
+        (EventType::OrderCancelled, DAYS_7, None),
+    ] {
+        let topic = stack.kafka.topic(ty);
+        let described = admin
+            .describe_configs(
+                &[ResourceSpecifier::Topic(&topic)],
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("describe configs");
+        let resource = described
+            .into_iter()
+            .next()
+            .expect("one resource")
+            .expect("the topic's configuration");
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        assert_eq!(value("retention.ms").as_deref(), Some(retention), "{topic}");
+        if let Some(compression) = compression {
+            assert_eq!(
+                value("compression.type").as_deref(),
+                Some(compression),
+                "{topic}"
+            );
+        }
     }
 }
 
