@@ -324,7 +324,7 @@ impl CommonArgs {
         Reservations::check_url(&self.redis.url).context("REDIS_URL")?;
         let temporal = self
             .temporal
-            .connect_patiently()
+            .connect_patiently(&Default::default())
             .await
             .context("connect to Temporal")?;
         let payments = PaymentClient::new(

@@ -354,6 +354,7 @@ impl Stack {
             } else {
                 String::new()
             },
+            health_listen: String::new(),
             sweep_interval_ms: 200,
             temporal: temporal.clone(),
             database: DatabaseArgs {

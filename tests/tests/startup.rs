@@ -2,7 +2,8 @@
 //! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
 use payflow_tests::{
-    TcpGate, database_url, kafka_bootstrap, redis_url, spawn, temporal_address, wait_for_line,
+    TcpGate, database_url, eventually, kafka_bootstrap, redis_url, spawn, temporal_address,
+    wait_for_line,
 };
 use std::time::Duration;
 use tokio::{process::Child, sync::mpsc};
@@ -37,16 +38,37 @@ async fn a_worker_started_while_postgresql_and_redis_are_away_waits_and_then_ser
     let mut pg = TcpGate::closed(&pg_target).await;
     let mut redis = TcpGate::closed(&redis_target).await;
     let db_url = database_url().replace(&pg_target, &pg.addr.to_string());
+    let health_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
     let (mut worker, mut lines) = spawn_worker(&[
         ("DATABASE_URL", db_url),
         ("REDIS_URL", format!("redis://{}", redis.addr)),
+        ("PAYFLOW_HEALTH_LISTEN", health_addr.to_string()),
     ]);
+    let readyz = format!("http://{health_addr}/readyz");
+    let ready = || async {
+        let r = reqwest::get(&readyz).await.ok()?;
+        let code = r.status().as_u16();
+        Some((code, r.json::<serde_json::Value>().await.ok()?))
+    };
 
     wait_for_line(&mut lines, &["dependency unavailable", "PostgreSQL"]).await;
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker is still up"
     );
+    // Its /readyz says what it waits for.
+    let (code, body) = eventually(Duration::from_secs(20), "/readyz", || async {
+        ready()
+            .await
+            .filter(|(_, b)| b["checks"]["PostgreSQL"]["state"] == "waiting")
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "starting");
+    assert_eq!(body["checks"]["Temporal"]["state"], "up");
     pg.open().await;
     wait_for_line(&mut lines, &["dependency unavailable", "Redis"]).await;
     assert!(
@@ -56,6 +78,15 @@ async fn a_worker_started_while_postgresql_and_redis_are_away_waits_and_then_ser
     redis.open().await;
     wait_for_line(&mut lines, &["worker started"]).await;
     assert!(worker.try_wait().unwrap().is_none());
+    // Serving: 200, every dependency it waited for up (no schema registry runs for this
+    // test, so it is `degraded` while that one is waited for in the background).
+    let (_, body) = eventually(Duration::from_secs(30), "serving", || async {
+        ready().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    for dependency in ["Temporal", "PostgreSQL", "Redis"] {
+        assert_eq!(body["checks"][dependency]["state"], "up", "{body}");
+    }
     worker.kill().await.unwrap();
 }
 

@@ -74,10 +74,15 @@ impl TemporalArgs {
 
     /// Connects a client, waiting (logged, with backoff) while the server is away; a
     /// configuration error (address, codec keys) still fails at once.
-    pub async fn connect_patiently(&self) -> anyhow::Result<Client> {
+    pub async fn connect_patiently(
+        &self,
+        health: &crate::health::Health,
+    ) -> anyhow::Result<Client> {
         let (connection, client) = self.client_options()?;
-        let connection =
-            until_available("Temporal", || Connection::connect(connection.clone())).await;
+        let connection = until_available_reported("Temporal", health, || {
+            Connection::connect(connection.clone())
+        })
+        .await;
         Ok(Client::new(connection, client)?)
     }
 
@@ -409,6 +414,10 @@ pub struct WorkerConfig {
     /// Serve Prometheus metrics (`/metrics`) here; empty to disable.
     #[arg(long, env = "PAYFLOW_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Serve `/healthz` and `/readyz` here (what the worker waits for, what is degraded);
+    /// empty to disable.
+    #[arg(long, env = "PAYFLOW_HEALTH_LISTEN", default_value = "")]
+    pub health_listen: String,
     /// Host the workflow with activities that do no IO (`payflow bench --noop`: Temporal's own
     /// ceiling on this machine). Use a task queue prefix of its own.
     #[arg(long, env = "PAYFLOW_NOOP")]
@@ -458,7 +467,21 @@ impl WorkerConfig {
 /// Runs `connect` until it succeeds: a dependency that is away while a process starts delays
 /// what needs it and is logged (0.5 s between tries, doubling to 10 s); it never ends the
 /// process. Check the configuration first, so a bad URL still fails at once.
-pub async fn until_available<T, E, F, Fut>(dependency: &'static str, mut connect: F) -> T
+pub async fn until_available<T, E, F, Fut>(dependency: &'static str, connect: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    until_available_reported(dependency, &crate::health::Health::default(), connect).await
+}
+
+/// [`until_available`], telling `health` what it waits for.
+pub async fn until_available_reported<T, E, F, Fut>(
+    dependency: &'static str,
+    health: &crate::health::Health,
+    mut connect: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -467,8 +490,12 @@ where
     let mut pause = Duration::from_millis(500);
     loop {
         match connect().await {
-            Ok(connected) => return connected,
+            Ok(connected) => {
+                health.up(dependency);
+                return connected;
+            }
             Err(e) => {
+                health.waiting(dependency, e.to_string());
                 tracing::warn!(
                     dependency,
                     error = %e,

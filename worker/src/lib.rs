@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod health;
 pub mod noop;
 
 use anyhow::Context;
@@ -65,9 +66,17 @@ impl PayflowWorker {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
         db::check_url(&config.database.url).context("DATABASE_URL")?;
         Reservations::check_url(&config.redis.url).context("REDIS_URL")?;
+        let health = health::Health::default();
+        if !config.health_listen.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&config.health_listen)
+                .await
+                .with_context(|| format!("PAYFLOW_HEALTH_LISTEN {}", config.health_listen))?;
+            tracing::info!(addr = %listener.local_addr()?, "health endpoint listening");
+            tokio::spawn(health::serve(listener, health.clone()));
+        }
         let client = config
             .temporal
-            .connect_patiently()
+            .connect_patiently(&health)
             .await
             .context("connect to Temporal")?;
         let queues = TaskQueues::with_prefix(&config.temporal.task_queue_prefix);
@@ -80,7 +89,7 @@ impl PayflowWorker {
             .any(|s| config.hosts(*s));
         let pool = if needs_db {
             let url = &config.database.url;
-            let pool = config::until_available("PostgreSQL", || {
+            let pool = config::until_available_reported("PostgreSQL", &health, || {
                 db::connect(url, config.database.max_connections)
             })
             .await;
@@ -105,6 +114,7 @@ impl PayflowWorker {
                 kafka,
                 config.kafka.registry()?,
                 events.clone(),
+                health.clone(),
             ));
             let mut options = worker_options(&queues.workflow, config, true);
             options
@@ -124,7 +134,9 @@ impl PayflowWorker {
         if config.hosts(Service::Product) {
             let pool = pool.clone().expect("database pool");
             let url = &config.redis.url;
-            let redis = config::until_available("Redis", || Reservations::connect(url)).await;
+            let redis =
+                config::until_available_reported("Redis", &health, || Reservations::connect(url))
+                    .await;
             let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
             sweeper = Some(spawn_sweeper(
                 product.clone(),
@@ -144,6 +156,7 @@ impl PayflowWorker {
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         anyhow::ensure!(!workers.is_empty(), "no services to host");
+        health.started();
         tracing::info!(
             services = ?config.services,
             prefix = %config.temporal.task_queue_prefix,
@@ -297,12 +310,17 @@ async fn prepare_events(
     kafka: KafkaConfig,
     registry: Option<SchemaRegistry>,
     events: EventActivities,
+    health: health::Health,
 ) {
     let mut wait = Duration::from_millis(500);
     loop {
         match EventActivities::ensure_topics(&kafka, registry.as_ref()).await {
-            Ok(()) => break,
+            Ok(()) => {
+                health.up("Kafka and schema registry");
+                break;
+            }
             Err(e) => {
+                health.waiting("Kafka and schema registry", format!("{e:#}"));
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "Kafka topics or schemas not ready; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
