@@ -11,7 +11,7 @@ use payflow_activities::{
     EventActivities,
     events::{KafkaConfig, reader},
 };
-use payflow_workflows::types::{DomainEvent, EventType};
+use payflow_workflows::types::DomainEvent;
 use serde::Serialize;
 use std::{collections::HashSet, time::Duration};
 use temporalio_client::WorkflowListOptions;
@@ -86,17 +86,8 @@ pub async fn audit(
         .map(|e| e.event_timestamp)
         .min()
         .unwrap_or(since.timestamp_millis());
-    let topics: Vec<String> = EventType::ALL.iter().map(|t| kafka.topic(*t)).collect();
-    let bootstrap = kafka.bootstrap_servers.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        reader::read_topics(
-            &bootstrap,
-            &topics,
-            Some(earliest - 60_000),
-            Duration::from_secs(120),
-        )
-    })
-    .await??;
+    let stored =
+        reader::read_event_topics(kafka, Some(earliest - 60_000), Duration::from_secs(120)).await?;
     let present: HashSet<&str> = stored
         .iter()
         .filter_map(|r| r.headers.get("eventId").map(String::as_str))

@@ -625,21 +625,12 @@ impl Stack {
 
     /// Every record on this stack's topics, as of now (read up to the high watermarks).
     pub async fn records(&self) -> Vec<Record> {
-        let bootstrap = self.kafka.bootstrap_servers.clone();
-        let topics: Vec<String> = EventType::ALL
-            .iter()
-            .map(|t| self.kafka.topic(*t))
-            .collect();
-        let mut records: Vec<Record> = tokio::task::spawn_blocking(move || {
-            payflow_activities::events::reader::read_topics(
-                &bootstrap,
-                &topics,
-                None,
-                Duration::from_secs(30),
-            )
-        })
+        let mut records: Vec<Record> = payflow_activities::events::reader::read_event_topics(
+            &self.kafka,
+            None,
+            Duration::from_secs(30),
+        )
         .await
-        .expect("reader thread")
         .expect("read Kafka")
         .into_iter()
         .map(|r| Record {

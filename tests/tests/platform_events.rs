@@ -379,19 +379,10 @@ async fn the_audit_finds_events_a_broker_lost_and_republishes_them_with_their_id
         .into_iter()
         .map(|e| e.event_id)
         .collect();
-    let topics: Vec<String> = EventType::ALL.iter().map(|t| lost.topic(*t)).collect();
-    let bootstrap = lost.bootstrap_servers.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        payflow_activities::events::reader::read_topics(
-            &bootstrap,
-            &topics,
-            None,
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let stored =
+        payflow_activities::events::reader::read_event_topics(&lost, None, Duration::from_secs(30))
+            .await
+            .unwrap();
     let mut republished: Vec<String> = stored
         .iter()
         .filter(|r| r.key == paid.order_id)

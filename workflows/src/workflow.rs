@@ -967,17 +967,27 @@ impl Saga {
             .ctx
             .execute_local_activity(EventActivities::publish_all, batch.clone(), options)
             .await;
-        if published.is_ok() {
-            self.ctx.state_mut(|s| s.published.extend(batch));
-        }
-        if let Err(err) = published {
-            self.attention(
+        self.settle(published, batch, summary);
+    }
+
+    /// Records what Kafka took (the `events` query), or flags a publication that failed for
+    /// good (only a non-retryable failure, a schema bug, ends its retries): the events' absence
+    /// is then visible in the history and the attention flag.
+    fn settle<T>(
+        &self,
+        published: Result<T, ActivityExecutionError>,
+        events: Vec<DomainEvent>,
+        summary: &str,
+    ) {
+        match published {
+            Ok(_) => self.ctx.state_mut(|s| s.published.extend(events)),
+            Err(err) => self.attention(
                 attention_keys::PUBLISH,
                 Some(format!(
                     "publish {summary} failed: {}",
                     failure_message(&err)
                 )),
-            );
+            ),
         }
     }
 
@@ -1018,20 +1028,7 @@ impl Saga {
                 .execute_activity(EventActivities::publish, event.clone(), options)
                 .await
         };
-        if published.is_ok() {
-            self.ctx.state_mut(|s| s.published.push(event));
-        }
-        // An error here is only possible for a non-retryable failure (a schema bug); the
-        // event's absence is then visible in the history and the attention flag.
-        if let Err(err) = published {
-            self.attention(
-                attention_keys::PUBLISH,
-                Some(format!(
-                    "publish {summary} failed: {}",
-                    failure_message(&err)
-                )),
-            );
-        }
+        self.settle(published, vec![event], summary);
     }
 
     /// Sends a push; a push that cannot be delivered after a few tries is given up: the order's

@@ -1,6 +1,8 @@
 //! Reading topics back: what the reconciliation (`payflow events audit`) and the tests use to
 //! see what a broker actually holds.
 
+use super::KafkaConfig;
+use payflow_workflows::types::EventType;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -116,4 +118,16 @@ pub fn read_topics(
         }
     }
     Ok(out)
+}
+
+/// Every record on the topics of every event type of `kafka`, from `since_ms` (`None`: from the
+/// beginning), read on a blocking thread.
+pub async fn read_event_topics(
+    kafka: &KafkaConfig,
+    since_ms: Option<i64>,
+    limit: Duration,
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let topics: Vec<String> = EventType::ALL.iter().map(|t| kafka.topic(*t)).collect();
+    let bootstrap = kafka.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || read_topics(&bootstrap, &topics, since_ms, limit)).await?
 }
