@@ -1074,6 +1074,42 @@ pub const SUCCESS_STEPS: [(&str, &str); 6] = [
     ("ORDER_COMPLETION", "COMPLETED"),
 ];
 
+/// The saga tracker records of a payment the PG declined, in order.
+pub const DECLINED_STEPS: [(&str, &str); 4] = [
+    ("PAYMENT_COMPLETION", "STARTED"),
+    ("PAYMENT_COMPLETION", "FAILED"),
+    ("COMPENSATION_STOCK", "COMPENSATED"),
+    ("COMPENSATION_ORDER", "COMPENSATED"),
+];
+
+/// The saga tracker records of a payment voided at the PG (no decision in time), in order.
+pub const VOIDED_STEPS: [(&str, &str); 5] = [
+    ("PAYMENT_COMPLETION", "STARTED"),
+    ("PAYMENT_COMPLETION", "FAILED"),
+    ("COMPENSATION_PAYMENT", "COMPENSATED"),
+    ("COMPENSATION_STOCK", "COMPENSATED"),
+    ("COMPENSATION_ORDER", "COMPENSATED"),
+];
+
+/// For every product: Redis available + held + confirmed in the DB = seeded, and the DB stock
+/// is what was seeded minus what was sold.
+pub async fn assert_conserved(stack: &Stack, products: &[Product]) {
+    for p in products {
+        let ledger = stack.ledger(&p.product_id).await;
+        assert_eq!(
+            ledger.total(),
+            i64::from(p.stock),
+            "{}: {ledger:?}",
+            p.product_id
+        );
+        assert_eq!(
+            ledger.db_stock,
+            i64::from(p.stock) - ledger.confirmed,
+            "{ledger:?}"
+        );
+    }
+}
+
 /// The Python that has Confluent's client (`scripts/install.sh` puts it in payflow's venv).
 pub fn python() -> String {
     std::env::var("PAYFLOW_PYTHON").unwrap_or_else(|_| {
