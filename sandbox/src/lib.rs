@@ -23,7 +23,9 @@
 //!
 //! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
 //! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (`latencyMs`,
-//! `errorRate`, `timeoutHoldMs`, `pushFailures`: the next n pushes fail).
+//! `errorRate`, `timeoutRate`, `timeoutHoldMs`, `pushFailures`: the next n pushes fail).
+//! `timeoutRate` makes that share of new charges behave like `tpk_timeout`: charged, answered
+//! only after the hold time (the network losing the PG's answer).
 //!
 //! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
 //!
@@ -67,6 +69,8 @@ pub struct SandboxConfig {
     pub latency: Duration,
     /// Probability (0..1) of an injected 503 on a PG call.
     pub error_rate: f64,
+    /// Probability (0..1) that a new charge is answered only after `timeout_hold`.
+    pub timeout_rate: f64,
     /// How long `tpk_timeout` holds its answer.
     pub timeout_hold: Duration,
     /// The journal file the books are kept in (`None`: in memory only).
@@ -79,6 +83,7 @@ impl Default for SandboxConfig {
             secret_key: "test_sk_payflow".into(),
             latency: Duration::ZERO,
             error_rate: 0.0,
+            timeout_rate: 0.0,
             timeout_hold: Duration::from_secs(120),
             books: None,
         }
@@ -518,7 +523,8 @@ async fn decide_confirm(
             order_id: body.order_id.clone(),
         });
     }
-    if is_timeout_key(key) {
+    if is_timeout_key(key) || (config.timeout_rate > 0.0 && rand::random::<f64>() < config.timeout_rate)
+    {
         // Charged, but the answer is lost in the network for a long while.
         tokio::time::sleep(config.timeout_hold).await;
     }
@@ -782,6 +788,7 @@ struct ConfigBody {
     latency_ms: Option<u64>,
     push_failures: Option<u32>,
     error_rate: Option<f64>,
+    timeout_rate: Option<f64>,
     timeout_hold_ms: Option<u64>,
 }
 
@@ -795,6 +802,9 @@ async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>
     }
     if let Some(rate) = body.error_rate {
         config.error_rate = rate.clamp(0.0, 1.0);
+    }
+    if let Some(rate) = body.timeout_rate {
+        config.timeout_rate = rate.clamp(0.0, 1.0);
     }
     if let Some(ms) = body.timeout_hold_ms {
         config.timeout_hold = Duration::from_millis(ms);

@@ -25,6 +25,9 @@ struct Args {
     /// Probability (0..1) of an injected 503 on a PG call.
     #[arg(long, env = "SANDBOX_ERROR_RATE", default_value_t = 0.0)]
     error_rate: f64,
+    /// Probability (0..1) that a new charge is answered only after the hold time.
+    #[arg(long, env = "SANDBOX_TIMEOUT_RATE", default_value_t = 0.0)]
+    timeout_rate: f64,
     /// How long `tpk_timeout` holds its answer, in seconds.
     #[arg(long, env = "SANDBOX_TIMEOUT_HOLD_SECS", default_value_t = 120)]
     timeout_hold_secs: u64,
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         secret_key: args.secret_key,
         latency: Duration::from_millis(args.latency_ms),
         error_rate: args.error_rate,
+        timeout_rate: args.timeout_rate,
         timeout_hold: Duration::from_secs(args.timeout_hold_secs),
         books: args.books,
     };
