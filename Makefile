@@ -2,10 +2,11 @@
 #   make demo   bring everything up and pay the seed's scenarios
 #   make test   bring everything up and run the whole test suite
 #   make down   stop what they started
+#   make chaos  the fault suite at full size (writes RELIABILITY.md)
 
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/payflow/target
 
-.PHONY: demo test down bench up
+.PHONY: demo test down bench up chaos
 
 demo:
 	scripts/demo.sh
@@ -21,3 +22,6 @@ up:
 
 bench:
 	scripts/bench.sh
+
+chaos:
+	scripts/chaos.sh

@@ -523,7 +523,8 @@ async fn decide_confirm(
             order_id: body.order_id.clone(),
         });
     }
-    if is_timeout_key(key) || (config.timeout_rate > 0.0 && rand::random::<f64>() < config.timeout_rate)
+    if is_timeout_key(key)
+        || (config.timeout_rate > 0.0 && rand::random::<f64>() < config.timeout_rate)
     {
         // Charged, but the answer is lost in the network for a long while.
         tokio::time::sleep(config.timeout_hold).await;

@@ -6,6 +6,8 @@
 //! Infrastructure addresses come from the same variables the binaries read (`TEMPORAL_ADDRESS`,
 //! `DATABASE_URL`, `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`); `make test` brings it up.
 
+pub mod chaos;
+
 use anyhow::Context;
 use apache_avro::{Schema, reader::datum::GenericDatumReader, types::Value};
 use base64::Engine;
@@ -173,13 +175,7 @@ impl TestRegistry {
 
     /// The writer schema with registry id `id`, as a deserializer fetches it.
     pub async fn schema(&self, id: u32) -> Option<String> {
-        let body: serde_json::Value = reqwest::get(format!("{}/schemas/ids/{id}", self.url))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        body["schema"].as_str().map(str::to_owned)
+        registry_schema(&self.url, id).await
     }
 }
 
@@ -550,27 +546,14 @@ impl Stack {
 
     /// What the sandbox PG did for an order.
     pub async fn books(&self, order_id: &str) -> OrderBooks {
-        self.http
-            .get(format!("{}/sandbox/orders/{order_id}", self.sandbox_url))
-            .send()
-            .await
-            .expect("sandbox reachable")
-            .json()
+        sandbox_books(&self.http, &self.sandbox_url, order_id)
             .await
             .expect("sandbox books")
     }
 
     /// Pushes the sandbox delivered to a user.
     pub async fn pushes(&self, user_id: &str) -> Vec<Delivery> {
-        self.http
-            .get(format!(
-                "{}/sandbox/pushes?userId={user_id}",
-                self.sandbox_url
-            ))
-            .send()
-            .await
-            .expect("sandbox reachable")
-            .json()
+        sandbox_pushes(&self.http, &self.sandbox_url, user_id)
             .await
             .expect("sandbox pushes")
     }
@@ -625,34 +608,7 @@ impl Stack {
 
     /// Every record on this stack's topics, as of now (read up to the high watermarks).
     pub async fn records(&self) -> Vec<Record> {
-        let mut records: Vec<Record> = payflow_activities::events::reader::read_event_topics(
-            &self.kafka,
-            None,
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("read Kafka")
-        .into_iter()
-        .map(|r| Record {
-            topic: r.topic,
-            key: r.key,
-            headers: r.headers,
-            value: r.value,
-            partition: r.partition,
-            writer_schema: None,
-        })
-        .collect();
-        // What a Confluent deserializer does: the writer schema by the id in the value.
-        let mut schemas: HashMap<u32, Option<String>> = HashMap::new();
-        for record in &mut records {
-            if let Some((id, _)) = avro::confluent_frame(&record.value) {
-                if let std::collections::hash_map::Entry::Vacant(slot) = schemas.entry(id) {
-                    slot.insert(self.registry.schema(id).await);
-                }
-                record.writer_schema = schemas[&id].clone();
-            }
-        }
-        records
+        read_records(&self.kafka, &self.registry.url).await
     }
 
     /// The records decoded by Confluent's own deserializer (Python `confluent_kafka`
@@ -732,44 +688,7 @@ impl Stack {
 
     /// Where one product's stock is.
     pub async fn ledger(&self, product_id: &str) -> Ledger {
-        let available = self.redis.available(product_id).await.expect("redis");
-        let mut conn = redis::Client::open(redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let mut held = 0i64;
-        for pattern in ["{payflow}:resv:*", "{payflow}:claimed:*"] {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(pattern)
-                .query_async(&mut conn)
-                .await
-                .expect("redis keys");
-            for key in keys {
-                let q: Option<i64> = redis::cmd("HGET")
-                    .arg(&key)
-                    .arg(format!("p:{product_id}"))
-                    .query_async(&mut conn)
-                    .await
-                    .expect("redis hget");
-                held += q.unwrap_or(0);
-            }
-        }
-        let (confirmed, db_stock): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE((SELECT SUM(quantity)::BIGINT FROM product.stock_reservations
-                               WHERE product_id = $1 AND status = 'CONFIRMED'), 0),
-                    (SELECT stock::BIGINT FROM product.products WHERE product_id = $1)",
-        )
-        .bind(product_id)
-        .fetch_one(&self.pool)
-        .await
-        .expect("ledger query");
-        Ledger {
-            available,
-            held,
-            confirmed,
-            db_stock,
-        }
+        read_ledger(&self.pool, &self.redis, &redis_url(), product_id).await
     }
 
     /// One row as a JSON map: `SELECT row_to_json(t) FROM (query) t` with one bind.
@@ -829,6 +748,174 @@ fn serve_sandbox(
         let _ = stopped.await;
     }));
     stop
+}
+
+/// The writer schema a registry at `url` holds under `id`, as a deserializer fetches it.
+pub async fn registry_schema(url: &str, id: u32) -> Option<String> {
+    let body: serde_json::Value = reqwest::get(format!("{url}/schemas/ids/{id}"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["schema"].as_str().map(str::to_owned)
+}
+
+/// Every record on the event topics of `kafka`, as of now (read up to the high watermarks),
+/// each with its writer schema fetched from the registry at `registry_url` by the id in the
+/// value, as a Confluent deserializer does.
+pub async fn read_records(kafka: &KafkaConfig, registry_url: &str) -> Vec<Record> {
+    let mut records: Vec<Record> =
+        payflow_activities::events::reader::read_event_topics(kafka, None, Duration::from_secs(60))
+            .await
+            .expect("read Kafka")
+            .into_iter()
+            .map(|r| Record {
+                topic: r.topic,
+                key: r.key,
+                headers: r.headers,
+                value: r.value,
+                partition: r.partition,
+                writer_schema: None,
+            })
+            .collect();
+    let mut schemas: HashMap<u32, Option<String>> = HashMap::new();
+    for record in &mut records {
+        if let Some((id, _)) = avro::confluent_frame(&record.value) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = schemas.entry(id) {
+                slot.insert(registry_schema(registry_url, id).await);
+            }
+            record.writer_schema = schemas[&id].clone();
+        }
+    }
+    records
+}
+
+/// Where one product's stock is: Redis (at `redis_url`, read through `redis` too) and the
+/// database.
+pub async fn read_ledger(
+    pool: &PgPool,
+    redis: &Reservations,
+    redis_url: &str,
+    product_id: &str,
+) -> Ledger {
+    let available = redis.available(product_id).await.expect("redis");
+    let mut conn = redis::Client::open(redis_url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut held = 0i64;
+    for pattern in ["{payflow}:resv:*", "{payflow}:claimed:*"] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("redis keys");
+        for key in keys {
+            let q: Option<i64> = redis::cmd("HGET")
+                .arg(&key)
+                .arg(format!("p:{product_id}"))
+                .query_async(&mut conn)
+                .await
+                .expect("redis hget");
+            held += q.unwrap_or(0);
+        }
+    }
+    let (confirmed, db_stock): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT SUM(quantity)::BIGINT FROM product.stock_reservations
+                           WHERE product_id = $1 AND status = 'CONFIRMED'), 0),
+                (SELECT stock::BIGINT FROM product.products WHERE product_id = $1)",
+    )
+    .bind(product_id)
+    .fetch_one(pool)
+    .await
+    .expect("ledger query");
+    Ledger {
+        available,
+        held,
+        confirmed,
+        db_stock,
+    }
+}
+
+/// What the sandbox PG at `base` did for an order.
+pub async fn sandbox_books(
+    http: &reqwest::Client,
+    base: &str,
+    order_id: &str,
+) -> reqwest::Result<OrderBooks> {
+    http.get(format!("{base}/sandbox/orders/{order_id}"))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+/// The pushes the sandbox at `base` delivered to a user.
+pub async fn sandbox_pushes(
+    http: &reqwest::Client,
+    base: &str,
+    user_id: &str,
+) -> reqwest::Result<Vec<Delivery>> {
+    http.get(format!("{base}/sandbox/pushes?userId={user_id}"))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+/// An order's records with each event id once (first occurrence, in publication order per
+/// topic). A repeated id must carry the same event: the same type and fields; `Err` names the
+/// first that does not. Only the moments it was built may differ: a workflow task a killed
+/// worker never completed runs again at a later workflow time, and builds its events again.
+pub fn distinct(records: Vec<Record>) -> Result<Vec<Record>, String> {
+    let content = |r: &Record| {
+        let mut fields = r.decode();
+        for moment in ["eventTimestamp", "recordedAt", "confirmedAt"] {
+            fields.remove(moment);
+        }
+        (r.ty(), format!("{fields:?}"))
+    };
+    let mut seen: BTreeMap<String, (EventType, String)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for record in records {
+        let id = record.headers["eventId"].clone();
+        match seen.get(&id) {
+            Some(first) if *first != content(&record) => {
+                return Err(format!("event id {id} repeated with another event"));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(id, content(&record));
+                out.push(record);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What an order's distinct records say: its domain event types (sorted) and its saga tracker
+/// records as `(step, status)` in publication order.
+pub fn event_path(records: &[Record]) -> (Vec<String>, Vec<(String, String)>) {
+    let mut types: Vec<String> = records
+        .iter()
+        .filter(|r| r.ty() != EventType::SagaTracker)
+        .map(|r| r.event_type().to_owned())
+        .collect();
+    types.sort();
+    let saga = records
+        .iter()
+        .filter(|r| r.ty() == EventType::SagaTracker)
+        .map(|r| {
+            let fields = r.decode();
+            (
+                avro_str(&fields["step"]).to_owned(),
+                avro_str(&fields["status"]).to_owned(),
+            )
+        })
+        .collect();
+    (types, saga)
 }
 
 /// Where a product's stock is. `available + held + confirmed` is the stock ever seeded.
@@ -1267,13 +1354,17 @@ impl Drop for TcpGate {
     }
 }
 
-/// A payflow binary next to the running test's (the workspace build makes them).
+/// A payflow binary next to the running one (the workspace build makes them): beside a
+/// binary in the profile directory, or one up from a test in its `deps/`.
 pub fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join(name)
+    let exe = std::env::current_exe().expect("running binary");
+    let dir = exe.parent().expect("target dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    dir.join(name)
 }
 
 /// Starts a payflow binary with `env` and nothing else of the caller's environment (no

@@ -6,12 +6,11 @@
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use payflow_tests::{
-    DECLINED_STEPS, Record, SUCCESS_STEPS, Stack, StackOptions, assert_conserved, avro_str,
-    database_url, fast_timings, kafka_bootstrap, own_key, redis_url, spawn, steps,
-    temporal_address, wait_for_line,
+    DECLINED_STEPS, SUCCESS_STEPS, Stack, StackOptions, assert_conserved, database_url, distinct,
+    event_path, fast_timings, kafka_bootstrap, own_key, redis_url, spawn, steps, temporal_address,
+    wait_for_line,
 };
-use payflow_workflows::types::{EventType, PaymentMethod, PaymentStage, SagaTimings};
-use std::collections::BTreeMap;
+use payflow_workflows::types::{PaymentMethod, PaymentStage, SagaTimings};
 
 /// The stack's worker (all services) as a process of its own.
 fn worker_process(
@@ -40,37 +39,6 @@ fn worker_process(
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     spawn("payflow-worker", &[], &env)
-}
-
-/// An order's records with each event id once (first occurrence, in publication order per
-/// topic). A repeated id must carry the same event: the same type and fields. Only the
-/// timestamps of the moment it was built may differ: a workflow task the killed worker never
-/// completed runs again at a later workflow time, and builds its events again.
-fn distinct(records: Vec<Record>) -> Vec<Record> {
-    let content = |r: &Record| {
-        let mut fields = r.decode();
-        for moment in ["eventTimestamp", "recordedAt", "confirmedAt"] {
-            fields.remove(moment);
-        }
-        (r.ty(), format!("{fields:?}"))
-    };
-    let mut seen: BTreeMap<String, (EventType, String)> = BTreeMap::new();
-    let mut out = Vec::new();
-    for record in records {
-        let id = record.headers["eventId"].clone();
-        match seen.get(&id) {
-            Some(first) => assert_eq!(
-                *first,
-                content(&record),
-                "event id {id} repeated with another event"
-            ),
-            None => {
-                seen.insert(id, content(&record));
-                out.push(record);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,24 +120,9 @@ async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart(
         }
         assert_eq!(stack.pushes(user).await.len(), 1, "{id}: one push");
 
-        let records = distinct(all.iter().filter(|r| &r.key == id).cloned().collect());
-        let mut types: Vec<&str> = records
-            .iter()
-            .filter(|r| r.ty() != EventType::SagaTracker)
-            .map(|r| r.event_type())
-            .collect();
-        types.sort();
-        let saga: Vec<(String, String)> = records
-            .iter()
-            .filter(|r| r.ty() == EventType::SagaTracker)
-            .map(|r| {
-                let fields = r.decode();
-                (
-                    avro_str(&fields["step"]).to_owned(),
-                    avro_str(&fields["status"]).to_owned(),
-                )
-            })
-            .collect();
+        let records = distinct(all.iter().filter(|r| &r.key == id).cloned().collect())
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let (types, saga) = event_path(&records);
         if declined {
             assert_eq!(types, ["order.cancelled", "payment.failed"], "{id}");
             assert_eq!(saga, steps(&DECLINED_STEPS), "{id}");
