@@ -125,14 +125,19 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The run of `make test`: every fault, short holds, 60 payments.
+    /// The run of `make test`: every fault once but the broker's, short holds, 60 payments.
+    /// The broker's kill is left to `make chaos`: Tansu on SQLite can wedge after a SIGKILL
+    /// under load (RELIABILITY.md), a fault of the dev broker that CI must not gamble on.
     pub fn short(dir: PathBuf) -> Self {
         Self {
             payments: 60,
             concurrency: 8,
             gap: Duration::from_secs(2),
             hold: Duration::from_secs(3),
-            faults: Fault::ALL.to_vec(),
+            faults: Fault::ALL
+                .into_iter()
+                .filter(|f| *f != Fault::KillBroker)
+                .collect(),
             dir,
         }
     }
@@ -952,12 +957,16 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let payments = PaymentClient::connect(&temporal).await?;
     let mut outcomes = Vec::new();
     let mut not_final = Vec::new();
+    // One deadline for all: a stuck run fails in minutes, not minutes per order.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     for order in &orders {
-        match tokio::time::timeout(Duration::from_secs(300), payments.result(&order.order_id)).await
-        {
+        match tokio::time::timeout_at(deadline, payments.result(&order.order_id)).await {
             Ok(Ok(outcome)) => outcomes.push((order, outcome.stage)),
             Ok(Err(e)) => not_final.push(format!("{}: {e}", order.order_id)),
-            Err(_) => not_final.push(format!("{}: not final in 5 minutes", order.order_id)),
+            Err(_) => not_final.push(format!(
+                "{}: not final 5 minutes after the load",
+                order.order_id
+            )),
         }
     }
     let settle_took = settle.elapsed();
