@@ -179,11 +179,23 @@ async fn pay_expired(
     key: &str,
 ) -> (String, String) {
     let order = stack.order_with_ttl(user, &[(&products[0], 2)], 1).await;
-    // The sweeper gives the stock back on its own; the confirmation must then refuse.
+    // The sweeper gives the stock back on its own (Redis first, then the reservation rows);
+    // once it is done, the confirmation must refuse.
     eventually(
         Duration::from_secs(10),
         "the reservation to expire",
-        || async { (stack.ledger(&products[0].product_id).await.held == 0).then_some(()) },
+        || async {
+            let released = stack.ledger(&products[0].product_id).await.held == 0;
+            let marked = stack
+                .rows(
+                    "SELECT status FROM product.stock_reservations WHERE order_id = $1",
+                    &order.order_id,
+                )
+                .await
+                .iter()
+                .all(|r| r["status"] == "EXPIRED");
+            (released && marked).then_some(())
+        },
     )
     .await;
     let decision = stack.pay(&order, PaymentMethod::Card, Some(key)).await;
