@@ -88,6 +88,10 @@ async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart(
     // (and comes back without the injected 503s).
     stack.restart_sandbox().await;
 
+    // Every payment final (so every event published) before the topics are read.
+    for (order, _, _) in &orders {
+        stack.outcome(&order.order_id).await;
+    }
     let all = stack.records().await;
     for (order, user, key) in &orders {
         let id = &order.order_id;
