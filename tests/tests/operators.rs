@@ -454,7 +454,19 @@ async fn the_worker_metrics_move_with_payments() {
     assert_eq!(moved("payflow_events_total", "outcome=\"published\""), 14.0);
     assert_eq!(moved("payflow_events_total", "outcome=\"failed\""), 0.0);
     // The SDK's own worker metrics are on the same endpoint.
-    assert!(moved("temporal_workflow_completed", "") >= 2.0, "{after}");
+    // (exported a moment after the workflow task completes)
+    eventually(
+        Duration::from_secs(10),
+        "temporal_workflow_completed",
+        || async {
+            let now = scrape().await;
+            (metric(&now, "temporal_workflow_completed", "")
+                - metric(&before, "temporal_workflow_completed", "")
+                >= 2.0)
+                .then_some(())
+        },
+    )
+    .await;
     assert!(after.contains("temporal_activity_execution_latency"));
 }
 
