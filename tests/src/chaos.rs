@@ -330,22 +330,10 @@ impl Part {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut command = std::process::Command::new(&self.program);
-        // Only what the run gives: `make test` exports the dev stack's settings.
-        command.env_clear();
-        for inherited in ["PATH", "HOME"] {
-            if let Ok(value) = std::env::var(inherited) {
-                command.env(inherited, value);
-            }
-        }
+        let mut command = crate::bare_command(&self.program);
         command
             .args(&self.args)
             .current_dir(&self.dir)
-            .env("PAYFLOW_METRICS_LISTEN", "")
-            .env(
-                "RUST_LOG",
-                "info,temporalio_sdk_core=warn,apache_avro=error",
-            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)

@@ -1367,6 +1367,24 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// A command for one of the stack's programs with an environment of its own: only `PATH` and
+/// `HOME` are inherited (`make test` exports the dev stack's settings, codec keys among them,
+/// which are not the caller's), no metrics listener, and the tests' log filter.
+pub fn bare_command(program: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.env_clear();
+    for inherited in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(inherited) {
+            command.env(inherited, value);
+        }
+    }
+    command.env("PAYFLOW_METRICS_LISTEN", "").env(
+        "RUST_LOG",
+        "info,temporalio_sdk_core=warn,apache_avro=error",
+    );
+    command
+}
+
 /// Starts a payflow binary with `env` and nothing else of the caller's environment (no
 /// metrics port, plain-text logs at info); answers the process (killed when dropped) and its
 /// log lines, stdout and stderr.
@@ -1379,23 +1397,9 @@ pub fn spawn(
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     use tokio::io::AsyncBufReadExt;
-    let mut command = tokio::process::Command::new(binary(name));
-    // Only what the test gives: `make test` exports the dev stack's settings (codec keys among
-    // them), which are not this test's.
-    command.env_clear();
-    for inherited in ["PATH", "HOME"] {
-        if let Ok(value) = std::env::var(inherited) {
-            command.env(inherited, value);
-        }
-    }
+    let mut command = tokio::process::Command::from(bare_command(&binary(name)));
     command
         .args(args)
-        .env("PAYFLOW_METRICS_LISTEN", "")
-        .env(
-            "RUST_LOG",
-            "info,temporalio_sdk_core=warn,apache_avro=error",
-        )
-        .env_remove("PAYFLOW_LOG_JSON")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
