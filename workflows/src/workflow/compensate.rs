@@ -1,0 +1,316 @@
+//! The failure paths: undo what the forward path did, newest first, and end `ORDER_CANCELLED`.
+//! What each failure means (reasons, events, push) is decided in [`super::failure`]; this is the
+//! order in which it is done. Compensation steps are idempotent, retried without limit and
+//! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
+
+use super::{
+    failure::{Compensation, Failure, Money, Notice, failure_message},
+    saga::{Saga, attention_keys},
+};
+use crate::{
+    activities::{OrderActivities, PaymentActivities, ProductActivities},
+    ids,
+    types::*,
+};
+use temporalio_workflow::{WaitConditionOptions, WorkflowCancellationToken, join};
+
+impl Saga {
+    /// Compensates `failure`: before an approval, void if needed and fail the payment; after
+    /// one, refund and cancel the payment. Either way the stock returns and the order is
+    /// cancelled.
+    pub(super) async fn compensate(&self, failure: Failure) {
+        self.enter(PaymentStage::Compensating);
+        if let Some(step) = self.current_step.get() {
+            self.track(step, SagaStatus::Failed, Some(failure.code()));
+        }
+        let approved = self.ctx.state(|s| s.status.approval_number.clone());
+        let plan = Compensation::new(failure, approved.is_some(), &self.payment.order_id);
+        match approved {
+            None => self.compensate_unpaid(plan).await,
+            Some(approval_number) => self.compensate_paid(plan, approval_number).await,
+        }
+        self.enter(PaymentStage::OrderCancelled);
+    }
+
+    /// The PG never approved: void when its outcome is unknown, then fail the payment, return
+    /// the stock and cancel the order.
+    async fn compensate_unpaid(&self, plan: Compensation) {
+        let code = &plan.code;
+        if plan.money == Money::Void {
+            // Same key as the approval: whatever the PG did for it is undone.
+            self.must(
+                PaymentActivities::void,
+                VoidPayment {
+                    payment_id: self.payment.payment_id.clone(),
+                    payment_key: self.payment.payment_key.clone(),
+                    reason: plan.pg_reason(),
+                },
+                &self.queues.payment,
+                "void at PG",
+            )
+            .await;
+            self.track(
+                saga_steps::COMPENSATION_PAYMENT,
+                SagaStatus::Compensated,
+                Some(code),
+            );
+        }
+        self.ctx.state_mut(|s| {
+            s.status.failure_code = Some(code.clone());
+            s.status.failure_reason = Some(plan.order_reason.to_owned());
+            s.decision = Some(PaymentDecision {
+                order_id: self.payment.order_id.clone(),
+                payment_id: self.payment.payment_id.clone(),
+                approved: false,
+                approval_number: None,
+                failure_code: Some(code.clone()),
+                failure_message: Some(plan.message.clone()),
+                // A decline can be paid again with other means; a timeout is worth retrying.
+                retryable: true,
+            });
+        });
+        self.must(
+            PaymentActivities::record_failure,
+            RecordPaymentFailure {
+                payment: self.payment.clone(),
+                code: code.clone(),
+                message: plan.message.clone(),
+            },
+            &self.queues.payment,
+            "payment failed",
+        )
+        .await;
+        let failed_at = self.now_millis();
+        let (_, _) = join!(
+            self.publish(EventBody::PaymentFailed {
+                payment_id: self.payment.payment_id.clone(),
+                user_id: self.payment.user_id.clone(),
+                failure_reason: code.clone(),
+                failed_at,
+            }),
+            self.release_stock(),
+        );
+        self.track(
+            saga_steps::COMPENSATION_STOCK,
+            SagaStatus::Compensated,
+            Some(code),
+        );
+        self.cancel_order(plan.order_reason, plan.order_event_reason)
+            .await;
+        self.notify(plan.notice).await;
+    }
+
+    /// The PG approved: return the stock, refund (waiting for an operator if the refund keeps
+    /// failing), cancel the payment and the order.
+    async fn compensate_paid(&self, plan: Compensation, approval_number: String) {
+        let code = &plan.code;
+        let Money::Refund(payment_reason) = plan.money else {
+            unreachable!("an approved payment is refunded")
+        };
+        self.ctx.state_mut(|s| {
+            s.status.failure_code = Some(code.clone());
+            s.status.failure_reason = Some(plan.order_reason.to_owned());
+        });
+        if plan.stock_event {
+            self.publish(EventBody::StockConfirmationFailed {
+                payment_id: self.payment.payment_id.clone(),
+                failure_reason: code.clone(),
+                failed_at: self.now_millis(),
+            })
+            .await;
+        }
+        self.release_stock().await;
+        self.track(
+            saga_steps::COMPENSATION_STOCK,
+            SagaStatus::Compensated,
+            Some(code),
+        );
+        let (reference, refunded_by) = self.refund(approval_number, &plan).await;
+        self.track(
+            saga_steps::COMPENSATION_PAYMENT,
+            SagaStatus::Compensated,
+            Some(code),
+        );
+        self.ctx.state_mut(|s| {
+            s.status.refund_reference = reference.clone();
+            s.status.refunded_by = Some(refunded_by.clone());
+        });
+        self.must(
+            PaymentActivities::record_cancellation,
+            RecordPaymentCancellation {
+                payment: self.payment.clone(),
+                reason: payment_reason,
+                refund_reference: reference,
+                refunded_by,
+            },
+            &self.queues.payment,
+            "payment cancelled",
+        )
+        .await;
+        let cancelled = EventBody::PaymentCancelled {
+            payment_id: self.payment.payment_id.clone(),
+            user_id: self.payment.user_id.clone(),
+            cancellation_reason: payment_reason,
+            cancelled_at: self.now_millis(),
+        };
+        if self.platform {
+            // No order.cancelled after an approval: the stock is back already, and the
+            // platform's product service would restore it again on that event.
+            self.cancel_order_only(plan.order_reason).await;
+            self.publish(cancelled).await;
+        } else {
+            self.publish(cancelled).await;
+            self.cancel_order(plan.order_reason, plan.order_event_reason)
+                .await;
+        }
+        self.notify(plan.notice).await;
+    }
+
+    /// Refund at the PG (see [`Saga::refund_options`]); when every try fails, flag the workflow
+    /// for attention and wait for an operator's `retry_refund` or `refund_completed_manually`.
+    /// Answers the refund reference and who refunded.
+    async fn refund(
+        &self,
+        approval_number: String,
+        plan: &Compensation,
+    ) -> (Option<String>, String) {
+        loop {
+            let refund = RefundPayment {
+                payment_id: self.payment.payment_id.clone(),
+                payment_key: self.payment.payment_key.clone(),
+                approval_number: approval_number.clone(),
+                amount: self.payment.amount,
+                reason: plan.pg_reason(),
+            };
+            let error = match self
+                .ctx
+                .execute_activity(PaymentActivities::refund, refund, self.refund_options())
+                .await
+            {
+                Ok(done) => return (done.reference, "pg".to_owned()),
+                Err(err) => failure_message(&err),
+            };
+
+            self.attention(
+                attention_keys::REFUND,
+                Some(format!("refund failed: {error}")),
+            );
+            let options = WaitConditionOptions::builder()
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build();
+            let _ = self
+                .ctx
+                .wait_condition_with_options(
+                    |s| s.refund_retry_requested || s.manual_refund.is_some(),
+                    options,
+                )
+                .await;
+            self.attention(attention_keys::REFUND, None);
+            let manual = self.ctx.state_mut(|s| {
+                s.refund_retry_requested = false;
+                s.manual_refund.clone()
+            });
+            if let Some(manual) = manual {
+                return (Some(manual.reference), manual.operator);
+            }
+        }
+    }
+
+    async fn release_stock(&self) {
+        self.must(
+            ProductActivities::release,
+            ReleaseStock {
+                order_id: self.payment.order_id.clone(),
+            },
+            &self.queues.product,
+            "release stock",
+        )
+        .await;
+    }
+
+    async fn cancel_order(&self, reason: &str, event_reason: OrderCancellationReason) {
+        let items = match self.cancel_order_only(reason).await {
+            Some(cancelled) => cancelled.items,
+            // Not cancelled: no event claims it was (the failure is listed for operators).
+            None if self.outbox => return,
+            None => Vec::new(),
+        };
+        self.publish(EventBody::OrderCancelled {
+            user_id: self.payment.user_id.clone(),
+            items,
+            cancellation_reason: event_reason,
+            cancelled_at: self.now_millis(),
+        })
+        .await;
+    }
+
+    /// Cancels the order (no event); answers what was cancelled (`None`: it failed for good).
+    async fn cancel_order_only(&self, reason: &str) -> Option<CancelledOrder> {
+        let cancelled = self
+            .must(
+                OrderActivities::cancel,
+                CancelOrder {
+                    order_id: self.payment.order_id.clone(),
+                    reason: reason.to_owned(),
+                },
+                &self.queues.order,
+                "cancel order",
+            )
+            .await;
+        let status = if cancelled.is_none() && self.outbox {
+            SagaStatus::Failed
+        } else {
+            SagaStatus::Compensated
+        };
+        self.track(saga_steps::COMPENSATION_ORDER, status, Some(reason));
+        cancelled
+    }
+
+    /// Runs a compensation step until it succeeds. `None` when it failed for good; the failure
+    /// stays listed for operators.
+    async fn must<A>(
+        &self,
+        activity: A,
+        input: A::Input,
+        queue: &str,
+        summary: &'static str,
+    ) -> Option<A::Output>
+    where
+        A: temporalio_common::ActivityDefinition,
+        A::Output: temporalio_common::data_converters::TemporalDeserializable,
+    {
+        let options = self.service_options(queue, summary, None);
+        match self.ctx.execute_activity(activity, input, options).await {
+            Ok(output) => Some(output),
+            // Only a non-retryable failure ends an unlimited retry; the step's input was
+            // wrong for its state (e.g. the order no longer exists). Record it and go on.
+            Err(err) => {
+                self.attention(
+                    summary,
+                    Some(format!("{summary} failed: {}", failure_message(&err))),
+                );
+                None
+            }
+        }
+    }
+
+    async fn notify(&self, notice: Notice) {
+        self.push(notice.kind, notice.title, notice.body).await;
+    }
+
+    /// Sends a push; a push that cannot be delivered after a few tries is given up: the order's
+    /// state does not depend on it.
+    pub(super) async fn push(&self, kind: &str, title: &str, body: String) {
+        let push = PushNotification {
+            notification_id: ids::notification_id(&self.workflow_id, kind),
+            user_id: self.payment.user_id.clone(),
+            order_id: self.payment.order_id.clone(),
+            title: title.to_owned(),
+            body,
+        };
+        let _ = self
+            .ctx
+            .execute_activity(OrderActivities::push, push, self.push_options(title))
+            .await;
+    }
+}

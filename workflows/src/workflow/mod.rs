@@ -1,0 +1,186 @@
+//! `PaymentWorkflow`: one order's payment, from the PG's approval to a final order state.
+//!
+//! Forward path (SPEC §3): PG approval -> payment recorded -> [payment.completed,
+//! order paid, stock confirmed] -> [stock.confirmed, order completed] -> push. Steps that do not
+//! depend on each other run concurrently, so a payment costs as few round trips as its data
+//! dependencies allow.
+//!
+//! Failure paths compensate what the forward path did, newest first: a declined or timed-out
+//! payment cancels the order and returns its stock; a payment the PG approved but whose stock
+//! could not be confirmed is refunded. A refund that keeps failing waits for an operator instead
+//! of failing the workflow. The whole saga has a deadline, kept with a durable timer (a workflow
+//! execution timeout would kill the workflow without compensating).
+//!
+//! Where each part lives:
+//!
+//! | question | module |
+//! | --- | --- |
+//! | the handlers: `status`, `events`, `payment_decision`, the operator signals | this file |
+//! | the deadline, the run's shape, stage and attention bookkeeping | [`saga`] |
+//! | the success path: approve, confirm, complete | [`forward`] |
+//! | what a failure means: codes, reasons, contract symbols, push text | [`failure`] |
+//! | the order in which a failure is undone; refunds waiting for an operator | [`compensate`] |
+//! | events, saga tracker records, the outbox | [`publish`] |
+//! | timeouts and retry policies of every step | [`options`] |
+//!
+//! Every change to the commands a run issues goes behind a patch (the constants below); the
+//! golden histories in `tests/histories/` replay every generation.
+
+mod compensate;
+mod failure;
+mod forward;
+mod options;
+mod publish;
+mod saga;
+
+pub use failure::cancel_reasons;
+
+use crate::ids;
+use crate::types::*;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_workflow::{
+    SyncWorkflowContext, WaitConditionOptions, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+
+/// The lean saga (measured in BENCHMARKS.md): the PG approval records the payment itself,
+/// the order goes straight from `PAYMENT_WAIT` to `ORDER_COMPLETED` and its completion sends the
+/// push (retried apart only if that attempt fails), events are published by local activities,
+/// and the stage search attribute is not re-set to the value the starter gave it. Payments started before this patch keep the original steps (their histories replay).
+pub const LEAN_SAGA_PATCH: &str = "lean-saga-v2";
+
+/// A definite rejection by the PG (`PgRejected`: e.g. `ALREADY_PROCESSED_PAYMENT`, or a payment
+/// key that belongs to another order) is a definite failure: nothing was charged for this order,
+/// so there is nothing to void. Before this patch it was treated as an unknown outcome and
+/// voided with the client's payment key, which could cancel another order's payment.
+pub const PG_REJECTION_FINAL_PATCH: &str = "pg-rejection-final";
+
+/// The platform's events (PLATFORM.md): every step's start, end and compensation recorded on
+/// the saga tracker, published in one batch with the domain event of the step (no extra
+/// workflow task); `stock.confirmed` published once the order is complete; no `order.cancelled`
+/// after the PG approved (payflow returned the stock itself, and the platform's product service
+/// would restore it again on that event). Payments started before this patch publish as before.
+pub const PLATFORM_EVENTS_PATCH: &str = "platform-events-v3";
+
+/// Kafka never holds up the customer: events (with their tracker records) go into an outbox in
+/// the workflow's state and a publisher beside the business steps drains it in order, so no
+/// step waits for Kafka; while Kafka or the registry is away the publisher retries on a durable
+/// timer, and the workflow closes only once every event of its path is out. Also: every
+/// unresolved problem stays listed for operators until it is resolved (before, the newest
+/// replaced the others and any resolution cleared them all), and a compensation step that
+/// failed for good publishes nothing it has no data for (before, a failed order cancellation
+/// published an `order.cancelled` with no items). Only with [`PLATFORM_EVENTS_PATCH`].
+pub const EVENT_OUTBOX_PATCH: &str = "event-outbox-v4";
+
+/// The payment workflow. Its state is what the `status` query shows.
+#[workflow]
+pub struct PaymentWorkflow {
+    request: PaymentRequest,
+    status: PaymentStatus,
+    decision: Option<PaymentDecision>,
+    refund_retry_requested: bool,
+    manual_refund: Option<ManualRefund>,
+    /// Problems waiting for an operator, keyed by what failed, oldest first.
+    attention: Vec<(String, String)>,
+    /// Events not handed to Kafka yet, in order ([`EVENT_OUTBOX_PATCH`]).
+    outbox: Vec<DomainEvent>,
+    /// The business steps are over: nothing more goes into the outbox.
+    outbox_closed: bool,
+    /// Events of the batch being published.
+    publishing: usize,
+    /// Every event and tracker record Kafka took, in order (the `events` query).
+    published: Vec<DomainEvent>,
+}
+
+#[workflow_methods]
+impl PaymentWorkflow {
+    /// Builds the initial state from the request.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, request: PaymentRequest) -> Self {
+        let status = PaymentStatus {
+            order_id: request.order_id.clone(),
+            payment_id: ids::payment_id(&request.order_id),
+            user_id: request.user_id.clone(),
+            payment_method: request.payment_method,
+            amount: request.amount,
+            stage: PaymentStage::PaymentWait,
+            approval_number: None,
+            failure_code: None,
+            failure_reason: None,
+            needs_attention: false,
+            attention_reason: None,
+            attention_reasons: Vec::new(),
+            unpublished_events: 0,
+            publish_error: None,
+            refund_reference: None,
+            refunded_by: None,
+            stage_times: Default::default(),
+        };
+        Self {
+            request,
+            status,
+            decision: None,
+            refund_retry_requested: false,
+            manual_refund: None,
+            attention: Vec::new(),
+            outbox: Vec::new(),
+            outbox_closed: false,
+            publishing: 0,
+            published: Vec::new(),
+        }
+    }
+
+    /// Runs the saga to a final state: `ORDER_COMPLETED` or `ORDER_CANCELLED`.
+    #[run(name = "PaymentWorkflow")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<PaymentOutcome> {
+        saga::Saga::new(ctx).run().await
+    }
+
+    /// Everything an operator needs: stage, ids, approval number, failure reason, step times.
+    #[query(name = "status")]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentStatus {
+        let mut status = self.status.clone();
+        status.unpublished_events = (self.outbox.len() + self.publishing) as u32;
+        status
+    }
+
+    /// Every event and saga tracker record Kafka took for this payment, in order, as published
+    /// (same ids, same content): what the reconciliation compares the topics with, and
+    /// republishes from. State only, so every generation of the workflow answers it.
+    #[query(name = "events")]
+    pub fn events(&self, _ctx: &WorkflowContextView) -> Vec<DomainEvent> {
+        self.published.clone()
+    }
+
+    /// Waits until the PG step is decided and answers the decision. The API sends it with the
+    /// start (update-with-start), so one round trip starts the payment and learns its outcome.
+    #[update(name = "payment_decision")]
+    pub async fn payment_decision(ctx: &mut WorkflowContext<Self>) -> PaymentDecision {
+        // Every path decides, even a cancelled workflow (while compensating), so wait on a
+        // token of our own rather than the workflow's.
+        let options = WaitConditionOptions::builder()
+            .cancellation_token(WorkflowCancellationToken::new())
+            .build();
+        let _ = ctx
+            .wait_condition_with_options(|s| s.decision.is_some(), options)
+            .await;
+        ctx.state(|s| s.decision.clone())
+            .expect("the wait ends only once a decision exists")
+    }
+
+    /// Operator: try the failed refund again.
+    #[signal(name = "retry_refund")]
+    pub fn retry_refund(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: RetryRefund) {
+        self.refund_retry_requested = true;
+    }
+
+    /// Operator: the refund was done by hand; record who did it and its reference.
+    #[signal(name = "refund_completed_manually")]
+    pub fn refund_completed_manually(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        input: ManualRefund,
+    ) {
+        self.manual_refund = Some(input);
+    }
+}

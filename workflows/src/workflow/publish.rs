@@ -1,0 +1,210 @@
+//! The platform's events and saga tracker records: built by the steps, published by local
+//! activities. Under [`EVENT_OUTBOX_PATCH`](super::EVENT_OUTBOX_PATCH) they go into an outbox in
+//! the workflow's state and [`drain_outbox`](Saga::drain_outbox), beside the steps, hands them to
+//! Kafka in order, so no step waits for Kafka. Older generations publish inline (kept for replay).
+
+use super::{
+    failure::failure_message,
+    options::{outbox_options, publish_options},
+    saga::{Saga, attention_keys},
+};
+use crate::{activities::EventActivities, ids, types::*};
+use std::time::Duration;
+use temporalio_workflow::{
+    ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken,
+};
+
+impl Saga {
+    /// The outbox's publisher: hands what the steps put in the outbox to Kafka, oldest first, a
+    /// batch per pass, until the steps are over and nothing is left.
+    pub(super) async fn drain_outbox(&self) {
+        loop {
+            let options = WaitConditionOptions::builder()
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build();
+            let _ = self
+                .ctx
+                .wait_condition_with_options(|s| !s.outbox.is_empty() || s.outbox_closed, options)
+                .await;
+            let batch = self.ctx.state_mut(|s| {
+                s.publishing = s.outbox.len();
+                std::mem::take(&mut s.outbox)
+            });
+            if batch.is_empty() {
+                return;
+            }
+            self.deliver(batch).await;
+            self.ctx.state_mut(|s| {
+                s.publishing = 0;
+                s.status.publish_error = None;
+            });
+        }
+    }
+
+    /// Publishes one batch, trying again on a durable timer (1 s, doubling to 30 s) while Kafka
+    /// or the registry refuses it: a retry never holds a workflow task, so the business steps
+    /// go on. Same records, same event ids on every try. The status shows the last error while
+    /// it lasts; no operator is needed, so the attention flag stays as it is.
+    async fn deliver(&self, batch: Vec<DomainEvent>) {
+        let summary = batch_summary(&batch);
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let published = self
+                .ctx
+                .execute_local_activity(
+                    EventActivities::publish_all,
+                    batch.clone(),
+                    outbox_options(summary),
+                )
+                .await;
+            match published {
+                Ok(_) => {
+                    self.ctx.state_mut(|s| s.published.extend(batch));
+                    return;
+                }
+                Err(err) => {
+                    let error = format!("publish {summary}: {}", failure_message(&err));
+                    self.ctx.state_mut(|s| s.status.publish_error = Some(error));
+                    self.ctx
+                        .timer(
+                            TimerOptions::builder(pause)
+                                .summary(format!("publish {summary} again"))
+                                .build(),
+                        )
+                        .await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Records a saga step's status for the saga tracker; it is published with the next
+    /// event (or at the end of the run).
+    pub(super) fn track(&self, step: &'static str, status: SagaStatus, reason: Option<&str>) {
+        if !self.platform {
+            return;
+        }
+        match status {
+            SagaStatus::Started => self.current_step.set(Some(step)),
+            _ if self.current_step.get() == Some(step) => self.current_step.set(None),
+            _ => {}
+        }
+        let metadata = serde_json::json!({
+            "workflowId": self.workflow_id,
+            "runId": self.ctx.run_id(),
+            "paymentId": self.payment.payment_id,
+            "amount": self.payment.amount,
+            "failureReason": reason,
+        });
+        let now = self.now_millis();
+        self.tracked.borrow_mut().push(DomainEvent {
+            event_id: ids::saga_record_id(&self.workflow_id, step, status.as_str()),
+            event_timestamp: now,
+            order_id: self.payment.order_id.clone(),
+            body: EventBody::SagaTracker {
+                saga_type: SagaType::PaymentCompletion,
+                step: step.to_owned(),
+                status,
+                metadata: Some(metadata.to_string()),
+                recorded_at: now,
+            },
+        });
+    }
+
+    /// Publishes the tracker records still waiting, if any.
+    pub(super) async fn flush(&self) {
+        let batch = self.tracked.take();
+        if batch.is_empty() {
+        } else if self.outbox {
+            self.ctx.state_mut(|s| s.outbox.extend(batch));
+        } else {
+            self.publish_batch(batch).await;
+        }
+    }
+
+    /// Publishes an event; retried until Kafka takes it. Awaited with the step it runs beside.
+    /// Under the platform patch the tracker records waiting go out with it; under the outbox
+    /// patch they go into the outbox and nothing waits.
+    pub(super) async fn publish(&self, body: EventBody) {
+        let event = DomainEvent {
+            event_id: ids::event_id(&self.workflow_id, body.event_type()),
+            event_timestamp: self.now_millis(),
+            order_id: self.payment.order_id.clone(),
+            body,
+        };
+        if self.platform {
+            let mut batch = self.tracked.take();
+            batch.push(event);
+            if self.outbox {
+                self.ctx.state_mut(|s| s.outbox.extend(batch));
+                return;
+            }
+            return self.publish_batch(batch).await;
+        }
+        let summary = event.event_type().name();
+        let published = if self.lean {
+            // A local activity on the workflow worker: no task to dispatch, one marker event.
+            self.ctx
+                .execute_local_activity(
+                    EventActivities::publish,
+                    event.clone(),
+                    publish_options(summary),
+                )
+                .await
+        } else {
+            self.ctx
+                .execute_activity(
+                    EventActivities::publish,
+                    event.clone(),
+                    self.publish_activity_options(summary),
+                )
+                .await
+        };
+        self.settle(published, vec![event], summary);
+    }
+
+    /// Publishes a batch of events in order with one local activity, retried until Kafka
+    /// takes it (before the outbox).
+    async fn publish_batch(&self, batch: Vec<DomainEvent>) {
+        let summary = batch_summary(&batch);
+        let published = self
+            .ctx
+            .execute_local_activity(
+                EventActivities::publish_all,
+                batch.clone(),
+                publish_options(summary),
+            )
+            .await;
+        self.settle(published, batch, summary);
+    }
+
+    /// Records what Kafka took (the `events` query), or flags a publication that failed for
+    /// good (only a non-retryable failure, a schema bug, ends its retries): the events' absence
+    /// is then visible in the history and the attention flag.
+    fn settle<T>(
+        &self,
+        published: Result<T, ActivityExecutionError>,
+        events: Vec<DomainEvent>,
+        summary: &str,
+    ) {
+        match published {
+            Ok(_) => self.ctx.state_mut(|s| s.published.extend(events)),
+            Err(err) => self.attention(
+                attention_keys::PUBLISH,
+                Some(format!(
+                    "publish {summary} failed: {}",
+                    failure_message(&err)
+                )),
+            ),
+        }
+    }
+}
+
+/// The non-tracker event a batch carries, for summaries.
+fn batch_summary(batch: &[DomainEvent]) -> &'static str {
+    batch
+        .iter()
+        .map(|e| e.event_type().name())
+        .find(|n| *n != EventType::SagaTracker.name())
+        .unwrap_or(EventType::SagaTracker.name())
+}
