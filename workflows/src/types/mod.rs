@@ -1,0 +1,291 @@
+//! Types shared by the workflow, its activities and its starters.
+//!
+//! Everything here crosses a process boundary as JSON (Temporal payloads), so field names are
+//! part of the workflow's history format: rename nothing without a patch.
+//!
+//! This file: the payment as the API and operators see it (request, stage, decision, status,
+//! outcome). [`events`]: the platform's events and their contract symbols. [`steps`]: each
+//! activity's input and output.
+
+mod events;
+mod steps;
+
+pub use events::*;
+pub use steps::*;
+
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+/// How the customer pays. The symbols are the Avro contract's `PaymentMethod` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentMethod {
+    /// Credit or debit card.
+    Card,
+    /// Bank transfer.
+    BankTransfer,
+    /// KakaoPay wallet.
+    KakaoPay,
+    /// NaverPay wallet.
+    NaverPay,
+    /// Toss wallet.
+    Toss,
+}
+
+impl PaymentMethod {
+    /// Every method, in contract order.
+    pub const ALL: [PaymentMethod; 5] = [
+        PaymentMethod::Card,
+        PaymentMethod::BankTransfer,
+        PaymentMethod::KakaoPay,
+        PaymentMethod::NaverPay,
+        PaymentMethod::Toss,
+    ];
+
+    /// The contract symbol, e.g. `KAKAO_PAY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Card => "CARD",
+            PaymentMethod::BankTransfer => "BANK_TRANSFER",
+            PaymentMethod::KakaoPay => "KAKAO_PAY",
+            PaymentMethod::NaverPay => "NAVER_PAY",
+            PaymentMethod::Toss => "TOSS",
+        }
+    }
+}
+
+impl fmt::Display for PaymentMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not one of the contract's payment method symbols.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown payment method {0:?}: expected one of CARD, BANK_TRANSFER, KAKAO_PAY, NAVER_PAY, TOSS"
+)]
+pub struct UnknownPaymentMethod(pub String);
+
+impl FromStr for PaymentMethod {
+    type Err = UnknownPaymentMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownPaymentMethod(s.to_owned()))
+    }
+}
+
+/// Input of the payment workflow: one order's payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRequest {
+    /// The order being paid; the workflow id is derived from it.
+    pub order_id: String,
+    /// The customer.
+    pub user_id: String,
+    /// How the customer pays.
+    pub payment_method: PaymentMethod,
+    /// Amount in won (KRW has no minor unit); must equal the order's total.
+    pub amount: i64,
+    /// The key the PG's checkout widget handed the client, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_key: Option<String>,
+    /// Timeouts and retry spacing; `None` means the production defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<SagaTimings>,
+}
+
+/// The saga's clocks. Production uses the defaults; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaTimings {
+    /// The whole payment must be final within this many seconds (compensating otherwise).
+    pub deadline_secs: u64,
+    /// The PG must decide within this many seconds, retries included (then `PG_TIMEOUT`).
+    pub pg_timeout_secs: u64,
+    /// Spacing of the stock confirmation's retries on transient errors.
+    pub stock_retry_secs: u64,
+    /// Spacing of refund attempts.
+    pub refund_retry_secs: u64,
+}
+
+impl Default for SagaTimings {
+    fn default() -> Self {
+        Self {
+            deadline_secs: 600,
+            pg_timeout_secs: 30,
+            stock_retry_secs: 30,
+            refund_retry_secs: 120,
+        }
+    }
+}
+
+/// Where a payment is. Operators see these names in the `PaymentStage` search attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStage {
+    /// Waiting for the PG's decision.
+    PaymentWait,
+    /// The PG approved and the payment is recorded.
+    PaymentCompleted,
+    /// The reserved stock is permanent in the product database.
+    StockConfirmed,
+    /// Final: the order is complete.
+    OrderCompleted,
+    /// Something failed; compensations are running.
+    Compensating,
+    /// Final: the order is cancelled (see the failure reason).
+    OrderCancelled,
+}
+
+impl PaymentStage {
+    /// The operator-facing name, e.g. `ORDER_COMPLETED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStage::PaymentWait => "PAYMENT_WAIT",
+            PaymentStage::PaymentCompleted => "PAYMENT_COMPLETED",
+            PaymentStage::StockConfirmed => "STOCK_CONFIRMED",
+            PaymentStage::OrderCompleted => "ORDER_COMPLETED",
+            PaymentStage::Compensating => "COMPENSATING",
+            PaymentStage::OrderCancelled => "ORDER_CANCELLED",
+        }
+    }
+
+    /// True once the workflow has nothing left to do.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            PaymentStage::OrderCompleted | PaymentStage::OrderCancelled
+        )
+    }
+}
+
+impl fmt::Display for PaymentStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The PG's decision on a payment: what `POST /api/v1/payments` answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDecision {
+    /// The order.
+    pub order_id: String,
+    /// The payment id (also the PG idempotency key).
+    pub payment_id: String,
+    /// True when the PG approved.
+    pub approved: bool,
+    /// The PG's approval number, when approved.
+    pub approval_number: Option<String>,
+    /// Why the payment failed, e.g. `INSUFFICIENT_FUNDS` or `PG_TIMEOUT`.
+    pub failure_code: Option<String>,
+    /// Human-readable failure message.
+    pub failure_message: Option<String>,
+    /// Whether paying again with other means could succeed (a decline) or not.
+    pub retryable: bool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub type EpochMillis = i64;
+
+/// What the `status` query answers: everything an operator needs to see at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStatus {
+    /// The order.
+    pub order_id: String,
+    /// The payment id.
+    pub payment_id: String,
+    /// The customer.
+    pub user_id: String,
+    /// How the customer pays.
+    pub payment_method: PaymentMethod,
+    /// Amount in won.
+    pub amount: i64,
+    /// Current stage.
+    pub stage: PaymentStage,
+    /// The PG's approval number, once approved.
+    pub approval_number: Option<String>,
+    /// Machine-readable reason of a failure or cancellation.
+    pub failure_code: Option<String>,
+    /// Human-readable reason of a failure or cancellation (the order's cancel reason).
+    pub failure_reason: Option<String>,
+    /// True when the workflow waits for an operator.
+    pub needs_attention: bool,
+    /// Why it waits for an operator: every unresolved problem, joined with `; `.
+    pub attention_reason: Option<String>,
+    /// Every problem still waiting for an operator, oldest first.
+    #[serde(default)]
+    pub attention_reasons: Vec<String>,
+    /// Events of this payment not yet taken by Kafka (the workflow closes once it is 0).
+    #[serde(default)]
+    pub unpublished_events: u32,
+    /// Why the last try to publish them failed, while they wait.
+    #[serde(default)]
+    pub publish_error: Option<String>,
+    /// The refund's reference, once refunded.
+    pub refund_reference: Option<String>,
+    /// Who refunded: `pg` or an operator.
+    pub refunded_by: Option<String>,
+    /// When each stage was reached (workflow time), keyed by stage name.
+    pub stage_times: BTreeMap<String, EpochMillis>,
+}
+
+/// The workflow's result once it is final.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentOutcome {
+    /// The order.
+    pub order_id: String,
+    /// The payment id.
+    pub payment_id: String,
+    /// `ORDER_COMPLETED` or `ORDER_CANCELLED`.
+    pub stage: PaymentStage,
+    /// The PG's approval number, if the PG approved.
+    pub approval_number: Option<String>,
+    /// Machine-readable reason, when cancelled.
+    pub failure_code: Option<String>,
+    /// Human-readable reason, when cancelled.
+    pub failure_reason: Option<String>,
+}
+
+/// One line of an order: a product and how many.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItem {
+    /// The product.
+    pub product_id: String,
+    /// How many units.
+    pub quantity: i32,
+}
+
+// ---- activity inputs and outputs -------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_method_round_trips_through_contract_symbols() {
+        for m in PaymentMethod::ALL {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(m.as_str().parse::<PaymentMethod>().unwrap(), m);
+        }
+        assert!("PAYPAL".parse::<PaymentMethod>().is_err());
+    }
+
+    #[test]
+    fn payment_request_reads_the_api_shape() {
+        let req: PaymentRequest = serde_json::from_str(
+            r#"{"orderId":"ORD-1","userId":"USR-1","paymentMethod":"KAKAO_PAY","amount":30000}"#,
+        )
+        .unwrap();
+        assert_eq!(req.payment_method, PaymentMethod::KakaoPay);
+        assert_eq!(req.payment_key, None);
+    }
+}
