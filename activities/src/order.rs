@@ -10,8 +10,8 @@ use payflow_workflows::{
     activities::markers,
     errors,
     types::{
-        CancelOrder, CancelledOrder, CompleteAndNotify, OrderCompletion, OrderItem, OrderUpdate,
-        PushNotification,
+        CancelOrder, CancelledOrder, CompleteAndNotify, OrderCompletion, OrderItem, OrderStatus,
+        OrderUpdate, PushNotification,
     },
 };
 use serde::Serialize;
@@ -99,8 +99,9 @@ pub struct OrderRow {
     pub order_id: String,
     /// The customer.
     pub user_id: String,
-    /// `PAYMENT_WAIT`, `PAYMENT_COMPLETED`, `ORDER_COMPLETED` or `ORDER_CANCELLED`.
-    pub status: String,
+    /// Where the order is.
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
     /// Total in won.
     pub total_amount: i64,
     /// The payment, once paid.
@@ -203,17 +204,19 @@ impl OrderStore {
         sqlx::query("SELECT 1").execute(&self.db).await.map(|_| ())
     }
 
-    /// Moves an order to `to` from one of `from`; a retry that finds it already there is fine;
-    /// any other state is a conflict.
+    /// Moves an order to `to` from a state that may become it ([`OrderStatus::can_become`]);
+    /// a retry that finds it already there is fine; any other state is a conflict.
     async fn transition(
         &self,
         order_id: &str,
         payment_id: &str,
-        from: &[&str],
-        to: &str,
+        to: OrderStatus,
         reason: Option<&str>,
     ) -> Result<bool, ActivityError> {
-        let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
+        let from: Vec<&str> = OrderStatus::sources(to)
+            .into_iter()
+            .map(OrderStatus::as_str)
+            .collect();
         let changed = sqlx::query(
             "UPDATE orders.orders
                 SET status = $3, payment_id = COALESCE(payment_id, NULLIF($2, '')), cancel_reason = COALESCE($4, cancel_reason),
@@ -224,7 +227,7 @@ impl OrderStore {
         )
         .bind(order_id)
         .bind(payment_id)
-        .bind(to)
+        .bind(to.as_str())
         .bind(reason)
         .bind(&from)
         .execute(&self.db)
@@ -244,9 +247,7 @@ impl OrderStore {
                 errors::NOT_FOUND,
                 format!("order {order_id} does not exist"),
             )),
-            Some(s) if s == to => Ok(false),
-            // Paid is implied by completed: marking a completed order paid is a no-op.
-            Some(s) if to == "PAYMENT_COMPLETED" && s == "ORDER_COMPLETED" => Ok(false),
+            Some(s) if s.parse().is_ok_and(|s: OrderStatus| s.already(to)) => Ok(false),
             Some(s) => Err(non_retryable(
                 errors::INVALID_STATE,
                 format!("order {order_id} is {s}, cannot become {to}"),
@@ -284,11 +285,12 @@ impl OrderStore {
             .sum();
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO orders.orders (order_id, user_id, status, total_amount) VALUES ($1, $2, 'PAYMENT_WAIT', $3)",
+            "INSERT INTO orders.orders (order_id, user_id, status, total_amount) VALUES ($1, $2, $4, $3)",
         )
         .bind(order_id)
         .bind(user_id)
         .bind(total)
+        .bind(OrderStatus::PaymentWait.as_str())
         .execute(&mut *tx)
         .await?;
         for l in lines {
@@ -331,8 +333,7 @@ impl OrderActivities {
             .transition(
                 &input.order_id,
                 &input.payment_id,
-                &["PAYMENT_WAIT"],
-                "PAYMENT_COMPLETED",
+                OrderStatus::PaymentCompleted,
                 None,
             )
             .await
@@ -351,8 +352,7 @@ impl OrderActivities {
             .transition(
                 &input.order_id,
                 &input.payment_id,
-                &["PAYMENT_WAIT", "PAYMENT_COMPLETED"],
-                "ORDER_COMPLETED",
+                OrderStatus::OrderCompleted,
                 None,
             )
             .await?;
@@ -374,8 +374,7 @@ impl OrderActivities {
             .transition(
                 &input.order.order_id,
                 &input.order.payment_id,
-                &["PAYMENT_WAIT", "PAYMENT_COMPLETED"],
-                "ORDER_COMPLETED",
+                OrderStatus::OrderCompleted,
                 None,
             )
             .await?;
@@ -401,8 +400,7 @@ impl OrderActivities {
             .transition(
                 &input.order_id,
                 "",
-                &["PAYMENT_WAIT", "PAYMENT_COMPLETED", "ORDER_COMPLETED"],
-                "ORDER_CANCELLED",
+                OrderStatus::OrderCancelled,
                 Some(&input.reason),
             )
             .await?;

@@ -25,7 +25,10 @@ use payflow_activities::Secret;
 use payflow_worker::codec::CodecKeys;
 use payflow_workflows::{
     ids,
-    types::{OrderItem, PaymentMethod, PaymentStage, PaymentStatus},
+    types::{
+        ApiPaymentStatus, OrderItem, OrderStatus, PaymentMethod, PaymentStage, PaymentStatus,
+        check_amount,
+    },
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -386,7 +389,7 @@ async fn create_order(
 struct OrderView {
     order_id: String,
     user_id: String,
-    status: String,
+    status: OrderStatus,
     total_amount: i64,
     cancel_reason: Option<String>,
     created_at: String,
@@ -427,11 +430,12 @@ async fn pay(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<PayBody>,
 ) -> Result<Response, ApiError> {
-    let method: PaymentMethod = body.payment_method.parse().map_err(
-        |e: payflow_workflows::types::UnknownPaymentMethod| {
-            ApiError::BadRequest("UNKNOWN_PAYMENT_METHOD", e.to_string())
-        },
-    )?;
+    let method: PaymentMethod =
+        body.payment_method
+            .parse()
+            .map_err(|e: payflow_workflows::types::UnknownSymbol| {
+                ApiError::BadRequest("UNKNOWN_PAYMENT_METHOD", e.to_string())
+            })?;
     let amount = whole_won(&body.amount)?;
     if body.order_id.trim().is_empty() {
         return Err(ApiError::BadRequest(
@@ -507,13 +511,7 @@ fn whole_won(n: &serde_json::Number) -> Result<i64, ApiError> {
                 "amount must be a whole number of won".into(),
             )
         })?;
-    if won <= 0 {
-        return Err(ApiError::BadRequest(
-            "INVALID_AMOUNT",
-            "amount must be positive".into(),
-        ));
-    }
-    Ok(won)
+    check_amount(won).map_err(|e| ApiError::BadRequest("INVALID_AMOUNT", e.to_string()))
 }
 
 /// A payment as the API shows it.
@@ -525,8 +523,7 @@ struct PaymentView {
     user_id: String,
     payment_method: PaymentMethod,
     amount: i64,
-    /// `PENDING`, `COMPLETED`, `FAILED` or `CANCELLED`.
-    status: &'static str,
+    status: ApiPaymentStatus,
     stage: PaymentStage,
     approval_number: Option<String>,
     failure_code: Option<String>,
@@ -541,13 +538,7 @@ struct PaymentView {
 
 impl From<PaymentStatus> for PaymentView {
     fn from(s: PaymentStatus) -> Self {
-        let status = match (s.stage, &s.approval_number, &s.refunded_by) {
-            (_, _, Some(_)) => "CANCELLED",
-            (PaymentStage::PaymentWait, None, _) => "PENDING",
-            (_, Some(_), _) => "COMPLETED",
-            (_, None, _) if s.failure_code.is_some() => "FAILED",
-            _ => "PENDING",
-        };
+        let status = ApiPaymentStatus::of(&s);
         Self {
             payment_id: s.payment_id,
             order_id: s.order_id,

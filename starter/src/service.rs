@@ -12,7 +12,8 @@ use payflow_activities::{
 use payflow_workflows::{
     ids,
     types::{
-        OrderItem, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus, SagaTimings,
+        OrderItem, OrderStatus, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus,
+        SagaTimings, check_amount,
     },
 };
 use serde::Serialize;
@@ -61,7 +62,7 @@ pub enum PayflowError {
         /// The order.
         order_id: String,
         /// Its status.
-        status: String,
+        status: OrderStatus,
     },
     /// Unknown products in an order.
     #[error("unknown products: {0:?}")]
@@ -106,7 +107,7 @@ pub struct CreatedOrder {
     /// Total in won, from the product prices.
     pub total_amount: i64,
     /// `PAYMENT_WAIT`.
-    pub status: String,
+    pub status: OrderStatus,
     /// When the stock reservation expires (RFC 3339).
     pub reservation_expires_at: String,
     /// What was reserved.
@@ -200,7 +201,7 @@ impl Payflow {
             order_id,
             user_id: user_id.to_owned(),
             total_amount: total,
-            status: "PAYMENT_WAIT".into(),
+            status: OrderStatus::PaymentWait,
             reservation_expires_at: chrono::DateTime::from_timestamp_millis(expires_at)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
@@ -211,9 +212,7 @@ impl Payflow {
     /// Pays an order: validates against the order, then starts (or finds) its payment and
     /// answers the PG's decision. A repeated request answers the same payment.
     pub async fn pay(&self, pay: Pay) -> Result<PaymentDecision, PayflowError> {
-        if pay.amount <= 0 {
-            return Err(PayflowError::Invalid("amount must be positive".into()));
-        }
+        check_amount(pay.amount).map_err(|e| PayflowError::Invalid(e.to_string()))?;
         let order = self
             .orders
             .get(&pay.order_id)
@@ -225,7 +224,7 @@ impl Payflow {
                 expected: order.total_amount,
             });
         }
-        if order.status != "PAYMENT_WAIT" {
+        if order.status != OrderStatus::PaymentWait {
             // Already paid (or cancelled): the existing payment answers, if there is one.
             return match self.payments.status(&pay.order_id).await {
                 Ok(status) => Ok(crate::client::decision_from_status(&status)),

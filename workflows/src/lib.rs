@@ -10,6 +10,8 @@
 //! - [`ids`]: the workflow id, payment id and event ids, all derived from the order id.
 //! - [`queues`]: task queue names.
 //! - [`search`]: search attribute keys.
+//! - [`symbols`]: every closed set of names (contract enum symbols, stages, table states) is an
+//!   enum declared with [`symbols!`].
 //! - [`errors`]: failure type names activities raise and the workflow matches.
 
 pub mod activities;
@@ -17,6 +19,7 @@ pub mod errors;
 pub mod ids;
 pub mod queues;
 pub mod search;
+pub mod symbols;
 pub mod types;
 pub mod workflow;
 

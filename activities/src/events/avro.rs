@@ -357,35 +357,11 @@ fn items(items: &[OrderItem], record: &str) -> Value {
     )
 }
 
-fn symbol(symbols: &[&str], value: &str) -> Value {
-    let index = symbols
-        .iter()
-        .position(|s| *s == value)
-        .expect("payflow only emits contract symbols");
-    Value::Enum(index as u32, value.to_owned())
+/// A contract enum symbol: the Rust enums list their symbols in contract order, so a symbol's
+/// position there is its Avro index (a test checks them against the schema files).
+fn symbol(index: usize, name: &str) -> Value {
+    Value::Enum(index as u32, name.to_owned())
 }
-
-const PAYMENT_METHODS: [&str; 5] = ["CARD", "BANK_TRANSFER", "KAKAO_PAY", "NAVER_PAY", "TOSS"];
-const PAYMENT_CANCELLATION_REASONS: [&str; 4] = [
-    "STOCK_UNAVAILABLE",
-    "ADMIN_CANCEL",
-    "USER_CANCEL",
-    "SYSTEM_ERROR",
-];
-const SAGA_TYPES: [&str; 2] = ["ORDER_CREATION", "PAYMENT_COMPLETION"];
-const SAGA_STATUSES: [&str; 5] = [
-    "STARTED",
-    "IN_PROGRESS",
-    "COMPLETED",
-    "FAILED",
-    "COMPENSATED",
-];
-const ORDER_CANCELLATION_REASONS: [&str; 4] = [
-    "PAYMENT_TIMEOUT",
-    "USER_REQUESTED",
-    "STOCK_UNAVAILABLE",
-    "SYSTEM_ERROR",
-];
 
 /// The Avro record of an event, fields in contract order.
 fn to_value(event: &DomainEvent) -> Value {
@@ -416,7 +392,7 @@ fn to_value(event: &DomainEvent) -> Value {
             ),
             (
                 "paymentMethod".to_owned(),
-                symbol(&PAYMENT_METHODS, payment_method.as_str()),
+                symbol(payment_method.index(), payment_method.as_str()),
             ),
             ("pgApprovalNumber".to_owned(), s(pg_approval_number)),
             ("completedAt".to_owned(), Value::Long(*completed_at)),
@@ -457,7 +433,7 @@ fn to_value(event: &DomainEvent) -> Value {
             ("userId".to_owned(), s(user_id)),
             (
                 "cancellationReason".to_owned(),
-                symbol(&PAYMENT_CANCELLATION_REASONS, cancellation_reason.as_str()),
+                symbol(cancellation_reason.index(), cancellation_reason.as_str()),
             ),
             ("cancelledAt".to_owned(), Value::Long(*cancelled_at)),
         ]),
@@ -482,7 +458,7 @@ fn to_value(event: &DomainEvent) -> Value {
             ("items".to_owned(), items(cancelled, "CancelledOrderItem")),
             (
                 "cancellationReason".to_owned(),
-                symbol(&ORDER_CANCELLATION_REASONS, cancellation_reason.as_str()),
+                symbol(cancellation_reason.index(), cancellation_reason.as_str()),
             ),
             ("cancelledAt".to_owned(), Value::Long(*cancelled_at)),
         ]),
@@ -496,10 +472,10 @@ fn to_value(event: &DomainEvent) -> Value {
             ("sagaId".to_owned(), s(&event.order_id)),
             (
                 "sagaType".to_owned(),
-                symbol(&SAGA_TYPES, saga_type.as_str()),
+                symbol(saga_type.index(), saga_type.as_str()),
             ),
             ("step".to_owned(), s(step)),
-            ("status".to_owned(), symbol(&SAGA_STATUSES, status.as_str())),
+            ("status".to_owned(), symbol(status.index(), status.as_str())),
             order_id,
             (
                 "metadata".to_owned(),
@@ -721,6 +697,62 @@ mod tests {
             "the same datum as single-object encoding"
         );
         assert_eq!(confluent_frame(&single), None);
+    }
+
+    /// Every enum's symbols in the schema files, by the enum's name.
+    fn contract_enums() -> HashMap<String, Vec<String>> {
+        fn walk(json: &Json, out: &mut HashMap<String, Vec<String>>) {
+            match json {
+                Json::Object(map) => {
+                    if map.get("type").and_then(Json::as_str) == Some("enum") {
+                        let name = map["name"].as_str().unwrap_or_default().to_owned();
+                        let symbols = map["symbols"].as_array().cloned().unwrap_or_default();
+                        let symbols = symbols.iter().filter_map(|s| s.as_str()).map(str::to_owned);
+                        out.insert(name, symbols.collect());
+                    }
+                    map.values().for_each(|v| walk(v, out));
+                }
+                Json::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = HashMap::new();
+        for (_, text) in SCHEMA_FILES {
+            walk(&serde_json::from_str(text).unwrap(), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn the_rust_enums_list_the_contract_symbols_in_contract_order() {
+        let contract = contract_enums();
+        fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<String> {
+            all.iter().map(|s| name(*s).to_owned()).collect()
+        }
+        for (name, symbols) in [
+            (
+                "PaymentMethod",
+                names(PaymentMethod::ALL, PaymentMethod::as_str),
+            ),
+            (
+                "PaymentCancellationReason",
+                names(
+                    PaymentCancellationReason::ALL,
+                    PaymentCancellationReason::as_str,
+                ),
+            ),
+            (
+                "CancellationReason",
+                names(
+                    OrderCancellationReason::ALL,
+                    OrderCancellationReason::as_str,
+                ),
+            ),
+            ("SagaType", names(SagaType::ALL, SagaType::as_str)),
+            ("SagaStatus", names(SagaStatus::ALL, SagaStatus::as_str)),
+        ] {
+            assert_eq!(contract.get(name), Some(&symbols), "{name}: {contract:?}");
+        }
     }
 
     #[test]

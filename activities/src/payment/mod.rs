@@ -22,8 +22,8 @@ use payflow_workflows::{
     errors::{self, codes},
     ids,
     types::{
-        ApprovePayment, PgApproval, PgCancellation, RecordPayment, RecordPaymentCancellation,
-        RecordPaymentFailure, RefundPayment, VoidPayment,
+        ApprovePayment, PaymentRecordStatus, PgApproval, PgCancellation, RecordPayment,
+        RecordPaymentCancellation, RecordPaymentFailure, RefundPayment, VoidPayment,
     },
 };
 use pg::{PgClient, PgError, PgPayment, parse_rfc3339_millis};
@@ -102,14 +102,15 @@ impl PaymentActivities {
             ),
             false => retryable("record payment attempt", e),
         })?;
-        match row {
-            (status, Some(number), Some(at)) if status == "COMPLETED" || status == "CANCELLED" => {
+        let status: PaymentRecordStatus = row.0.parse().transient("payment status")?;
+        match (status, row.1, row.2) {
+            (status, Some(number), Some(at)) if status.was_approved() => {
                 return Ok(PgApproval {
                     approval_number: number,
                     approved_at: at.timestamp_millis(),
                 });
             }
-            (status, ..) if status == "FAILED" => {
+            (PaymentRecordStatus::Failed, ..) => {
                 return Err(non_retryable(
                     errors::PG_REJECTED,
                     format!("payment {} already failed", p.payment_id),
@@ -208,8 +209,13 @@ impl PaymentActivities {
         .fetch_optional(&self.db)
         .await
         .transient("record payment")?;
-        self.settle(&p.payment_id, changed.is_some(), "COMPLETED", "completed")
-            .await
+        self.settle(
+            &p.payment_id,
+            changed.is_some(),
+            PaymentRecordStatus::Completed,
+            "completed",
+        )
+        .await
     }
 
     /// Cancels at the PG a payment whose outcome is unknown, if the PG holds one for this
@@ -308,7 +314,7 @@ impl PaymentActivities {
         let payment_key = match recorded {
             Some((status, Some(number), key))
                 if number == r.approval_number
-                    && (status == "COMPLETED" || status == "CANCELLED") =>
+                    && status.parse().is_ok_and(PaymentRecordStatus::was_approved) =>
             {
                 key
             }
@@ -409,8 +415,13 @@ impl PaymentActivities {
         .fetch_optional(&self.db)
         .await
         .transient("record payment failure")?;
-        self.settle(&p.payment_id, changed.is_some(), "FAILED", "failed")
-            .await
+        self.settle(
+            &p.payment_id,
+            changed.is_some(),
+            PaymentRecordStatus::Failed,
+            "failed",
+        )
+        .await
     }
 
     /// Payment -> `CANCELLED` (refunded), with who refunded and the reference.
@@ -442,8 +453,13 @@ impl PaymentActivities {
         .fetch_optional(&self.db)
         .await
         .transient("record payment cancellation")?;
-        self.settle(&p.payment_id, changed.is_some(), "CANCELLED", "cancelled")
-            .await
+        self.settle(
+            &p.payment_id,
+            changed.is_some(),
+            PaymentRecordStatus::Cancelled,
+            "cancelled",
+        )
+        .await
     }
 
     /// After a conditional write: a change is counted; no change is fine when the row already
@@ -452,7 +468,7 @@ impl PaymentActivities {
         &self,
         payment_id: &str,
         changed: bool,
-        target: &str,
+        target: PaymentRecordStatus,
         outcome: &'static str,
     ) -> Result<(), ActivityError> {
         if changed {
@@ -466,7 +482,7 @@ impl PaymentActivities {
                 .await
                 .transient("read payment")?;
         match status {
-            Some(s) if s == target => Ok(()),
+            Some(s) if s == target.as_str() => Ok(()),
             Some(s) => Err(non_retryable(
                 errors::INVALID_STATE,
                 format!("payment {payment_id} is {s}, cannot become {target}"),

@@ -11,10 +11,13 @@ use crate::{
     failure::{Transient, non_retryable},
     metrics::Metrics,
 };
+use ReservationStatus::{Confirmed, Expired, Released, Reserved};
 use payflow_workflows::{
     activities::markers,
     errors,
-    types::{ConfirmStock, OrderItem, ReleaseStock, StockConfirmation, StockRelease},
+    types::{
+        ConfirmStock, OrderItem, ReleaseStock, ReservationStatus, StockConfirmation, StockRelease,
+    },
 };
 use reservation::{Claim, Reservations, Reserve};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -227,16 +230,16 @@ impl ProductActivities {
             Claim::Missing => {
                 // Perhaps an earlier attempt confirmed it and removed the claim.
                 return match self.rows(order_id).await.transient("read reservation")? {
-                    rows if !rows.is_empty() && rows.iter().all(|r| r.2 == "CONFIRMED") => {
+                    rows if !rows.is_empty() && rows.iter().all(|r| r.is(Confirmed)) => {
                         Ok(StockConfirmation {
                             items: items(&rows),
                         })
                     }
-                    rows if rows.iter().any(|r| r.2 == "RELEASED") => Err(non_retryable(
+                    rows if rows.iter().any(|r| r.is(Released)) => Err(non_retryable(
                         errors::RESERVATION_RELEASED,
                         format!("the stock reservation of order {order_id} was released"),
                     )),
-                    rows if rows.iter().any(|r| r.2 == "EXPIRED") => Err(non_retryable(
+                    rows if rows.iter().any(|r| r.is(Expired)) => Err(non_retryable(
                         errors::RESERVATION_EXPIRED,
                         format!("the stock reservation of order {order_id} expired"),
                     )),
@@ -258,18 +261,20 @@ impl ProductActivities {
                 format!("order {order_id} has no stock reservation rows"),
             ));
         }
-        if let Some(r) = rows
-            .iter()
-            .find(|r| r.2 != "RESERVED" && r.2 != "CONFIRMED")
-        {
+        if let Some(r) = rows.iter().find(|r| !r.is(Reserved) && !r.is(Confirmed)) {
             return Err(non_retryable(
                 errors::RESERVATION_RELEASED,
-                format!("the stock reservation of order {order_id} is {}", r.2),
+                format!("the stock reservation of order {order_id} is {}", r.status),
             ));
         }
         let items = items(&rows);
-        if rows.iter().any(|r| r.2 == "RESERVED") {
-            for (product_id, quantity, _) in &rows {
+        if rows.iter().any(|r| r.is(Reserved)) {
+            for ReservationLine {
+                product_id,
+                quantity,
+                ..
+            } in &rows
+            {
                 let updated = sqlx::query(
                     "UPDATE product.products SET stock = stock - $2, updated_at = now()
                       WHERE product_id = $1 AND stock >= $2",
@@ -320,11 +325,16 @@ impl ProductActivities {
                 .await
                 .transient("release reservation")?;
             "NOTHING"
-        } else if rows.iter().all(|r| r.2 == "RELEASED") {
+        } else if rows.iter().all(|r| r.is(Released)) {
             "NOTHING"
-        } else if rows.iter().any(|r| r.2 == "CONFIRMED") {
+        } else if rows.iter().any(|r| r.is(Confirmed)) {
             // Stock already permanent: give it back to the database and to Redis (once).
-            for (product_id, quantity, _) in rows.iter().filter(|r| r.2 == "CONFIRMED") {
+            for ReservationLine {
+                product_id,
+                quantity,
+                ..
+            } in rows.iter().filter(|r| r.is(Confirmed))
+            {
                 sqlx::query(
                     "UPDATE product.products SET stock = stock + $2, updated_at = now() WHERE product_id = $1",
                 )
@@ -336,11 +346,8 @@ impl ProductActivities {
             }
             let confirmed: Vec<OrderItem> = rows
                 .iter()
-                .filter(|r| r.2 == "CONFIRMED")
-                .map(|r| OrderItem {
-                    product_id: r.0.clone(),
-                    quantity: r.1,
-                })
+                .filter(|r| r.is(Confirmed))
+                .map(ReservationLine::item)
                 .collect();
             self.redis
                 .restock(order_id, &confirmed)
@@ -399,7 +406,7 @@ impl ProductActivities {
         .map(|_| ())
     }
 
-    async fn rows(&self, order_id: &str) -> Result<Vec<(String, i32, String)>, sqlx::Error> {
+    async fn rows(&self, order_id: &str) -> Result<Vec<ReservationLine>, sqlx::Error> {
         sqlx::query_as(
             "SELECT product_id, quantity, status FROM product.stock_reservations
               WHERE order_id = $1 ORDER BY product_id",
@@ -413,7 +420,7 @@ impl ProductActivities {
 async fn lock_rows(
     tx: &mut Transaction<'_, Postgres>,
     order_id: &str,
-) -> Result<Vec<(String, i32, String)>, sqlx::Error> {
+) -> Result<Vec<ReservationLine>, sqlx::Error> {
     sqlx::query_as(
         "SELECT product_id, quantity, status FROM product.stock_reservations
           WHERE order_id = $1 ORDER BY product_id FOR UPDATE",
@@ -423,13 +430,30 @@ async fn lock_rows(
     .await
 }
 
-fn items(rows: &[(String, i32, String)]) -> Vec<OrderItem> {
-    rows.iter()
-        .map(|(product_id, quantity, _)| OrderItem {
-            product_id: product_id.clone(),
-            quantity: *quantity,
-        })
-        .collect()
+/// One line of an order's stock reservation (`product.stock_reservations`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct ReservationLine {
+    product_id: String,
+    quantity: i32,
+    #[sqlx(try_from = "String")]
+    status: ReservationStatus,
+}
+
+impl ReservationLine {
+    fn is(&self, status: ReservationStatus) -> bool {
+        self.status == status
+    }
+
+    fn item(&self) -> OrderItem {
+        OrderItem {
+            product_id: self.product_id.clone(),
+            quantity: self.quantity,
+        }
+    }
+}
+
+fn items(rows: &[ReservationLine]) -> Vec<OrderItem> {
+    rows.iter().map(ReservationLine::item).collect()
 }
 
 #[activities]

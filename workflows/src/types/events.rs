@@ -108,52 +108,29 @@ pub enum EventBody {
     },
 }
 
-/// The contract's `SagaType` symbols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SagaType {
-    /// The order-creation saga (not payflow's).
-    OrderCreation,
-    /// The payment-completion saga: payflow's.
-    PaymentCompletion,
-}
-
-impl SagaType {
-    /// The contract symbol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OrderCreation => "ORDER_CREATION",
-            Self::PaymentCompletion => "PAYMENT_COMPLETION",
-        }
+crate::symbols! {
+    /// The contract's `SagaType` symbols.
+    pub enum SagaType("saga type") {
+        /// The order-creation saga (not payflow's).
+        OrderCreation = "ORDER_CREATION",
+        /// The payment-completion saga: payflow's.
+        PaymentCompletion = "PAYMENT_COMPLETION",
     }
 }
 
-/// The contract's `SagaStatus` symbols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SagaStatus {
-    /// The step began.
-    Started,
-    /// The step is under way.
-    InProgress,
-    /// The step succeeded.
-    Completed,
-    /// The step failed.
-    Failed,
-    /// A compensation undid what a step did.
-    Compensated,
-}
-
-impl SagaStatus {
-    /// The contract symbol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "STARTED",
-            Self::InProgress => "IN_PROGRESS",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Compensated => "COMPENSATED",
-        }
+crate::symbols! {
+    /// The contract's `SagaStatus` symbols.
+    pub enum SagaStatus("saga status") {
+        /// The step began.
+        Started = "STARTED",
+        /// The step is under way.
+        InProgress = "IN_PROGRESS",
+        /// The step succeeded.
+        Completed = "COMPLETED",
+        /// The step failed.
+        Failed = "FAILED",
+        /// A compensation undid what a step did.
+        Compensated = "COMPENSATED",
     }
 }
 
@@ -195,55 +172,31 @@ impl EventBody {
     }
 }
 
-/// The contract's `PaymentCancellationReason` symbols.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentCancellationReason {
-    /// The stock could not be confirmed.
-    StockUnavailable,
-    /// An operator cancelled.
-    AdminCancel,
-    /// The customer cancelled.
-    UserCancel,
-    /// Anything else (e.g. the saga deadline).
-    SystemError,
-}
-
-impl PaymentCancellationReason {
-    /// The contract symbol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::StockUnavailable => "STOCK_UNAVAILABLE",
-            Self::AdminCancel => "ADMIN_CANCEL",
-            Self::UserCancel => "USER_CANCEL",
-            Self::SystemError => "SYSTEM_ERROR",
-        }
+crate::symbols! {
+    /// The contract's `PaymentCancellationReason` symbols.
+    pub enum PaymentCancellationReason("payment cancellation reason") {
+        /// The stock could not be confirmed.
+        StockUnavailable = "STOCK_UNAVAILABLE",
+        /// An operator cancelled.
+        AdminCancel = "ADMIN_CANCEL",
+        /// The customer cancelled.
+        UserCancel = "USER_CANCEL",
+        /// Anything else (e.g. the saga deadline).
+        SystemError = "SYSTEM_ERROR",
     }
 }
 
-/// The contract's `CancellationReason` symbols (order cancelled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderCancellationReason {
-    /// The payment did not succeed in time.
-    PaymentTimeout,
-    /// The customer asked.
-    UserRequested,
-    /// The stock could not be confirmed.
-    StockUnavailable,
-    /// Anything else.
-    SystemError,
-}
-
-impl OrderCancellationReason {
-    /// The contract symbol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PaymentTimeout => "PAYMENT_TIMEOUT",
-            Self::UserRequested => "USER_REQUESTED",
-            Self::StockUnavailable => "STOCK_UNAVAILABLE",
-            Self::SystemError => "SYSTEM_ERROR",
-        }
+crate::symbols! {
+    /// The contract's `CancellationReason` symbols (order cancelled).
+    pub enum OrderCancellationReason("order cancellation reason") {
+        /// The payment did not succeed in time.
+        PaymentTimeout = "PAYMENT_TIMEOUT",
+        /// The customer asked.
+        UserRequested = "USER_REQUESTED",
+        /// The stock could not be confirmed.
+        StockUnavailable = "STOCK_UNAVAILABLE",
+        /// Anything else.
+        SystemError = "SYSTEM_ERROR",
     }
 }
 

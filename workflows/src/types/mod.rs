@@ -4,77 +4,34 @@
 //! part of the workflow's history format: rename nothing without a patch.
 //!
 //! This file: the payment as the API and operators see it (request, stage, decision, status,
-//! outcome). [`events`]: the platform's events and their contract symbols. [`steps`]: each
-//! activity's input and output.
+//! outcome). [`events`]: the platform's events and their contract symbols. [`states`]: the states
+//! the services keep in their tables. [`steps`]: each activity's input and output.
 
 mod events;
+mod states;
 mod steps;
 
+pub use crate::symbols::UnknownSymbol;
 pub use events::*;
+pub use states::*;
 pub use steps::*;
 
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::collections::BTreeMap;
 
-/// How the customer pays. The symbols are the Avro contract's `PaymentMethod` enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentMethod {
-    /// Credit or debit card.
-    Card,
-    /// Bank transfer.
-    BankTransfer,
-    /// KakaoPay wallet.
-    KakaoPay,
-    /// NaverPay wallet.
-    NaverPay,
-    /// Toss wallet.
-    Toss,
-}
-
-impl PaymentMethod {
-    /// Every method, in contract order.
-    pub const ALL: [PaymentMethod; 5] = [
-        PaymentMethod::Card,
-        PaymentMethod::BankTransfer,
-        PaymentMethod::KakaoPay,
-        PaymentMethod::NaverPay,
-        PaymentMethod::Toss,
-    ];
-
-    /// The contract symbol, e.g. `KAKAO_PAY`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentMethod::Card => "CARD",
-            PaymentMethod::BankTransfer => "BANK_TRANSFER",
-            PaymentMethod::KakaoPay => "KAKAO_PAY",
-            PaymentMethod::NaverPay => "NAVER_PAY",
-            PaymentMethod::Toss => "TOSS",
-        }
-    }
-}
-
-impl fmt::Display for PaymentMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text was not one of the contract's payment method symbols.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown payment method {0:?}: expected one of CARD, BANK_TRANSFER, KAKAO_PAY, NAVER_PAY, TOSS"
-)]
-pub struct UnknownPaymentMethod(pub String);
-
-impl FromStr for PaymentMethod {
-    type Err = UnknownPaymentMethod;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PaymentMethod::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| UnknownPaymentMethod(s.to_owned()))
+crate::symbols! {
+    /// How the customer pays. The symbols are the Avro contract's `PaymentMethod` enum.
+    pub enum PaymentMethod("payment method") {
+        /// Credit or debit card.
+        Card = "CARD",
+        /// Bank transfer.
+        BankTransfer = "BANK_TRANSFER",
+        /// KakaoPay wallet.
+        KakaoPay = "KAKAO_PAY",
+        /// NaverPay wallet.
+        NaverPay = "NAVER_PAY",
+        /// Toss wallet.
+        Toss = "TOSS",
     }
 }
 
@@ -123,49 +80,31 @@ impl Default for SagaTimings {
     }
 }
 
-/// Where a payment is. Operators see these names in the `PaymentStage` search attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStage {
-    /// Waiting for the PG's decision.
-    PaymentWait,
-    /// The PG approved and the payment is recorded.
-    PaymentCompleted,
-    /// The reserved stock is permanent in the product database.
-    StockConfirmed,
-    /// Final: the order is complete.
-    OrderCompleted,
-    /// Something failed; compensations are running.
-    Compensating,
-    /// Final: the order is cancelled (see the failure reason).
-    OrderCancelled,
+crate::symbols! {
+    /// Where a payment is. Operators see these names in the `PaymentStage` search attribute.
+    pub enum PaymentStage("payment stage") {
+        /// Waiting for the PG's decision.
+        PaymentWait = "PAYMENT_WAIT",
+        /// The PG approved and the payment is recorded.
+        PaymentCompleted = "PAYMENT_COMPLETED",
+        /// The reserved stock is permanent in the product database.
+        StockConfirmed = "STOCK_CONFIRMED",
+        /// Final: the order is complete.
+        OrderCompleted = "ORDER_COMPLETED",
+        /// Something failed; compensations are running.
+        Compensating = "COMPENSATING",
+        /// Final: the order is cancelled (see the failure reason).
+        OrderCancelled = "ORDER_CANCELLED",
+    }
 }
 
 impl PaymentStage {
-    /// The operator-facing name, e.g. `ORDER_COMPLETED`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStage::PaymentWait => "PAYMENT_WAIT",
-            PaymentStage::PaymentCompleted => "PAYMENT_COMPLETED",
-            PaymentStage::StockConfirmed => "STOCK_CONFIRMED",
-            PaymentStage::OrderCompleted => "ORDER_COMPLETED",
-            PaymentStage::Compensating => "COMPENSATING",
-            PaymentStage::OrderCancelled => "ORDER_CANCELLED",
-        }
-    }
-
     /// True once the workflow has nothing left to do.
     pub fn is_final(self) -> bool {
         matches!(
             self,
             PaymentStage::OrderCompleted | PaymentStage::OrderCancelled
         )
-    }
-}
-
-impl fmt::Display for PaymentStage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -187,6 +126,21 @@ pub struct PaymentDecision {
     pub failure_message: Option<String>,
     /// Whether paying again with other means could succeed (a decline) or not.
     pub retryable: bool,
+}
+
+/// An amount that cannot be paid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("amount must be positive")]
+pub struct NonPositiveAmount;
+
+/// The amount rule, for every way in (API, CLI, library): whole won (KRW has no minor unit, so
+/// an `i64` of won) and positive.
+pub fn check_amount(won: i64) -> Result<i64, NonPositiveAmount> {
+    if won > 0 {
+        Ok(won)
+    } else {
+        Err(NonPositiveAmount)
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -263,20 +217,21 @@ pub struct OrderItem {
     pub quantity: i32,
 }
 
-// ---- activity inputs and outputs -------------------------------------------------------------
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn payment_method_round_trips_through_contract_symbols() {
-        for m in PaymentMethod::ALL {
+        for &m in PaymentMethod::ALL {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(json, format!("\"{}\"", m.as_str()));
             assert_eq!(m.as_str().parse::<PaymentMethod>().unwrap(), m);
         }
-        assert!("PAYPAL".parse::<PaymentMethod>().is_err());
+        assert_eq!(
+            "PAYPAL".parse::<PaymentMethod>().unwrap_err().to_string(),
+            r#"unknown payment method "PAYPAL": expected one of CARD, BANK_TRANSFER, KAKAO_PAY, NAVER_PAY, TOSS"#
+        );
     }
 
     #[test]
