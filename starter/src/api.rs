@@ -22,7 +22,7 @@ use axum::{
     routing::{get, post},
 };
 use payflow_activities::Secret;
-use payflow_worker::codec::CodecKeys;
+use payflow_common::codec::CodecKeys;
 use payflow_workflows::{
     ids,
     types::{

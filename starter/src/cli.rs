@@ -11,7 +11,7 @@ use payflow_activities::{
     OrderStore, ProductActivities, db, payment::keys::PaymentKeys,
     product::reservation::Reservations,
 };
-use payflow_worker::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, until_available};
+use payflow_common::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, until_available};
 use payflow_workflows::queues::TaskQueues;
 use payflow_workflows::types::{
     ManualRefund, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, PaymentStage,
@@ -532,7 +532,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin {
             command: AdminCommand::NewCodecKey { id },
-        } => println!("{}", payflow_worker::codec::CodecKeys::generate(&id)),
+        } => println!("{}", payflow_common::codec::CodecKeys::generate(&id)),
         Command::Events {
             command: EventsCommand::Audit { since, republish },
         } => {
@@ -750,7 +750,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
         false
     });
     if !histories.is_empty() {
-        let data_converter = payflow_worker::codec::data_converter(keys);
+        let data_converter = payflow_common::codec::data_converter(keys);
         results.extend(crate::replay::replay(histories, data_converter).await?);
     }
     let mut diverged = 0;

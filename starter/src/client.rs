@@ -23,7 +23,7 @@
 //! # Ok(()) }
 //! ```
 
-use payflow_worker::config::TemporalArgs;
+use payflow_common::config::TemporalArgs;
 use payflow_workflows::{
     PaymentWorkflow, payment_workflow_id,
     queues::TaskQueues,

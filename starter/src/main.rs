@@ -1,16 +1,14 @@
 //! `payflow`: the command line (see `payflow --help`).
 
 use clap::Parser;
+use payflow_common::telemetry::LogTo;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "warn,apache_avro=error,payflow_starter::api=info,tower_http=info".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    payflow_common::telemetry::init_logs(
+        "warn,apache_avro=error,payflow_starter::api=info,tower_http=info",
+        LogTo::Stderr,
+        false,
+    );
     payflow_starter::cli::run(payflow_starter::cli::Cli::parse()).await
 }

@@ -186,7 +186,7 @@ where
 /// follows its map key as field 2 of the entry; the scan reads it from there.
 pub fn encryption_key_ids(history: &History) -> std::collections::BTreeSet<String> {
     let bytes = history.encode_to_vec();
-    let marker = payflow_worker::codec::KEY_ID_METADATA.as_bytes();
+    let marker = payflow_common::codec::KEY_ID_METADATA.as_bytes();
     let mut ids = std::collections::BTreeSet::new();
     let mut rest = bytes.as_slice();
     while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {

@@ -29,8 +29,8 @@ use payflow_activities::{
     product::Product,
     product::reservation::Reservations,
 };
+use payflow_common::config::{KafkaArgs, TemporalArgs};
 use payflow_starter::client::PaymentClient;
-use payflow_worker::config::{KafkaArgs, TemporalArgs};
 use payflow_workflows::types::PaymentStage;
 use std::{
     path::{Path, PathBuf},

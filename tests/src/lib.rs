@@ -17,6 +17,7 @@ use payflow_activities::{
     product::Product,
     product::reservation::Reservations,
 };
+use payflow_common::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, defaults};
 use payflow_sandbox::{Delivery, OrderBooks, SandboxConfig};
 use payflow_starter::{
     Payflow, PaymentClient,
@@ -24,10 +25,7 @@ use payflow_starter::{
 };
 use payflow_worker::{
     PayflowWorker,
-    config::{
-        DatabaseArgs, KafkaArgs, PgArgs, PushArgs, RedisArgs, Service, TemporalArgs, TuningArgs,
-        WorkerConfig,
-    },
+    config::{PgArgs, PushArgs, Service, TuningArgs, WorkerConfig},
 };
 use payflow_workflows::types::{
     EventType, OrderItem, PaymentDecision, PaymentMethod, PaymentOutcome, SagaTimings,
@@ -42,20 +40,20 @@ use std::{
 
 /// Where the infrastructure is.
 pub fn temporal_address() -> String {
-    std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into())
+    std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| defaults::TEMPORAL_ADDRESS.into())
 }
 /// The payflow database.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/payflow".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| defaults::DATABASE_URL.into())
 }
 /// Redis.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var("REDIS_URL").unwrap_or_else(|_| defaults::REDIS_URL.into())
 }
 /// Kafka.
 pub fn kafka_bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+        .unwrap_or_else(|_| defaults::KAFKA_BOOTSTRAP_SERVERS.into())
 }
 
 /// Short timings so failure paths finish in seconds.

@@ -2,12 +2,13 @@
 //! a codec server, key rotation, and metrics.
 
 use base64::Engine;
+use payflow_common::codec::CodecKeys;
 use payflow_starter::{
     PaymentClient,
     replay::{NamedHistory, Verdict, descriptor_pool, fetch, replay},
 };
 use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, eventually, fast_timings, metric, own_key};
-use payflow_worker::{codec::CodecKeys, config::Service};
+use payflow_worker::config::Service;
 use payflow_workflows::{
     ids,
     types::{PaymentMethod, PaymentStage, SagaTimings},
@@ -391,7 +392,7 @@ async fn a_rotated_key_still_reads_payments_made_under_the_old_one() {
     .await
     .unwrap();
     let k2_only =
-        payflow_worker::codec::data_converter(Some(std::sync::Arc::new(k2.parse().unwrap())));
+        payflow_common::codec::data_converter(Some(std::sync::Arc::new(k2.parse().unwrap())));
     let results = replay(vec![old], k2_only).await.unwrap();
     assert!(matches!(results[0].verdict, Verdict::Failed(_)));
 }

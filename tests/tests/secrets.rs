@@ -2,8 +2,8 @@
 //! calls, a decline) is logged at debug level for payflow's own crates and at info for
 //! everything else, and no configured credential appears in it.
 
+use payflow_common::codec::CodecKeys;
 use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, own_key};
-use payflow_worker::codec::CodecKeys;
 use payflow_workflows::types::{PaymentMethod, PaymentStage};
 use serde_json::json;
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,8 @@
 //! The payflow worker: one process hosting any subset of the payment workflow and the three
 //! services' activities, each on its own task queue.
 //!
-//! - [`config`]: the configuration (clap + environment), shared with the `payflow` CLI.
-//! - [`codec`]: AES-256-GCM payload encryption (client, worker, replay and codec server).
+//! - [`config`]: the worker's configuration (clap + environment); what it shares with the
+//!   `payflow` CLI (Temporal, databases, Kafka, the codec, health) is in `payflow-common`.
 //! - [`PayflowWorker`]: starts what the configuration asks for; [`run_worker`] runs it until a
 //!   shutdown future resolves (tests pass their own).
 //!
@@ -10,9 +10,7 @@
 //! and the database; `workflow` only Kafka. Scale any of them alone by starting more processes
 //! with the same `--services`.
 
-pub mod codec;
 pub mod config;
-pub mod health;
 pub mod noop;
 
 use anyhow::Context;
@@ -25,6 +23,7 @@ use payflow_activities::{
     payment::pg::PgClient,
     product::reservation::Reservations,
 };
+use payflow_common::{config::until_available_reported, health};
 use payflow_workflows::{PaymentWorkflow, queues::TaskQueues};
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use temporalio_common::telemetry::{
@@ -89,7 +88,7 @@ impl PayflowWorker {
             .any(|s| config.hosts(*s));
         let pool = if needs_db {
             let url = &config.database.url;
-            let pool = config::until_available_reported("PostgreSQL", &health, || {
+            let pool = until_available_reported("PostgreSQL", &health, || {
                 db::connect(url, config.database.max_connections)
             })
             .await;
@@ -135,8 +134,7 @@ impl PayflowWorker {
             let pool = pool.clone().expect("database pool");
             let url = &config.redis.url;
             let redis =
-                config::until_available_reported("Redis", &health, || Reservations::connect(url))
-                    .await;
+                until_available_reported("Redis", &health, || Reservations::connect(url)).await;
             let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
             sweeper = Some(spawn_sweeper(
                 product.clone(),

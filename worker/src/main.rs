@@ -3,6 +3,7 @@
 //! `payflow-worker --services payment,product,order,workflow` (the default hosts all four).
 
 use clap::Parser;
+use payflow_common::telemetry::LogTo;
 use payflow_worker::{config::WorkerConfig, run_worker};
 
 /// The payflow worker.
@@ -19,16 +20,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,temporalio_sdk_core=warn,apache_avro=error".into());
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    payflow_common::telemetry::init_logs(
+        "info,temporalio_sdk_core=warn,apache_avro=error",
+        LogTo::Stdout,
+        args.log_json,
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,341 @@
+//! Configuration every payflow process shares: typed clap structs with environment fallbacks
+//! (the doc comments are the help text), the default addresses of a local stack, and the
+//! patient connect loop. The worker and the `payflow` CLI/API flatten the parts they need.
+
+use crate::{codec::CodecKeys, health::Health};
+use clap::Args;
+use payflow_activities::{
+    Secret,
+    events::{
+        Encoding, KafkaConfig,
+        registry::{RegistryConfig, SchemaRegistry},
+    },
+};
+use payflow_workflows::types::EventType;
+use std::{sync::Arc, time::Duration};
+
+/// Where the parts of a local stack listen (`scripts/lib.sh` exports the same addresses): the
+/// defaults of every flag below, of the worker's, and of the tests' stacks.
+pub mod defaults {
+    /// The Temporal dev server's frontend.
+    pub const TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
+    /// The payflow database.
+    pub const DATABASE_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/payflow";
+    /// Redis.
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+    /// The Kafka broker.
+    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
+    /// The schema registry (Confluent's default port).
+    pub const SCHEMA_REGISTRY_URL: &str = "http://127.0.0.1:8081";
+    /// The PG and push sandbox.
+    pub const SANDBOX_URL: &str = "http://127.0.0.1:8090";
+}
+use temporalio_client::{
+    Client, ClientOptions, Connection, Url, envconfig::LoadClientConfigProfileOptions,
+};
+use temporalio_common::data_converters::DataConverter;
+
+/// Where Temporal is. Unset flags fall back to the SDK's `TEMPORAL_*` environment variables and
+/// `temporal.toml` profile (TLS, API key), then to a local dev server.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TemporalArgs {
+    /// Temporal frontend address, e.g. `127.0.0.1:7233` (also `TEMPORAL_ADDRESS`).
+    #[arg(long = "temporal-address")]
+    pub address: Option<String>,
+    /// Temporal namespace (also `TEMPORAL_NAMESPACE`).
+    #[arg(long = "temporal-namespace")]
+    pub namespace: Option<String>,
+    /// Prefix of every task queue name (deployments sharing one namespace; tests).
+    #[arg(long, env = "PAYFLOW_TASK_QUEUE_PREFIX", default_value = "")]
+    pub task_queue_prefix: String,
+    /// Payload encryption keys, `id:base64key[,...]` (32-byte AES-256 keys): the first
+    /// encrypts, all decrypt. Empty: payloads are not encrypted.
+    #[arg(
+        long,
+        env = "PAYFLOW_CODEC_KEYS",
+        default_value = "",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub codec_keys: Secret,
+}
+
+impl TemporalArgs {
+    /// Standard queues, no overrides.
+    pub fn local(address: &str, task_queue_prefix: &str) -> Self {
+        Self {
+            address: Some(address.to_owned()),
+            namespace: None,
+            task_queue_prefix: task_queue_prefix.to_owned(),
+            codec_keys: Secret::default(),
+        }
+    }
+
+    /// The encryption keys, if configured.
+    pub fn keys(&self) -> anyhow::Result<Option<Arc<CodecKeys>>> {
+        crate::codec::keys_from_setting(&self.codec_keys)
+    }
+
+    /// The data converter of this deployment (encrypting when keys are configured).
+    pub fn data_converter(&self) -> anyhow::Result<DataConverter> {
+        Ok(crate::codec::data_converter(self.keys()?))
+    }
+
+    /// Connects a client.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let (connection, client) = self.client_options()?;
+        let connection = Connection::connect(connection).await?;
+        Ok(Client::new(connection, client)?)
+    }
+
+    /// Connects a client, waiting (logged, with backoff) while the server is away; a
+    /// configuration error (address, codec keys) still fails at once.
+    pub async fn connect_patiently(&self, health: &Health) -> anyhow::Result<Client> {
+        let (connection, client) = self.client_options()?;
+        let connection = until_available_reported("Temporal", health, || {
+            Connection::connect(connection.clone())
+        })
+        .await;
+        Ok(Client::new(connection, client)?)
+    }
+
+    /// The checked connection and client options.
+    fn client_options(
+        &self,
+    ) -> anyhow::Result<(
+        temporalio_client::ConnectionOptions,
+        temporalio_client::ClientOptions,
+    )> {
+        let (mut connection, mut client) =
+            ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+                .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+        if let Some(address) = &self.address {
+            let url = if address.contains("://") {
+                address.clone()
+            } else {
+                format!("http://{address}")
+            };
+            connection.target = Url::parse(&url)?;
+        }
+        if let Some(namespace) = &self.namespace {
+            client.namespace = namespace.clone();
+        }
+        client.data_converter = self.data_converter()?;
+        if connection.identity.is_empty() {
+            connection.identity = format!("payflow@{}", std::process::id());
+        }
+        Ok((connection, client))
+    }
+
+    /// The namespace in effect (flag, environment, default).
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| std::env::var("TEMPORAL_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned())
+    }
+}
+
+/// The payflow database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of the payflow database.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = defaults::DATABASE_URL,
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// Connections in the pool.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: u32,
+}
+
+/// Redis (stock reservations).
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(
+        id = "redis_url",
+        long = "redis-url",
+        env = "REDIS_URL",
+        default_value = defaults::REDIS_URL,
+        hide_env_values = true
+    )]
+    pub url: String,
+}
+
+/// Kafka (events) and the schema registry.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = defaults::KAFKA_BOOTSTRAP_SERVERS
+    )]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic (none in production: the topics are the contract's
+    /// `kafka_topic` names, e.g. `c4ang.payment.completed`).
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "KAFKA_TOPIC_PREFIX",
+        default_value = ""
+    )]
+    pub topic_prefix: String,
+    /// Topic of an event type instead of the contract's, `event.type=topic` (e.g.
+    /// `payment.completed=payments.done`); repeatable, comma-separated in the environment.
+    #[arg(
+        long = "kafka-topic",
+        env = "KAFKA_TOPICS",
+        value_delimiter = ',',
+        value_parser = parse_topic_override
+    )]
+    pub topics: Vec<(EventType, String)>,
+    /// Partitions of the topics payflow creates.
+    #[arg(
+        long = "kafka-partitions",
+        env = "KAFKA_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub partitions: i32,
+    /// Replication factor of the topics payflow creates.
+    #[arg(
+        long = "kafka-replication",
+        env = "KAFKA_REPLICATION",
+        default_value_t = 1
+    )]
+    pub replication: i32,
+    /// Framing of event values: `confluent` (wire format with a schema registry) or
+    /// `single-object` (Avro single-object encoding, no registry).
+    #[arg(
+        long = "event-encoding",
+        env = "EVENT_ENCODING",
+        default_value = "confluent"
+    )]
+    pub encoding: Encoding,
+    /// Schema registry base URL (Confluent REST API).
+    #[arg(
+        long = "schema-registry-url",
+        env = "SCHEMA_REGISTRY_URL",
+        default_value = defaults::SCHEMA_REGISTRY_URL
+    )]
+    pub registry_url: String,
+    /// Schema registry basic-auth user (Confluent Cloud: the API key).
+    #[arg(long = "schema-registry-user", env = "SCHEMA_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// Schema registry basic-auth password (Confluent Cloud: the API secret).
+    #[arg(
+        long = "schema-registry-password",
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub registry_password: Option<Secret>,
+    /// Register a schema missing from its subject on first use (otherwise only
+    /// `payflow admin setup` registers them).
+    #[arg(
+        long = "schema-registry-auto-register",
+        env = "SCHEMA_REGISTRY_AUTO_REGISTER",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub auto_register: bool,
+}
+
+/// `event.type=topic`
+fn parse_topic_override(s: &str) -> Result<(EventType, String), String> {
+    let (name, topic) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected event.type=topic"))?;
+    let ty = EventType::ALL
+        .into_iter()
+        .find(|t| t.name() == name.trim())
+        .ok_or_else(|| format!("{name:?} is not an event type"))?;
+    let topic = topic.trim();
+    if topic.is_empty() {
+        return Err(format!("{s:?}: empty topic"));
+    }
+    Ok((ty, topic.to_owned()))
+}
+
+impl KafkaArgs {
+    /// The publisher's configuration.
+    pub fn config(&self) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: self.bootstrap_servers.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            topics: self.topics.iter().cloned().collect(),
+            partitions: self.partitions,
+            replication: self.replication,
+            encoding: self.encoding,
+        }
+    }
+
+    /// The schema registry client, if the encoding uses one.
+    pub fn registry(&self) -> anyhow::Result<Option<SchemaRegistry>> {
+        if self.encoding != Encoding::Confluent {
+            return Ok(None);
+        }
+        let url: reqwest::Url = self
+            .registry_url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("schema registry URL {:?}: {e}", self.registry_url))?;
+        Ok(Some(SchemaRegistry::new(RegistryConfig {
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            username: self.registry_user.clone(),
+            password: self.registry_password.clone(),
+            auto_register: self.auto_register,
+        })?))
+    }
+}
+
+/// Runs `connect` until it succeeds: a dependency that is away while a process starts delays
+/// what needs it and is logged (0.5 s between tries, doubling to 10 s); it never ends the
+/// process. Check the configuration first, so a bad URL still fails at once.
+pub async fn until_available<T, E, F, Fut>(dependency: &'static str, connect: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    until_available_reported(dependency, &Health::default(), connect).await
+}
+
+/// [`until_available`], telling `health` what it waits for.
+pub async fn until_available_reported<T, E, F, Fut>(
+    dependency: &'static str,
+    health: &Health,
+    mut connect: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match connect().await {
+            Ok(connected) => {
+                health.up(dependency);
+                return connected;
+            }
+            Err(e) => {
+                health.waiting(dependency, e.to_string());
+                tracing::warn!(
+                    dependency,
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "dependency unavailable; retrying"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
