@@ -2,8 +2,9 @@
 //! `payflow_workflows::activities`, one struct per owning service.
 //!
 //! - [`payment`]: `PaymentActivities { pg, db }`: the PG ([`payment::pg`]) and the `payment` schema.
-//! - [`product`]: `ProductActivities { redis, db }`: the Redis reservation
-//!   ([`product::reservation`]) and the `product` schema.
+//! - [`product`]: `ProductActivities` over a `ProductStore { redis, db }`: the Redis
+//!   reservation ([`product::reservation`]) and the `product` schema, which order creation
+//!   (seed, reserve) shares.
 //! - [`order`]: `OrderActivities { db, push }`: the `orders` schema and the push gateway.
 //! - [`events`]: `EventActivities { producer }`: Kafka, Avro single-object encoding.
 //! - [`db`]: the PostgreSQL pool and migrations.
@@ -25,5 +26,5 @@ pub mod secret;
 pub use events::EventActivities;
 pub use order::{OrderActivities, OrderStore};
 pub use payment::PaymentActivities;
-pub use product::ProductActivities;
+pub use product::{ProductActivities, ProductStore};
 pub use secret::Secret;

@@ -8,8 +8,7 @@ use crate::{
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use payflow_activities::{
-    OrderStore, ProductActivities, db, payment::keys::PaymentKeys,
-    product::reservation::Reservations,
+    OrderStore, ProductStore, db, payment::keys::PaymentKeys, product::reservation::Reservations,
 };
 use payflow_common::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, until_available};
 use payflow_workflows::queues::TaskQueues;
@@ -350,7 +349,7 @@ impl CommonArgs {
             payments,
             orders: OrderStore::new(pool.clone()),
             payment_keys: PaymentKeys::new(pool.clone()),
-            products: ProductActivities::new(redis, pool),
+            products: ProductStore::new(redis, pool),
             timings: None,
         }
     }

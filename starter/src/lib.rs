@@ -5,7 +5,8 @@
 //! - [`service`]: `Payflow`, the validation and order creation the API and the CLI share.
 //! - [`replay`]: replaying histories (files in the Web UI / CLI format, or fetched) against the
 //!   current workflow code.
-//! - [`api`]: the HTTP API (axum), its OpenAPI document and the payload codec server.
+//! - [`api`]: the HTTP API (axum) and its OpenAPI document; `api::codec`, the payload codec
+//!   server.
 //! - [`admin`]: cluster set-up (search attributes).
 //! - [`bench`]: the load generator (`payflow bench`).
 //! - [`cli`]: the `payflow` command line.

@@ -4,10 +4,10 @@
 
 use crate::client::{ClientError, PaymentClient};
 use payflow_activities::{
-    OrderStore, ProductActivities,
+    OrderStore,
     order::OrderRow,
     payment::keys::{KeyBinding, PaymentKeys},
-    product::{Product, ReserveError},
+    product::{Product, ProductStore, ReserveError},
 };
 use payflow_workflows::{
     ids,
@@ -135,7 +135,7 @@ pub struct Payflow {
     /// The `orders` schema.
     pub orders: OrderStore,
     /// Products and reservations.
-    pub products: ProductActivities,
+    pub products: ProductStore,
     /// Payment keys bound to orders.
     pub payment_keys: PaymentKeys,
     /// Timings passed to new workflows (`None`: production defaults).

@@ -24,7 +24,7 @@ use crate::{
 use anyhow::Context;
 use futures::StreamExt;
 use payflow_activities::{
-    ProductActivities, db,
+    ProductStore, db,
     events::{Encoding, KafkaConfig},
     product::Product,
     product::reservation::Reservations,
@@ -842,7 +842,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
             stock: 10_000,
         })
         .collect();
-    ProductActivities::new(redis.clone(), pool.clone())
+    ProductStore::new(redis.clone(), pool.clone())
         .seed(&products)
         .await?;
     let orders = create_orders(&http, &parts.api_url, &products, plan.payments, &run).await?;

@@ -12,7 +12,7 @@ use anyhow::Context;
 use apache_avro::{Schema, reader::datum::GenericDatumReader, types::Value};
 use base64::Engine;
 use payflow_activities::{
-    OrderStore, ProductActivities, db,
+    OrderStore, ProductStore, db,
     events::{Encoding, KafkaConfig, avro},
     product::Product,
     product::reservation::Reservations,
@@ -387,7 +387,7 @@ impl Stack {
             payments,
             orders: OrderStore::new(pool.clone()),
             payment_keys: payflow_activities::payment::keys::PaymentKeys::new(pool.clone()),
-            products: ProductActivities::new(redis.clone(), pool.clone()),
+            products: ProductStore::new(redis.clone(), pool.clone()),
             timings: options.timings,
         };
         Ok(Self {

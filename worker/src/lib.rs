@@ -294,7 +294,7 @@ fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::Jo
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = product.sweep_expired().await {
+            if let Err(e) = product.store().sweep_expired().await {
                 tracing::warn!(error = %format!("{e:#}"), "expiry sweep failed");
             }
         }

@@ -11,6 +11,9 @@
 //!
 //! Every `/api` route wants `Authorization: Bearer <key>`. Bad input gets a JSON error with a
 //! stable `error` code and a `message`, and changes nothing: no workflow, no PG call, no row.
+//! The payload codec server for the Web UI is in [`codec`].
+
+mod codec;
 
 use crate::service::{DEFAULT_RESERVATION_TTL_MS, Pay, Payflow, PayflowError};
 use axum::{
@@ -33,7 +36,6 @@ use payflow_workflows::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use std::{future::Future, sync::Arc, time::Duration};
-use temporalio_common::protos::temporal::api::common::v1::Payload;
 use tokio::net::TcpListener;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
@@ -127,12 +129,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/orders/{order_id}", get(get_order))
         .route("/api/v1/payments", post(pay))
         .route("/api/v1/payments/{payment_id}", get(get_payment))
-        .route("/codec/encode", post(codec_encode))
-        .route("/codec/decode", post(codec_decode))
+        .merge(codec::with_api_key())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    // The Web UI cannot send a bearer key; it calls a capability URL holding a codec token
-    // instead (`--ui-codec-endpoint http://host:8080/codec/<codec token>`), which decodes only.
-    let ui_codec = Router::new().route("/codec/{token}/decode", post(codec_decode_token));
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
             state
@@ -149,7 +147,7 @@ pub fn router(state: ApiState) -> Router {
         ]);
     Router::new()
         .merge(api)
-        .merge(ui_codec)
+        .merge(codec::for_web_ui())
         .route("/api/v1/openapi.json", get(openapi))
         .route(
             "/healthz",
@@ -571,97 +569,6 @@ async fn get_payment(
         .await
         .map_err(PayflowError::from)?;
     Ok(Json(status.into()))
-}
-
-// ---- codec server (Temporal's remote codec protocol) -----------------------------------------
-
-/// `{"payloads": [{"metadata": {"k": base64}, "data": base64}]}`, as the Web UI and the CLI send.
-#[derive(Debug, Serialize, Deserialize)]
-struct CodecPayloads {
-    payloads: Vec<JsonPayload>,
-}
-
-#[derive(Debug, Serialize, Deserialize, Default)]
-struct JsonPayload {
-    #[serde(default)]
-    metadata: std::collections::HashMap<String, String>,
-    #[serde(default)]
-    data: String,
-}
-
-fn from_json(p: JsonPayload) -> Result<Payload, ApiError> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let bad = |_| ApiError::BadRequest("INVALID_REQUEST", "payloads must be base64".into());
-    Ok(Payload {
-        metadata: p
-            .metadata
-            .into_iter()
-            .map(|(k, v)| b64.decode(v).map(|v| (k, v)))
-            .collect::<Result<_, _>>()
-            .map_err(bad)?,
-        data: b64.decode(p.data).map_err(bad)?,
-        ..Default::default()
-    })
-}
-
-fn to_json(p: Payload) -> JsonPayload {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    JsonPayload {
-        metadata: p
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k, b64.encode(v)))
-            .collect(),
-        data: b64.encode(p.data),
-    }
-}
-
-fn run_codec(
-    state: &ApiState,
-    body: CodecPayloads,
-    encode: bool,
-) -> Result<Json<CodecPayloads>, ApiError> {
-    let mut out = Vec::with_capacity(body.payloads.len());
-    for p in body.payloads {
-        let p = from_json(p)?;
-        out.push(to_json(match &state.inner.codec {
-            None => p,
-            Some(keys) if encode => keys
-                .encrypt(&p)
-                .map_err(|e| ApiError::Unavailable(e.into()))?,
-            Some(keys) => keys
-                .decrypt(p)
-                .map_err(|e| ApiError::BadRequest("UNDECODABLE_PAYLOAD", e.to_string()))?,
-        }));
-    }
-    Ok(Json(CodecPayloads { payloads: out }))
-}
-
-async fn codec_encode(
-    State(state): State<ApiState>,
-    ApiJson(body): ApiJson<CodecPayloads>,
-) -> Result<Json<CodecPayloads>, ApiError> {
-    run_codec(&state, body, true)
-}
-
-async fn codec_decode(
-    State(state): State<ApiState>,
-    ApiJson(body): ApiJson<CodecPayloads>,
-) -> Result<Json<CodecPayloads>, ApiError> {
-    run_codec(&state, body, false)
-}
-
-async fn codec_decode_token(
-    State(state): State<ApiState>,
-    Path(token): Path<String>,
-    ApiJson(body): ApiJson<CodecPayloads>,
-) -> Result<Json<CodecPayloads>, ApiError> {
-    if !state.codec_token_ok(&token) {
-        return Err(ApiError::Unauthorized);
-    }
-    run_codec(&state, body, false)
 }
 
 // ---- health and docs ---------------------------------------------------------------------------

@@ -1,0 +1,194 @@
+//! Order service (`order-activities`): the activities over the `orders` schema ([`store`])
+//! and the push gateway ([`push`]).
+
+mod push;
+mod store;
+
+pub use push::{PushClient, PushConfig};
+pub use store::{OrderRow, OrderStore};
+
+use crate::{
+    failure::{Transient, retryable},
+    metrics::Metrics,
+};
+use payflow_workflows::{
+    activities::markers,
+    types::{
+        CancelOrder, CancelledOrder, CompleteAndNotify, OrderCompletion, OrderStatus, OrderUpdate,
+        PushNotification,
+    },
+};
+use sqlx::PgPool;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+/// The order service's activities.
+#[derive(Debug, Clone)]
+pub struct OrderActivities {
+    store: OrderStore,
+    push: PushClient,
+    metrics: Metrics,
+}
+
+impl OrderActivities {
+    /// Wires the database pool and the push client.
+    pub fn new(db: PgPool, push: PushClient) -> Self {
+        Self {
+            store: OrderStore::new(db),
+            push,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Records the seed's monitoring points on `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// One prompt attempt at a push: true if it went out (now or before). A slow or failing
+    /// gateway answers false, and the workflow sends the push with retries instead.
+    pub async fn try_push(&self, n: &PushNotification) -> bool {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.send_push(n)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(order_id = %n.order_id, error = ?e, "push not sent; retrying it apart");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(order_id = %n.order_id, "push gateway slow; retrying it apart");
+                false
+            }
+        }
+    }
+
+    /// Sends a push once: the gateway deduplicates by id, and the notifications table keeps
+    /// a retried activity from asking twice.
+    pub async fn send_push(&self, n: &PushNotification) -> Result<(), ActivityError> {
+        if self
+            .store
+            .notified(&n.notification_id)
+            .await
+            .transient("read notifications")?
+        {
+            return Ok(());
+        }
+        self.push
+            .send(n)
+            .await
+            .map_err(|e| retryable("push gateway", e))?;
+        self.store
+            .record_notification(n)
+            .await
+            .transient("record notification")?;
+        tracing::info!(order_id = %n.order_id, user_id = %n.user_id, "push sent");
+        Ok(())
+    }
+}
+
+#[activities]
+impl OrderActivities {
+    /// See [`payflow_workflows::activities::OrderActivities::mark_paid`].
+    #[activity(definition = markers::MarkOrderPaid)]
+    pub async fn mark_paid(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderUpdate,
+    ) -> Result<(), ActivityError> {
+        self.store
+            .transition(
+                &input.order_id,
+                &input.payment_id,
+                OrderStatus::PaymentCompleted,
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::complete`].
+    #[activity(definition = markers::CompleteOrder)]
+    pub async fn complete(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderUpdate,
+    ) -> Result<(), ActivityError> {
+        let changed = self
+            .store
+            .transition(
+                &input.order_id,
+                &input.payment_id,
+                OrderStatus::OrderCompleted,
+                None,
+            )
+            .await?;
+        if changed {
+            self.metrics.order("completed");
+        }
+        Ok(())
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::complete_and_notify`].
+    #[activity(definition = markers::CompleteOrderAndNotify)]
+    pub async fn complete_and_notify(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CompleteAndNotify,
+    ) -> Result<OrderCompletion, ActivityError> {
+        let changed = self
+            .store
+            .transition(
+                &input.order.order_id,
+                &input.order.payment_id,
+                OrderStatus::OrderCompleted,
+                None,
+            )
+            .await?;
+        if changed {
+            self.metrics.order("completed");
+        }
+        Ok(OrderCompletion {
+            pushed: self.try_push(&input.push).await,
+        })
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::cancel`].
+    #[activity(definition = markers::CancelOrder)]
+    pub async fn cancel(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CancelOrder,
+    ) -> Result<CancelledOrder, ActivityError> {
+        // A compensation wins over everything: even a completed order is cancelled when its
+        // payment is being refunded.
+        let changed = self
+            .store
+            .transition(
+                &input.order_id,
+                "",
+                OrderStatus::OrderCancelled,
+                Some(&input.reason),
+            )
+            .await?;
+        if changed {
+            self.metrics.order("cancelled");
+        }
+        let items = self
+            .store
+            .items(&input.order_id)
+            .await
+            .transient("read order items")?;
+        Ok(CancelledOrder { items })
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::push`].
+    #[activity(definition = markers::SendPush)]
+    pub async fn push(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PushNotification,
+    ) -> Result<(), ActivityError> {
+        self.send_push(&input).await
+    }
+}
