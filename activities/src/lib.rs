@@ -22,6 +22,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod secret;
+mod span;
 
 pub use events::EventActivities;
 pub use order::{OrderActivities, OrderStore};

@@ -67,7 +67,7 @@ pub enum CodecError {
     Encrypt,
     /// The decrypted bytes are not a payload.
     #[error("decrypted bytes are not a payload: {0}")]
-    Malformed(String),
+    Malformed(#[source] prost::DecodeError),
 }
 
 impl CodecKeys {
@@ -163,7 +163,7 @@ impl CodecKeys {
         let plain = cipher
             .decrypt(Nonce::from_slice(nonce), ciphertext)
             .map_err(|_| CodecError::Decrypt)?;
-        Payload::decode(plain.as_slice()).map_err(|e| CodecError::Malformed(e.to_string()))
+        Payload::decode(plain.as_slice()).map_err(CodecError::Malformed)
     }
 }
 

@@ -55,9 +55,9 @@ pub enum ClientError {
     /// No payment workflow for this order.
     #[error("no payment for order {0}")]
     NotFound(String),
-    /// Temporal could not be reached or refused.
+    /// Temporal could not be reached or refused; the SDK's error is the source.
     #[error("Temporal: {0}")]
-    Temporal(String),
+    Temporal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Typed access to payment workflows.
@@ -157,7 +157,7 @@ impl PaymentClient {
                 let status = self.status(&order_id).await?;
                 Ok(decision_from_status(&status))
             }
-            Err(e) => Err(ClientError::Temporal(e.to_string())),
+            Err(e) => Err(ClientError::Temporal(e.into())),
         }
     }
 
@@ -169,7 +169,7 @@ impl PaymentClient {
             .await
             .map_err(|e| match e {
                 WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
-                other => ClientError::Temporal(other.to_string()),
+                other => ClientError::Temporal(other.into()),
             })
     }
 
@@ -182,7 +182,7 @@ impl PaymentClient {
             .await
             .map_err(|e| match e {
                 WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
-                other => ClientError::Temporal(other.to_string()),
+                other => ClientError::Temporal(other.into()),
             })
     }
 
@@ -194,7 +194,7 @@ impl PaymentClient {
             .await
             .map_err(|e| match e {
                 WorkflowGetResultError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
-                other => ClientError::Temporal(other.to_string()),
+                other => ClientError::Temporal(other.into()),
             })
     }
 
@@ -251,7 +251,7 @@ impl PaymentClient {
         WorkflowService::get_system_info(&mut client, GetSystemInfoRequest {}.into_request())
             .await
             .map(|_| ())
-            .map_err(|e| ClientError::Temporal(e.to_string()))
+            .map_err(|e| ClientError::Temporal(e.into()))
     }
 
     /// The payment's page in the Temporal Web UI.
@@ -268,7 +268,7 @@ impl PaymentClient {
 fn interaction(order_id: &str, e: WorkflowInteractionError) -> ClientError {
     match e {
         WorkflowInteractionError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
-        other => ClientError::Temporal(other.to_string()),
+        other => ClientError::Temporal(other.into()),
     }
 }
 

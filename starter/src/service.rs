@@ -85,7 +85,7 @@ impl From<ClientError> for PayflowError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::NotFound(order) => PayflowError::PaymentNotFound(order),
-            ClientError::Temporal(msg) => PayflowError::Unavailable(anyhow::anyhow!(msg)),
+            e @ ClientError::Temporal(_) => PayflowError::Unavailable(e.into()),
         }
     }
 }

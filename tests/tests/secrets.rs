@@ -3,51 +3,18 @@
 //! everything else, and no configured credential appears in it.
 
 use payflow_common::codec::CodecKeys;
-use payflow_tests::{CODEC_TOKEN, Stack, StackOptions, own_key};
+use payflow_tests::{CODEC_TOKEN, Logs, Stack, StackOptions, own_key};
 use payflow_workflows::types::{PaymentMethod, PaymentStage};
 use serde_json::json;
-use std::sync::{Arc, Mutex};
 
 const KEY: &str = "secret-api-key-7d2e9";
 
-/// Every log line of this test binary.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_configured_secret_reaches_the_logs() {
-    let logs = Logs::default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            "info,payflow_activities=debug,payflow_worker=debug,payflow_starter=debug,\
-             payflow_sandbox=debug,tower_http=debug,apache_avro=error",
-        )
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .init();
+    let logs = Logs::capture(
+        "info,payflow_activities=debug,payflow_worker=debug,payflow_starter=debug,\
+         payflow_sandbox=debug,tower_http=debug,apache_avro=error",
+    );
 
     let codec_keys = CodecKeys::generate("k9");
     let stack = Stack::start_with(StackOptions {

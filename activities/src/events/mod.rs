@@ -18,6 +18,7 @@ pub mod reader;
 pub mod registry;
 
 use crate::failure::{non_retryable, retryable};
+use crate::span::activity_span;
 use payflow_workflows::{
     activities::markers,
     types::{DomainEvent, EventType, PublishedEvent},
@@ -34,6 +35,7 @@ use registry::{RegistryError, SchemaRegistry, value_subject};
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 /// How event values are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,20 +358,28 @@ impl EventActivities {
     #[activity(definition = markers::PublishEvent)]
     pub async fn publish(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         event: DomainEvent,
     ) -> Result<PublishedEvent, ActivityError> {
-        self.publish_event(&event).await
+        self.publish_event(&event)
+            .instrument(activity_span(&ctx, &event.order_id))
+            .await
     }
 
     /// See [`payflow_workflows::activities::EventActivities::publish_all`].
     #[activity(definition = markers::PublishEvents)]
     pub async fn publish_all(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         events: Vec<DomainEvent>,
     ) -> Result<Vec<PublishedEvent>, ActivityError> {
-        let published = self.publish_events(&events).await;
+        let published = self
+            .publish_events(&events)
+            .instrument(activity_span(
+                &ctx,
+                events.first().map_or("", |e| e.order_id.as_str()),
+            ))
+            .await;
         let outcome = if published.is_ok() {
             "published"
         } else {

@@ -10,6 +10,7 @@ pub use store::{OrderRow, OrderStore};
 use crate::{
     failure::{Transient, retryable},
     metrics::Metrics,
+    span::activity_span,
 };
 use payflow_workflows::{
     activities::markers,
@@ -22,6 +23,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 /// The order service's activities.
 #[derive(Debug, Clone)]
@@ -85,17 +87,9 @@ impl OrderActivities {
         tracing::info!(order_id = %n.order_id, user_id = %n.user_id, "push sent");
         Ok(())
     }
-}
 
-#[activities]
-impl OrderActivities {
-    /// See [`payflow_workflows::activities::OrderActivities::mark_paid`].
-    #[activity(definition = markers::MarkOrderPaid)]
-    pub async fn mark_paid(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderUpdate,
-    ) -> Result<(), ActivityError> {
+    /// The order paid (before the lean saga, a step of its own).
+    async fn mark_order_paid(&self, input: &OrderUpdate) -> Result<(), ActivityError> {
         self.store
             .transition(
                 &input.order_id,
@@ -107,13 +101,8 @@ impl OrderActivities {
             .map(|_| ())
     }
 
-    /// See [`payflow_workflows::activities::OrderActivities::complete`].
-    #[activity(definition = markers::CompleteOrder)]
-    pub async fn complete(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderUpdate,
-    ) -> Result<(), ActivityError> {
+    /// The order completed; counted once.
+    async fn complete_order(&self, input: &OrderUpdate) -> Result<(), ActivityError> {
         let changed = self
             .store
             .transition(
@@ -129,39 +118,20 @@ impl OrderActivities {
         Ok(())
     }
 
-    /// See [`payflow_workflows::activities::OrderActivities::complete_and_notify`].
-    #[activity(definition = markers::CompleteOrderAndNotify)]
-    pub async fn complete_and_notify(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: CompleteAndNotify,
+    /// The order completed, then one prompt try at the customer's push.
+    async fn complete_and_push(
+        &self,
+        input: &CompleteAndNotify,
     ) -> Result<OrderCompletion, ActivityError> {
-        let changed = self
-            .store
-            .transition(
-                &input.order.order_id,
-                &input.order.payment_id,
-                OrderStatus::OrderCompleted,
-                None,
-            )
-            .await?;
-        if changed {
-            self.metrics.order("completed");
-        }
+        self.complete_order(&input.order).await?;
         Ok(OrderCompletion {
             pushed: self.try_push(&input.push).await,
         })
     }
 
-    /// See [`payflow_workflows::activities::OrderActivities::cancel`].
-    #[activity(definition = markers::CancelOrder)]
-    pub async fn cancel(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: CancelOrder,
-    ) -> Result<CancelledOrder, ActivityError> {
-        // A compensation wins over everything: even a completed order is cancelled when its
-        // payment is being refunded.
+    /// The order cancelled (a compensation wins over everything: even a completed order is
+    /// cancelled when its payment is being refunded); answers its lines.
+    async fn cancel_order(&self, input: &CancelOrder) -> Result<CancelledOrder, ActivityError> {
         let changed = self
             .store
             .transition(
@@ -181,14 +151,62 @@ impl OrderActivities {
             .transient("read order items")?;
         Ok(CancelledOrder { items })
     }
+}
+
+#[activities]
+impl OrderActivities {
+    /// See [`payflow_workflows::activities::OrderActivities::mark_paid`].
+    #[activity(definition = markers::MarkOrderPaid)]
+    pub async fn mark_paid(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OrderUpdate,
+    ) -> Result<(), ActivityError> {
+        let span = activity_span(&ctx, &input.order_id);
+        self.mark_order_paid(&input).instrument(span).await
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::complete`].
+    #[activity(definition = markers::CompleteOrder)]
+    pub async fn complete(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OrderUpdate,
+    ) -> Result<(), ActivityError> {
+        let span = activity_span(&ctx, &input.order_id);
+        self.complete_order(&input).instrument(span).await
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::complete_and_notify`].
+    #[activity(definition = markers::CompleteOrderAndNotify)]
+    pub async fn complete_and_notify(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CompleteAndNotify,
+    ) -> Result<OrderCompletion, ActivityError> {
+        let span = activity_span(&ctx, &input.order.order_id);
+        self.complete_and_push(&input).instrument(span).await
+    }
+
+    /// See [`payflow_workflows::activities::OrderActivities::cancel`].
+    #[activity(definition = markers::CancelOrder)]
+    pub async fn cancel(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CancelOrder,
+    ) -> Result<CancelledOrder, ActivityError> {
+        let span = activity_span(&ctx, &input.order_id);
+        self.cancel_order(&input).instrument(span).await
+    }
 
     /// See [`payflow_workflows::activities::OrderActivities::push`].
     #[activity(definition = markers::SendPush)]
     pub async fn push(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: PushNotification,
     ) -> Result<(), ActivityError> {
-        self.send_push(&input).await
+        let span = activity_span(&ctx, &input.order_id);
+        self.send_push(&input).instrument(span).await
     }
 }

@@ -12,6 +12,7 @@
 pub mod keys;
 pub mod pg;
 
+use crate::span::activity_span;
 use crate::{
     failure::{Transient, non_retryable, retryable},
     metrics::Metrics,
@@ -31,6 +32,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 /// The payment service's activities.
 #[derive(Debug, Clone)]
@@ -505,59 +507,76 @@ impl PaymentActivities {
     #[activity(definition = markers::ApprovePayment)]
     pub async fn approve(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: ApprovePayment,
     ) -> Result<PgApproval, ActivityError> {
-        self.approve_payment(&input).await
+        self.approve_payment(&input)
+            .instrument(activity_span(&ctx, &input.order_id))
+            .await
     }
 
     /// See [`payflow_workflows::activities::PaymentActivities::record`].
     #[activity(definition = markers::RecordPayment)]
     pub async fn record(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RecordPayment,
     ) -> Result<(), ActivityError> {
-        self.record_completed(&input).await
+        self.record_completed(&input)
+            .instrument(activity_span(&ctx, &input.payment.order_id))
+            .await
     }
 
     /// See [`payflow_workflows::activities::PaymentActivities::void`].
     #[activity(definition = markers::VoidPayment)]
     pub async fn void(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: VoidPayment,
     ) -> Result<PgCancellation, ActivityError> {
-        self.void_payment(&input).await
+        self.void_payment(&input)
+            .instrument(activity_span(&ctx, order_of(&input.payment_id)))
+            .await
     }
 
     /// See [`payflow_workflows::activities::PaymentActivities::refund`].
     #[activity(definition = markers::RefundPayment)]
     pub async fn refund(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RefundPayment,
     ) -> Result<PgCancellation, ActivityError> {
-        self.refund_payment(&input).await
+        self.refund_payment(&input)
+            .instrument(activity_span(&ctx, order_of(&input.payment_id)))
+            .await
     }
 
     /// See [`payflow_workflows::activities::PaymentActivities::record_failure`].
     #[activity(definition = markers::RecordPaymentFailure)]
     pub async fn record_failure(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RecordPaymentFailure,
     ) -> Result<(), ActivityError> {
-        self.record_failed(&input).await
+        self.record_failed(&input)
+            .instrument(activity_span(&ctx, &input.payment.order_id))
+            .await
     }
 
     /// See [`payflow_workflows::activities::PaymentActivities::record_cancellation`].
     #[activity(definition = markers::RecordPaymentCancellation)]
     pub async fn record_cancellation(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: RecordPaymentCancellation,
     ) -> Result<(), ActivityError> {
-        self.record_cancelled(&input).await
+        self.record_cancelled(&input)
+            .instrument(activity_span(&ctx, &input.payment.order_id))
+            .await
     }
+}
+
+/// The order a payment id belongs to, for the activity's span.
+fn order_of(payment_id: &str) -> &str {
+    ids::order_id_from_payment_id(payment_id).unwrap_or_default()
 }

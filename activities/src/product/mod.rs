@@ -11,6 +11,7 @@ mod store;
 pub use store::{PricedLine, Product, ProductStore, ReserveError};
 
 use crate::metrics::Metrics;
+use crate::span::activity_span;
 use payflow_workflows::{
     activities::markers,
     types::{ConfirmStock, ReleaseStock, StockConfirmation, StockRelease},
@@ -20,6 +21,7 @@ use sqlx::PgPool;
 use std::{sync::Arc, time::Instant};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 /// The product service's activities: the store, measured.
 #[derive(Debug, Clone)]
@@ -71,19 +73,24 @@ impl ProductActivities {
     #[activity(definition = markers::ConfirmStock)]
     pub async fn confirm(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: ConfirmStock,
     ) -> Result<StockConfirmation, ActivityError> {
-        self.confirm_stock(&input).await
+        self.confirm_stock(&input)
+            .instrument(activity_span(&ctx, &input.order_id))
+            .await
     }
 
     /// See [`payflow_workflows::activities::ProductActivities::release`].
     #[activity(definition = markers::ReleaseStock)]
     pub async fn release(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: ReleaseStock,
     ) -> Result<StockRelease, ActivityError> {
-        self.store.release_stock(&input).await
+        self.store
+            .release_stock(&input)
+            .instrument(activity_span(&ctx, &input.order_id))
+            .await
     }
 }
