@@ -25,8 +25,7 @@ source "$(dirname "$0")/lib.sh"
 SERVICES=(api worker noop-worker sandbox temporal)
 trap 'for name in "${SERVICES[@]}"; do stop_bg "$name"; done' EXIT
 cd "$REPO"
-say "building payflow (release)"
-cargo build --quiet --release --bins
+build_payflow --release
 REL="$CARGO_TARGET_DIR/release"
 
 # The schema registry is shared like Kafka: the dev stack's if it runs, else one of the bench's.
@@ -44,16 +43,16 @@ fresh_stack() {
   for name in "${SERVICES[@]}"; do [ "$name" = registry ] || stop_bg "$name" 2>/dev/null; done
   rm -f "$STATE"/temporal.db* "$STATE"/worker.log "$STATE"/noop-worker.log
   "$REPO/scripts/up.sh" 2>/dev/null
+  register_search_attributes "$REL"
   start_bg sandbox "$REL/payflow-sandbox"
   wait_for sandbox "$SANDBOX_LISTEN" 30
-  start_bg worker "$REL/payflow-worker"
-  start_bg noop-worker "$REL/payflow-worker" --noop --task-queue-prefix noop- --metrics-listen ""
+  PAYFLOW_HEALTH_LISTEN=127.0.0.1:18465 start_bg worker "$REL/payflow-worker"
+  PAYFLOW_HEALTH_LISTEN=127.0.0.1:18466 start_bg noop-worker "$REL/payflow-worker" --noop \
+    --task-queue-prefix noop- --metrics-listen ""
   start_bg api "$REL/payflow" serve
-  wait_for API "$PAYFLOW_API_LISTEN" 60
-  for _ in $(seq 1 100); do
-    grep -qs "worker started" "$STATE/worker.log" && grep -qs "worker started" "$STATE/noop-worker.log" && break
-    sleep 0.2
-  done
+  wait_ready API "http://$PAYFLOW_API_LISTEN/readyz" 60 "$STATE/api.log"
+  wait_ready worker http://127.0.0.1:18465/readyz 60 "$STATE/worker.log"
+  wait_ready "no-op worker" http://127.0.0.1:18466/readyz 60 "$STATE/noop-worker.log"
   "$REL/payflow" products seed >/dev/null
   # A short warm-up, so connection pools and caches are not part of the run.
   "$REL/payflow" bench --api-url "http://$PAYFLOW_API_LISTEN" --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null

@@ -11,7 +11,6 @@ if ! port_open 127.0.0.1:5432 && [[ "$DATABASE_URL" == *127.0.0.1:5432* ]]; then
   "$REPO/scripts/up.sh"
 fi
 cd "$REPO"
-say "building (the first build of the workspace takes several minutes)"
-cargo build --workspace --bins
+build_payflow --workspace
 say "running the fault suite (about 4 minutes)"
 "$BIN/payflow-chaos" --report "$REPO/RELIABILITY.md" "$@"

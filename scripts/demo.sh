@@ -5,8 +5,8 @@ source "$(dirname "$0")/lib.sh"
 
 "$REPO/scripts/up.sh"
 
-say "building payflow"
-(cd "$REPO" && cargo build --quiet --bins)
+build_payflow
+register_search_attributes "$BIN"
 
 if ! port_open "$SANDBOX_LISTEN"; then
   say "starting the PG/push sandbox on $SANDBOX_LISTEN (books kept in $STATE/sandbox-books.jsonl)"
@@ -23,12 +23,8 @@ fi
 # Always the freshly built worker.
 stop_bg worker
 say "starting the worker (all services)"
-start_bg worker "$BIN/payflow-worker"
-for i in $(seq 1 100); do
-  grep -q "worker started" "$STATE/worker.log" 2>/dev/null && break
-  kill -0 "$(cat "$STATE/worker.pid")" 2>/dev/null || { cat "$STATE/worker.log"; die "the worker did not start"; }
-  sleep 0.2
-done
+PAYFLOW_HEALTH_LISTEN="$WORKER_HEALTH_LISTEN" start_bg worker "$BIN/payflow-worker"
+wait_ready worker "http://$WORKER_HEALTH_LISTEN/readyz" 60 "$STATE/worker.log"
 
 export PAYFLOW_API_KEYS="${PAYFLOW_API_KEYS:-payflow-demo-key}"
 stop_bg api

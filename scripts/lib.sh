@@ -22,6 +22,8 @@ export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
 export SCHEMA_REGISTRY_LISTEN="${SCHEMA_REGISTRY_LISTEN:-127.0.0.1:8081}"
 export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://$SCHEMA_REGISTRY_LISTEN}"
 export PAYFLOW_UI_URL="${PAYFLOW_UI_URL:-http://localhost:$TEMPORAL_UI_PORT}"
+# The worker's /healthz and /readyz (what it waits for, what is degraded).
+WORKER_HEALTH_LISTEN="${WORKER_HEALTH_LISTEN:-127.0.0.1:9465}"
 
 # The dev stack's secrets: an API key, and a payload encryption key made once per checkout.
 export PAYFLOW_API_KEYS="${PAYFLOW_API_KEYS:-payflow-demo-key}"
@@ -67,6 +69,36 @@ wait_for() {
     sleep 0.1
   done
   die "$name did not come up on $addr within ${secs}s (logs in $STATE)"
+}
+
+# wait_ready NAME URL [SECONDS] [LOG]: wait until URL answers 2xx (a health endpoint); when the
+# wait runs out, show the end of LOG and fail, naming what did not come up.
+wait_ready() {
+  local name="$1" url="$2" secs="${3:-60}" log="${4:-}" i
+  for ((i = 0; i < secs * 5; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  if [ -n "$log" ] && [ -f "$log" ]; then tail -n 20 "$log" >&2; fi
+  die "$name was not ready at $url within ${secs}s${log:+ (log: $log)}"
+}
+
+# build_payflow [--release]: build payflow's binaries, saying so (a first build takes minutes).
+build_payflow() {
+  local profile=debug
+  [ "${1:-}" = --release ] && profile=release
+  if [ -x "$CARGO_TARGET_DIR/$profile/payflow" ]; then
+    say "building payflow ($profile)"
+  else
+    say "building payflow ($profile) for the first time: about 10 minutes on 2 cores, then seconds"
+  fi
+  (cd "$REPO" && cargo build --quiet --bins "$@")
+}
+
+# register_search_attributes BINDIR: payflow's search attributes on the Temporal namespace, from
+# the one list in workflows/src/search.rs (idempotent).
+register_search_attributes() {
+  "$1/payflow" admin search-attributes >/dev/null
 }
 
 # start_bg NAME CMD...: start a background process, remember its pid, log to $STATE/NAME.log.

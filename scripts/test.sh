@@ -9,8 +9,13 @@ cd "$REPO"
 say "checking formatting"
 cargo fmt --all -- --check
 
-say "building"
+if [ -x "$BIN/payflow" ]; then
+  say "building"
+else
+  say "building for the first time: about 10 minutes on 2 cores, then seconds"
+fi
 cargo build --workspace --all-targets --quiet
+register_search_attributes "$BIN"
 
 say "linting"
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Brings up what payflow runs on, installing what is missing: PostgreSQL (database `payflow`),
-# Redis, the Temporal dev server (SQLite file, Web UI, search attributes) and Tansu (Kafka).
+# Redis, the Temporal dev server (SQLite file, Web UI) and Tansu (Kafka). payflow's search
+# attributes are registered by `payflow admin search-attributes` (demo, test and bench run it
+# once they have built payflow), from the one list in workflows/src/search.rs.
 # Safe to run again: anything already up is left alone.
 source "$(dirname "$0")/lib.sh"
 
@@ -41,8 +43,6 @@ elif [ "$(redis-cli -u "$REDIS_URL" config get appendonly 2>/dev/null | tail -1)
 fi
 
 # --- Temporal dev server ----------------------------------------------------------------------
-search_attributes=(OrderId=Keyword UserId=Keyword PaymentMethod=Keyword PaymentStage=Keyword
-                   Amount=Int NeedsAttention=Bool)
 if ! port_open "$TEMPORAL_ADDRESS"; then
   say "starting the Temporal dev server (Web UI on :$TEMPORAL_UI_PORT)"
   args=(server start-dev --ip "${TEMPORAL_ADDRESS%:*}" --port "${TEMPORAL_ADDRESS##*:}"
@@ -61,22 +61,14 @@ if ! port_open "$TEMPORAL_ADDRESS"; then
             matching.numTaskqueueReadPartitions=1 matching.numTaskqueueWritePartitions=1; do
     args+=(--dynamic-config-value "$dc")
   done
-  for sa in "${search_attributes[@]}"; do args+=(--search-attribute "$sa"); done
   if [ -n "${PAYFLOW_CODEC_ENDPOINT:-}" ]; then args+=(--ui-codec-endpoint "$PAYFLOW_CODEC_ENDPOINT"); fi
   start_bg temporal "$(command -v temporal)" "${args[@]}"
   wait_for Temporal "$TEMPORAL_ADDRESS" 60
 fi
-for i in $(seq 1 100); do
+for ((i = 0; ; i++)); do
   temporal operator cluster health --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1 && break
+  [ "$i" -lt 150 ] || die "the Temporal server at $TEMPORAL_ADDRESS is not serving after 30s (log: $STATE/temporal.log)"
   sleep 0.2
-done
-existing="$(temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" 2>/dev/null || true)"
-for sa in "${search_attributes[@]}"; do
-  name="${sa%=*}"
-  if ! grep -qw "$name" <<<"$existing"; then
-    temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" \
-      --name "$name" --type "${sa#*=}" >/dev/null
-  fi
 done
 
 # --- Kafka (Tansu) ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 //! - [`health`]: what a process knows of its dependencies, served as `/healthz` and `/readyz`.
 //! - [`telemetry`]: log set-up.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod config;
 pub mod health;

@@ -37,6 +37,8 @@
 //! The crate also holds [`registry`], the dev stack's stand-in for the Confluent Schema
 //! Registry (binary `payflow-registry`).
 
+#![warn(missing_docs)]
+
 pub mod registry;
 
 use axum::{

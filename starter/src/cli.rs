@@ -181,8 +181,11 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Register payflow's search attributes on the Temporal namespace (idempotent).
+    /// Set a deployment up (idempotent): payflow's search attributes on the Temporal namespace,
+    /// the Kafka topics with the platform's settings and the event schemas in the registry.
     Setup,
+    /// Only the search attributes (what the dev scripts run once they have built payflow).
+    SearchAttributes,
     /// Print a fresh payload encryption key (`id:base64`) for PAYFLOW_CODEC_KEYS.
     NewCodecKey {
         /// The key's id (kept in each payload's metadata).
@@ -504,19 +507,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print(json, &report, crate::bench::BenchReport::table);
         }
         Command::Admin {
+            command: AdminCommand::SearchAttributes,
+        } => search_attributes(&common).await?,
+        Command::Admin {
             command: AdminCommand::Setup,
         } => {
-            let payments = PaymentClient::connect(&common.temporal).await?;
-            let added = crate::admin::register_search_attributes(
-                payments.temporal(),
-                &common.temporal.namespace(),
-            )
-            .await?;
-            if added.is_empty() {
-                println!("search attributes already registered");
-            } else {
-                println!("registered search attributes: {}", added.join(", "));
-            }
+            search_attributes(&common).await?;
             let kafka = common.kafka.config();
             let registry = common.kafka.registry()?;
             payflow_activities::EventActivities::ensure_topics(&kafka, registry.as_ref())
@@ -807,5 +803,19 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    Ok(())
+}
+
+/// Registers payflow's search attributes the namespace lacks, and says what it did.
+async fn search_attributes(common: &CommonArgs) -> anyhow::Result<()> {
+    let payments = PaymentClient::connect(&common.temporal).await?;
+    let added =
+        crate::admin::register_search_attributes(payments.temporal(), &common.temporal.namespace())
+            .await?;
+    if added.is_empty() {
+        println!("search attributes already registered");
+    } else {
+        println!("registered search attributes: {}", added.join(", "));
+    }
     Ok(())
 }

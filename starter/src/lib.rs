@@ -11,6 +11,8 @@
 //! - [`bench`]: the load generator (`payflow bench`).
 //! - [`cli`]: the `payflow` command line.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod api;
 pub mod audit;

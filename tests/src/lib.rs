@@ -6,6 +6,8 @@
 //! Infrastructure addresses come from the same variables the binaries read (`TEMPORAL_ADDRESS`,
 //! `DATABASE_URL`, `REDIS_URL`, `KAFKA_BOOTSTRAP_SERVERS`); `make test` brings it up.
 
+#![warn(missing_docs)]
+
 pub mod chaos;
 
 use anyhow::Context;

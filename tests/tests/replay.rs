@@ -70,6 +70,7 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
 
 /// A change to the workflow's decisions without a patch: it confirms the stock before the PG
 /// has approved. Everything else (name, input, handlers) is the same.
+#[allow(unreachable_pub)] // the SDK's workflow macros want public handlers
 mod unpatched {
     use payflow_workflows::{
         activities::ProductActivities,

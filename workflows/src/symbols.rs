@@ -81,6 +81,7 @@ macro_rules! symbols {
 }
 
 #[cfg(test)]
+#[allow(unreachable_pub)] // a symbol set is declared public, here in a private module
 mod tests {
     crate::symbols! {
         /// A test set.
