@@ -59,29 +59,9 @@ fresh_stack() {
 }
 
 # CPU seconds used so far by each component of the stack (for where the time goes).
-cpu_snapshot() {
-  python3 - "$STATE" <<'PY'
-import json, os, sys
-state, tck, cpu = sys.argv[1], os.sysconf("SC_CLK_TCK"), {}
-def pid_of(name):
-    try: return open(f"{state}/{name}.pid").read().strip()
-    except OSError: return None
-mine = {pid_of(n): label for n, label in [("temporal", "temporal dev server"), ("worker", "payflow worker"),
-        ("noop-worker", "no-op worker"), ("api", "payflow API"), ("sandbox", "PG/push sandbox")]}
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        comm = open(f"/proc/{pid}/comm").read().strip()
-        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        continue
-    label = mine.get(pid) or {"postgres": "postgresql", "redis-server": "redis", "tansu": "tansu"}.get(comm)
-    if label:
-        cpu[label] = cpu.get(label, 0) + (int(stat[11]) + int(stat[12])) / tck
-print(json.dumps(cpu))
-PY
-}
+cpu_snapshot() { "$REL/payflow" bench-report --cpu-snapshot "$STATE"; }
 scale="${BENCH_SCALE:-1}"
-n() { python3 -c "print(max(10, int($1 * $scale)))"; }
+n() { awk -v n="$1" -v s="$scale" 'BEGIN { v = int(n * s); print (v < 10 ? 10 : v) }'; }
 out="$STATE/results"
 rm -rf "$out"; mkdir -p "$out"
 
@@ -112,43 +92,5 @@ curl -s -X POST "$PG_BASE_URL/sandbox/config" -H 'content-type: application/json
 say "writing BENCHMARKS.md"
 files=()
 for name in "${RUN_ORDER[@]}"; do [ -f "$out/$name.json" ] && files+=("$out/$name.json"); done
-"$REL/payflow" bench-report --markdown "${files[@]}" >"$out/results.md"
-python3 - "$REPO/BENCHMARKS.md" "$out/results.md" "$out" "${RUN_ORDER[@]}" <<'PY'
-import sys, subprocess, platform, os, datetime, json
-path, results, out, names = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3], sys.argv[4:]
-# Where the CPU went: seconds per component over each run, per payment.
-rows, labels = [], ["temporal dev server", "payflow worker", "no-op worker", "payflow API",
-                    "postgresql", "redis", "tansu", "PG/push sandbox"]
-for name in names:
-    try:
-        before = json.load(open(f"{out}/{name}.cpu-before.json"))
-        after = json.load(open(f"{out}/{name}.cpu-after.json"))
-        payments = json.load(open(f"{out}/{name}.json"))["payments"]
-    except OSError:
-        continue
-    used = {k: max(0.0, after.get(k, 0) - before.get(k, 0)) * 1000 / payments for k in labels}
-    rows.append(f"| {name} | " + " | ".join(f"{used[k]:.1f}" for k in labels) + f" | {sum(used.values()):.1f} |")
-if rows:
-    results += ("\nCPU time per payment, in milliseconds, by component (from /proc over each run; the bench "
-                "client itself is not counted):\n\n| run | " + " | ".join(labels) + " | total |\n| --- |"
-                + " ---: |" * (len(labels) + 1) + "\n" + "\n".join(rows) + "\n")
-def sh(cmd):
-    try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
-    except Exception: return "?"
-cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
-mem = sh("free -g | awk '/Mem:/ {print $2}'")
-header = (
-    f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
-    f"({cpu}), {mem} GiB, {platform.system()} {platform.release()}; commit {sh('git rev-parse --short HEAD')}"
-    f"{' (+ local changes)' if sh('git status --porcelain') else ''}; {sh('temporal --version')}; "
-    "release build; each run on a fresh Temporal dev server (SQLite file, WAL, synchronous=off), PostgreSQL, Redis, Tansu and payflow all on this machine.\n\n"
-)
-begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-doc = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{begin}\n{end}\n"
-if begin not in doc:
-    doc += f"\n{begin}\n{end}\n"
-pre, rest = doc.split(begin, 1)
-_, post = rest.split(end, 1)
-open(path, "w").write(pre + begin + "\n" + header + results + "\n" + end + post)
-PY
+(cd "$REPO" && "$REL/payflow" bench-report --write "$REPO/BENCHMARKS.md" "${files[@]}")
 say "done: BENCHMARKS.md (raw JSON in $out)"

@@ -8,7 +8,8 @@
 //! - [`api`]: the HTTP API (axum) and its OpenAPI document; `api::codec`, the payload codec
 //!   server.
 //! - [`admin`]: cluster set-up (search attributes).
-//! - [`bench`]: the load generator (`payflow bench`).
+//! - [`bench`]: the load generator (`payflow bench`); [`bench_report`]: what `make bench`
+//!   writes into BENCHMARKS.md.
 //! - [`cli`]: the `payflow` command line.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod bench_report;
 pub mod cli;
 pub mod client;
 pub mod replay;
