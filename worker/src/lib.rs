@@ -80,7 +80,9 @@ impl PayflowWorker {
             .context("connect to Temporal")?;
         let queues = TaskQueues::with_prefix(&config.temporal.task_queue_prefix);
         if config.noop {
-            return Self::start_noop(config, runtime, metrics_addr, client, &queues);
+            let worker = Self::start_noop(config, runtime, metrics_addr, client, &queues)?;
+            health.started();
+            return Ok(worker);
         }
 
         let needs_db = [Service::Payment, Service::Product, Service::Order]
