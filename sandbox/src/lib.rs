@@ -372,6 +372,73 @@ fn injected_error(config: &SandboxConfig) -> bool {
     config.error_rate > 0.0 && rand::random::<f64>() < config.error_rate
 }
 
+/// How a PG write let in by [`admit`] is answered: it holds the idempotency key's lock until
+/// [`Reply::answer`] has stored the answer under the key.
+struct Reply {
+    key: Option<String>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// What every PG write does first, as the real PG: the secret key, then the body; a repeated
+/// idempotency key (per `operation`) waits for the first request and gets its stored answer;
+/// then the configured latency and injected failures. Answers the body, the configuration the
+/// write runs under and how to reply; `Err` is the answer to give.
+async fn admit<B>(
+    sandbox: &Sandbox,
+    headers: &HeaderMap,
+    body: Result<Json<B>, axum::extract::rejection::JsonRejection>,
+    operation: &str,
+) -> Result<(B, SandboxConfig, Reply), Response> {
+    if !authorized(sandbox, headers) {
+        return Err(respond(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED_KEY",
+            "invalid secret key",
+        )));
+    }
+    let Ok(Json(body)) = body else {
+        return Err(respond(error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "malformed body",
+        )));
+    };
+    let key = idempotency_key(headers).map(|k| format!("{operation}:{k}"));
+    let guard = match &key {
+        Some(k) => Some(sandbox.key_lock(k).await.lock_owned().await),
+        None => None,
+    };
+    if let Some(k) = &key
+        && let Some(stored) = sandbox.books().answers.get(k).cloned()
+    {
+        return Err(respond(stored));
+    }
+    let config = sandbox.config();
+    tokio::time::sleep(config.latency).await;
+    if injected_error(&config) {
+        return Err(respond(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PROVIDER_ERROR",
+            "injected failure",
+        )));
+    }
+    Ok((body, config, Reply { key, _guard: guard }))
+}
+
+impl Reply {
+    /// Gives `answer`, stored under the idempotency key (if the request had one) first.
+    fn answer(self, sandbox: &Sandbox, answer: (u16, Value)) -> Response {
+        if let Some(key) = self.key {
+            sandbox.books().record(Entry::Answer {
+                key,
+                status: answer.0,
+                body: answer.1.clone(),
+            });
+        }
+        respond(answer)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfirmBody {
@@ -385,43 +452,10 @@ async fn confirm(
     headers: HeaderMap,
     body: Result<Json<ConfirmBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !authorized(&sandbox, &headers) {
-        return respond(error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED_KEY",
-            "invalid secret key",
-        ));
-    }
-    let Ok(Json(body)) = body else {
-        return respond(error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "malformed body",
-        ));
+    let (body, config, reply) = match admit(&sandbox, &headers, body, "confirm").await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let key = idempotency_key(&headers).map(|k| format!("confirm:{k}"));
-    let lock = match &key {
-        Some(k) => Some(sandbox.key_lock(k).await),
-        None => None,
-    };
-    let _guard = match &lock {
-        Some(l) => Some(l.lock().await),
-        None => None,
-    };
-    if let Some(k) = &key
-        && let Some(stored) = sandbox.books().answers.get(k).cloned()
-    {
-        return respond(stored);
-    }
-    let config = sandbox.config();
-    tokio::time::sleep(config.latency).await;
-    if injected_error(&config) {
-        return respond(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PROVIDER_ERROR",
-            "injected failure",
-        ));
-    }
 
     let answer = decide_confirm(&sandbox, &body, &config).await;
     let Some(answer) = answer else {
@@ -431,14 +465,7 @@ async fn confirm(
             "flaky PG",
         ));
     };
-    if let Some(key) = key {
-        sandbox.books().record(Entry::Answer {
-            key,
-            status: answer.0,
-            body: answer.1.clone(),
-        });
-    }
-    respond(answer)
+    reply.answer(&sandbox, answer)
 }
 
 /// The PG's decision; `None` is a transient 503 (not stored under the idempotency key).
@@ -557,43 +584,10 @@ async fn cancel(
     headers: HeaderMap,
     body: Result<Json<CancelBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !authorized(&sandbox, &headers) {
-        return respond(error(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED_KEY",
-            "invalid secret key",
-        ));
-    }
-    let Ok(Json(body)) = body else {
-        return respond(error(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "malformed body",
-        ));
+    let (body, _, reply) = match admit(&sandbox, &headers, body, "cancel").await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let key = idempotency_key(&headers).map(|k| format!("cancel:{k}"));
-    let lock = match &key {
-        Some(k) => Some(sandbox.key_lock(k).await),
-        None => None,
-    };
-    let _guard = match &lock {
-        Some(l) => Some(l.lock().await),
-        None => None,
-    };
-    if let Some(k) = &key
-        && let Some(stored) = sandbox.books().answers.get(k).cloned()
-    {
-        return respond(stored);
-    }
-    let config = sandbox.config();
-    tokio::time::sleep(config.latency).await;
-    if injected_error(&config) {
-        return respond(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PROVIDER_ERROR",
-            "injected failure",
-        ));
-    }
     let answer = {
         let mut books = sandbox.books();
         let fixed = books.refunds_fixed.contains(&payment_key);
@@ -633,14 +627,7 @@ async fn cancel(
             "refund failed at the card company",
         ));
     };
-    if let Some(key) = key {
-        sandbox.books().record(Entry::Answer {
-            key,
-            status: answer.0,
-            body: answer.1.clone(),
-        });
-    }
-    respond(answer)
+    reply.answer(&sandbox, answer)
 }
 
 /// `GET /v1/payments/{paymentKey}`: the payment as the PG holds it.
