@@ -73,11 +73,8 @@ done
 
 # --- Kafka (Tansu) ----------------------------------------------------------------------------
 if ! port_open "$KAFKA_BOOTSTRAP_SERVERS"; then
-  say "starting Tansu (Kafka protocol, SQLite storage)"
-  start_bg tansu "$(command -v tansu)" broker \
-    --listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
-    --advertised-listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
-    --storage-engine "sqlite://tansu.db"
+  say "starting Tansu (Kafka protocol, SQLite storage) under its guard (scripts/broker-guard.sh)"
+  start_bg broker-guard "$REPO/scripts/broker-guard.sh"
   wait_for Tansu "$KAFKA_BOOTSTRAP_SERVERS" 30
 fi
 

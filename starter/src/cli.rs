@@ -196,6 +196,13 @@ enum AdminCommand {
     Setup,
     /// Only the search attributes (what the dev scripts run once they have built payflow).
     SearchAttributes,
+    /// Exit 0 if the Kafka broker acknowledges one record on `payflow.broker-check` within the
+    /// deadline, 1 if not (the dev stack's broker guard asks this).
+    BrokerCheck {
+        /// How long the broker has, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        deadline_ms: u64,
+    },
     /// Print a fresh payload encryption key (`id:base64`) for PAYFLOW_CODEC_KEYS.
     NewCodecKey {
         /// The key's id (kept in each payload's metadata).
@@ -533,6 +540,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin {
             command: AdminCommand::SearchAttributes,
         } => search_attributes(&common).await?,
+        Command::Admin {
+            command: AdminCommand::BrokerCheck { deadline_ms },
+        } => {
+            let deadline = std::time::Duration::from_millis(deadline_ms);
+            let offset =
+                payflow_activities::events::probe::probe(&common.kafka.bootstrap_servers, deadline)
+                    .await
+                    .with_context(|| format!("broker {}", common.kafka.bootstrap_servers))?;
+            println!("broker took the probe record (offset {offset})");
+        }
         Command::Admin {
             command: AdminCommand::Setup,
         } => {

@@ -17,6 +17,7 @@
 //! `make chaos` runs [`Plan::full`] and writes RELIABILITY.md; `make test` runs
 //! [`Plan::short`] (tests/tests/chaos.rs).
 
+use crate::free_port;
 use crate::{
     DECLINED_STEPS, Ledger, Record, SUCCESS_STEPS, TcpGate, binary, database_url, distinct,
     event_path, read_ledger, read_records, sandbox_books, sandbox_pushes, steps,
@@ -371,13 +372,6 @@ impl Drop for Part {
 }
 
 /// A port free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Waits until `addr` accepts connections, or fails after `limit`.
 async fn wait_port(what: &str, addr: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;

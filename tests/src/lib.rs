@@ -1212,6 +1212,14 @@ pub fn python() -> String {
     })
 }
 
+/// A TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Runs `f` with a deadline.
 pub async fn within<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
     tokio::time::timeout(limit, f).await.ok()

@@ -14,6 +14,7 @@
 //!   `eventId`, which is what consumers deduplicate on.
 
 pub mod avro;
+pub mod probe;
 pub mod reader;
 pub mod registry;
 

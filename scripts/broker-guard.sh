@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the dev stack's Kafka broker (Tansu on SQLite storage) and keeps it serving with no
+# person: it restarts the broker when the broker exits, and when the broker stops taking records
+# (PAYFLOW_BROKER_CHECK_FAILURES probes in a row, PAYFLOW_BROKER_CHECK_SECS apart, each
+# `payflow admin broker-check`): after a crash Tansu has been seen to keep its port open while
+# refusing every produce until restarted. Acknowledged records a crash loses are caught by
+# `payflow events audit --republish`. up.sh starts it; down.sh stops it before the broker.
+source "$(dirname "$0")/lib.sh"
+
+every="${PAYFLOW_BROKER_CHECK_SECS:-5}"
+allowed="${PAYFLOW_BROKER_CHECK_FAILURES:-3}"
+payflow="${PAYFLOW_BIN:-$BIN}/payflow"
+
+start_broker() {
+  [ -f "$STATE/tansu.log" ] && mv -f "$STATE/tansu.log" "$STATE/tansu.log.1"
+  start_bg tansu "$(command -v tansu)" broker \
+    --listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
+    --advertised-listener-url "tcp://$KAFKA_BOOTSTRAP_SERVERS" \
+    --storage-engine "sqlite://tansu.db"
+}
+
+restart_broker() {
+  say "broker guard: $1; restarting Tansu (its log so far: $STATE/tansu.log.1)"
+  local pid
+  pid="$(cat "$STATE/tansu.pid" 2>/dev/null || true)"
+  if [ -n "$pid" ]; then
+    kill -9 "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  start_broker
+}
+
+say "broker guard: Tansu on $KAFKA_BOOTSTRAP_SERVERS, probed every ${every}s"
+start_broker
+failures=0
+while sleep "$every"; do
+  pid="$(cat "$STATE/tansu.pid" 2>/dev/null || true)"
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    restart_broker "the broker exited"
+    failures=0
+    continue
+  fi
+  # Before payflow is built only an exit is noticed.
+  [ -x "$payflow" ] || continue
+  if "$payflow" admin broker-check --deadline-ms "$((every * 1000))" >/dev/null 2>&1; then
+    failures=0
+  else
+    failures=$((failures + 1))
+    say "broker guard: the broker took no probe record ($failures of $allowed)"
+    if [ "$failures" -ge "$allowed" ]; then
+      restart_broker "the broker took no record in $allowed probes"
+      failures=0
+    fi
+  fi
+done
