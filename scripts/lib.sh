@@ -10,16 +10,26 @@ mkdir -p "$STATE"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/payflow/target}"
 export PATH="$HOME/.cargo/bin:$HOME/.local/bin:$HOME/.local/share/payflow/venv/bin:$PATH"
 
-# Where everything listens (override with the same variables the binaries read).
-export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
+# Where everything listens (override with the same variables the binaries read). The defaults
+# are read from common/src/config.rs (`defaults`), the one list the binaries, the tests and
+# these scripts share.
+default_address() {
+  local value
+  value="$(sed -n "s/^ *pub const $1: &str = \"\(.*\)\";/\1/p" "$REPO/common/src/config.rs")"
+  [ -n "$value" ] || { printf 'error: no default %s in common/src/config.rs\n' "$1" >&2; exit 1; }
+  printf '%s' "$value"
+}
+export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-$(default_address TEMPORAL_ADDRESS)}"
 export TEMPORAL_UI_PORT="${TEMPORAL_UI_PORT:-8233}"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/payflow}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}"
-export SANDBOX_LISTEN="${SANDBOX_LISTEN:-127.0.0.1:8090}"
+export DATABASE_URL="${DATABASE_URL:-$(default_address DATABASE_URL)}"
+export REDIS_URL="${REDIS_URL:-$(default_address REDIS_URL)}"
+export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-$(default_address KAFKA_BOOTSTRAP_SERVERS)}"
+sandbox_url="$(default_address SANDBOX_URL)"
+export SANDBOX_LISTEN="${SANDBOX_LISTEN:-${sandbox_url#http://}}"
 export PG_BASE_URL="${PG_BASE_URL:-http://$SANDBOX_LISTEN}"
 export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
-export SCHEMA_REGISTRY_LISTEN="${SCHEMA_REGISTRY_LISTEN:-127.0.0.1:8081}"
+registry_url="$(default_address SCHEMA_REGISTRY_URL)"
+export SCHEMA_REGISTRY_LISTEN="${SCHEMA_REGISTRY_LISTEN:-${registry_url#http://}}"
 export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://$SCHEMA_REGISTRY_LISTEN}"
 export PAYFLOW_UI_URL="${PAYFLOW_UI_URL:-http://localhost:$TEMPORAL_UI_PORT}"
 # The worker's /healthz and /readyz (what it waits for, what is degraded).

@@ -14,8 +14,9 @@ use payflow_activities::{
 use payflow_workflows::types::EventType;
 use std::{sync::Arc, time::Duration};
 
-/// Where the parts of a local stack listen (`scripts/lib.sh` exports the same addresses): the
-/// defaults of every flag below, of the worker's, and of the tests' stacks.
+/// Where the parts of a local stack listen: the defaults of every flag below, of the worker's,
+/// of the tests' stacks, and of the scripts (`scripts/lib.sh` reads these lines; keep each a
+/// one-line `pub const NAME: &str = "...";`).
 pub mod defaults {
     /// The Temporal dev server's frontend.
     pub const TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
