@@ -1212,6 +1212,67 @@ pub fn python() -> String {
     })
 }
 
+/// A Kafka broker (Tansu, SQLite storage in a directory of its own) for a test that takes it
+/// away; killed when dropped.
+pub struct OwnBroker {
+    /// `host:port` it listens and advertises on.
+    pub address: String,
+    child: tokio::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl OwnBroker {
+    /// Starts one on a free port and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let address = format!("127.0.0.1:{}", free_port());
+        let dir = std::env::temp_dir().join(format!("payflow-broker-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let url = format!("tcp://{address}");
+        let child = tokio::process::Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tansu (installed by scripts/install.sh)");
+        eventually(Duration::from_secs(30), "the broker's port", || async {
+            tokio::net::TcpStream::connect(&address).await.ok()
+        })
+        .await;
+        Self {
+            address,
+            child,
+            dir,
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the broker.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the broker runs");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A TCP port nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,8 +2,8 @@
 //! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
 use payflow_tests::{
-    TcpGate, database_url, eventually, kafka_bootstrap, redis_url, spawn, temporal_address,
-    wait_for_line,
+    OwnBroker, TcpGate, database_url, eventually, free_port, kafka_bootstrap, redis_url, spawn,
+    temporal_address, wait_for_line,
 };
 use std::time::Duration;
 use tokio::{process::Child, sync::mpsc};
@@ -134,4 +134,65 @@ async fn the_api_started_while_postgresql_is_away_waits_and_then_answers() {
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), reqwest::StatusCode::OK);
     api.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_degraded_while_kafka_is_away_after_start_and_ready_once_it_is_back() {
+    let broker = OwnBroker::start().await;
+    let health = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "workflow".to_owned()),
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.address.clone()),
+        // No schema registry runs for this test.
+        ("EVENT_ENCODING", "single-object".to_owned()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    let readyz = format!("http://{health}/readyz");
+    let kafka_is = |state: &'static str| {
+        let readyz = readyz.clone();
+        move || {
+            let readyz = readyz.clone();
+            async move {
+                let r = reqwest::get(&readyz).await.ok()?;
+                let code = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.ok()?;
+                (body["checks"]["Kafka"]["state"] == state).then_some((code, body))
+            }
+        }
+    };
+
+    let (code, body) = eventually(Duration::from_secs(30), "Kafka up", kafka_is("up")).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+
+    // Stopped: its port stays open and nothing answers.
+    broker.signal("STOP");
+    let (code, body) = eventually(
+        Duration::from_secs(30),
+        "Kafka waited for",
+        kafka_is("waiting"),
+    )
+    .await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("degraded")),
+        "{body}"
+    );
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
+    );
+
+    broker.signal("CONT");
+    let (code, body) = eventually(Duration::from_secs(30), "Kafka back", kafka_is("up")).await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    worker.kill().await.unwrap();
 }

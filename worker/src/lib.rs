@@ -305,7 +305,9 @@ fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::Jo
 
 /// Creates the topics and registers the schemas (retrying with backoff while Kafka or the
 /// registry is unavailable), then warms the producer: the first payment does not pay for
-/// connecting.
+/// connecting. Then, for as long as the worker runs, asks the brokers every few seconds
+/// whether they answer, so `/readyz` says `degraded` while Kafka is away after start too (the
+/// workflows run on; their events follow).
 async fn prepare_events(
     kafka: KafkaConfig,
     registry: Option<SchemaRegistry>,
@@ -328,4 +330,19 @@ async fn prepare_events(
         }
     }
     events.warm_up().await;
+    let mut tick = tokio::time::interval(KAFKA_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match events.brokers(KAFKA_CHECK_EVERY).await {
+            Ok(_) => health.up("Kafka"),
+            Err(e) => {
+                health.waiting("Kafka", e.clone());
+                tracing::warn!(error = %e, "Kafka brokers not answering; events wait in the workflows");
+            }
+        }
+    }
 }
+
+/// How often a workflow worker asks whether the Kafka brokers answer.
+const KAFKA_CHECK_EVERY: Duration = Duration::from_secs(3);

@@ -198,20 +198,9 @@ impl EventActivities {
     /// Connects to the brokers and learns the schema ids of every topic, so the first
     /// payment does not pay for it. Failures are only logged: publishing retries on its own.
     pub async fn warm_up(&self) {
-        let producer = self.producer.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map(|m| m.brokers().len())
-        })
-        .await;
-        match metadata {
-            Ok(Ok(brokers)) => tracing::info!(brokers, "Kafka producer connected"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Kafka not reachable yet; publishing will retry")
-            }
-            Err(e) => tracing::warn!(error = %e, "Kafka warm-up did not finish"),
+        match self.brokers(Duration::from_secs(5)).await {
+            Ok(brokers) => tracing::info!(brokers, "Kafka producer connected"),
+            Err(e) => tracing::warn!(error = %e, "Kafka not reachable yet; publishing will retry"),
         }
         if let Some(registry) = &self.registry {
             for ty in EventType::ALL {
@@ -221,6 +210,21 @@ impl EventActivities {
                 }
             }
         }
+    }
+
+    /// How many brokers answer the producer's metadata request within `timeout` (what the
+    /// worker's `/readyz` reports after start).
+    pub async fn brokers(&self, timeout: Duration) -> Result<usize, String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|m| m.brokers().len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// The value bytes of an event in the configured framing.
