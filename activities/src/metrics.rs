@@ -7,6 +7,8 @@
 //! - `payflow_orders_total{outcome}`: completed / cancelled
 //! - `payflow_events_total{outcome}`: records Kafka took (`published`), and records a publish
 //!   attempt could not hand over (`failed`: Kafka or the registry away; the outbox retries)
+//! - `payflow_dependency_up{dependency}`: 1 while a dependency the worker needs answers, 0 while
+//!   it is waited for (what `/readyz` names as degraded)
 //!
 //! Counters move only on a real state change, so a retried activity is not counted twice.
 //! `Metrics::default()` (e.g. in tests without an exporter) records nothing.
@@ -14,8 +16,8 @@
 use crate::payment::pg::PgError;
 use std::{sync::Arc, time::Duration};
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, HistogramDuration, MetricAttributes, MetricKeyValue, MetricParameters,
-    NewAttributes,
+    CoreMeter, Counter, Gauge, HistogramDuration, MetricAttributes, MetricKeyValue,
+    MetricParameters, NewAttributes,
 };
 
 struct AppMetrics {
@@ -25,6 +27,7 @@ struct AppMetrics {
     events: Counter,
     pg_latency: HistogramDuration,
     stock_latency: HistogramDuration,
+    dependencies: Gauge,
 }
 
 /// payflow's instruments, registered on one worker's meter. The default records nothing.
@@ -77,6 +80,11 @@ impl Metrics {
                 "Stock confirmation time (Redis claim + product DB) by outcome",
                 "ms",
             )),
+            dependencies: meter.gauge(params(
+                "payflow_dependency_up",
+                "1 while a dependency answers, 0 while the worker waits for it",
+                "",
+            )),
             meter,
         })))
     }
@@ -123,6 +131,15 @@ impl Metrics {
         let Some(m) = &self.0 else { return };
         m.events
             .add(n as u64, &Self::attrs(m, &[("outcome", outcome)]));
+    }
+
+    /// A dependency answers (`up`) or is waited for.
+    pub fn dependency(&self, dependency: &'static str, up: bool) {
+        let Some(m) = &self.0 else { return };
+        m.dependencies.record(
+            u64::from(up),
+            &Self::attrs(m, &[("dependency", dependency)]),
+        );
     }
 
     /// An order changed to a final state: `completed` or `cancelled`.

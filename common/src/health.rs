@@ -27,10 +27,14 @@ pub enum Check {
     },
 }
 
+/// Told every change of a dependency's state (`true`: up), e.g. to keep a metric.
+pub type Observer = Arc<dyn Fn(&'static str, bool) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     checks: BTreeMap<&'static str, Check>,
     started: bool,
+    observer: Option<Observer>,
 }
 
 /// What the process knows of its dependencies. Clones share it; the default reports nothing.
@@ -38,22 +42,35 @@ struct Inner {
 pub struct Health(Arc<Mutex<Inner>>);
 
 impl Health {
-    fn with(&self, f: impl FnOnce(&mut Inner)) {
-        f(&mut self.0.lock().expect("health lock"));
+    /// A health that also tells `observer` each dependency's state as it is reported.
+    pub fn observed(observer: Observer) -> Self {
+        let health = Self::default();
+        health.with(|h| h.observer = Some(observer));
+        health
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.0.lock().expect("health lock"))
+    }
+
+    fn set(&self, dependency: &'static str, check: Check) {
+        let up = check == Check::Up;
+        if let Some(observer) = self.with(|h| {
+            h.checks.insert(dependency, check);
+            h.observer.clone()
+        }) {
+            observer(dependency, up);
+        }
     }
 
     /// `dependency` is being waited for.
     pub fn waiting(&self, dependency: &'static str, error: String) {
-        self.with(|h| {
-            h.checks.insert(dependency, Check::Waiting { error });
-        });
+        self.set(dependency, Check::Waiting { error });
     }
 
     /// `dependency` is reachable.
     pub fn up(&self, dependency: &'static str) {
-        self.with(|h| {
-            h.checks.insert(dependency, Check::Up);
-        });
+        self.set(dependency, Check::Up);
     }
 
     /// The hosted services are polling.

@@ -136,16 +136,37 @@ async fn the_api_started_while_postgresql_is_away_waits_and_then_answers() {
     api.kill().await.unwrap();
 }
 
+/// The worker's `payflow_dependency_up` for `dependency` on its `/metrics`, if exported.
+async fn dependency_gauge(metrics: &str, dependency: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| {
+            l.starts_with("payflow_dependency_up{")
+                && l.contains(&format!("dependency=\"{dependency}\""))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_says_degraded_while_kafka_is_away_after_start_and_ready_once_it_is_back() {
+async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
     let broker = OwnBroker::start().await;
     let health = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let (mut worker, mut lines) = spawn_worker(&[
         ("PAYFLOW_SERVICES", "workflow".to_owned()),
         ("KAFKA_BOOTSTRAP_SERVERS", broker.address.clone()),
         // No schema registry runs for this test.
         ("EVENT_ENCODING", "single-object".to_owned()),
         ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+        ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
     ]);
     wait_for_line(&mut lines, &["worker started"]).await;
     let readyz = format!("http://{health}/readyz");
@@ -168,6 +189,7 @@ async fn readyz_says_degraded_while_kafka_is_away_after_start_and_ready_once_it_
         (200, Some("ready")),
         "{body}"
     );
+    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(1.0));
 
     // Stopped: its port stays open and nothing answers.
     broker.signal("STOP");
@@ -182,6 +204,7 @@ async fn readyz_says_degraded_while_kafka_is_away_after_start_and_ready_once_it_
         (200, Some("degraded")),
         "{body}"
     );
+    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(0.0));
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker is still up"
@@ -194,5 +217,6 @@ async fn readyz_says_degraded_while_kafka_is_away_after_start_and_ready_once_it_
         (200, Some("ready")),
         "{body}"
     );
+    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(1.0));
     worker.kill().await.unwrap();
 }

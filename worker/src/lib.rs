@@ -65,7 +65,12 @@ impl PayflowWorker {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
         db::check_url(&config.database.url).context("DATABASE_URL")?;
         Reservations::check_url(&config.redis.url).context("REDIS_URL")?;
-        let health = health::Health::default();
+        let health = {
+            let metrics = metrics.clone();
+            health::Health::observed(Arc::new(move |dependency, up| {
+                metrics.dependency(dependency, up)
+            }))
+        };
         if !config.health_listen.is_empty() {
             let listener = tokio::net::TcpListener::bind(&config.health_listen)
                 .await
