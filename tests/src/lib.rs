@@ -1257,12 +1257,7 @@ impl OwnBroker {
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to the broker.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the broker runs");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {pid}");
+        send_signal(self.child.id().expect("the broker runs"), signal);
     }
 }
 
@@ -1271,6 +1266,15 @@ impl Drop for OwnBroker {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Sends `signal` (`KILL`, `STOP`, `CONT`, ...) to process `pid`; panics if it cannot.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// A TCP port nothing listens on now.

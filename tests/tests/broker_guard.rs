@@ -3,7 +3,7 @@
 //! wedge seen after a crash), and the broker takes records again each time.
 
 use payflow_activities::events::probe::probe;
-use payflow_tests::{binary, eventually, free_port};
+use payflow_tests::{binary, eventually, free_port, send_signal};
 use std::{path::PathBuf, time::Duration};
 
 /// The guard and its broker, stopped when the test ends.
@@ -22,12 +22,7 @@ impl Guarded {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.broker_pid().expect("the broker's pid");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} {pid}");
+        send_signal(self.broker_pid().expect("the broker's pid"), signal);
     }
 }
 
