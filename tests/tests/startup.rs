@@ -48,11 +48,7 @@ async fn a_worker_started_while_postgresql_and_redis_are_away_waits_and_then_ser
         ("PAYFLOW_HEALTH_LISTEN", health_addr.to_string()),
     ]);
     let readyz = format!("http://{health_addr}/readyz");
-    let ready = || async {
-        let r = reqwest::get(&readyz).await.ok()?;
-        let code = r.status().as_u16();
-        Some((code, r.json::<serde_json::Value>().await.ok()?))
-    };
+    let ready = || readyz_answer(&readyz);
 
     wait_for_line(&mut lines, &["dependency unavailable", "PostgreSQL"]).await;
     assert!(
@@ -136,6 +132,13 @@ async fn the_api_started_while_postgresql_is_away_waits_and_then_answers() {
     api.kill().await.unwrap();
 }
 
+/// A `/readyz` answer: status code and body, if the endpoint answers.
+async fn readyz_answer(url: &str) -> Option<(u16, serde_json::Value)> {
+    let r = reqwest::get(url).await.ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.json().await.ok()?))
+}
+
 /// The worker's `payflow_dependency_up` for `dependency` on its `/metrics`, if exported.
 async fn dependency_gauge(metrics: &str, dependency: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{metrics}/metrics"))
@@ -171,15 +174,11 @@ async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
     wait_for_line(&mut lines, &["worker started"]).await;
     let readyz = format!("http://{health}/readyz");
     let kafka_is = |state: &'static str| {
-        let readyz = readyz.clone();
-        move || {
-            let readyz = readyz.clone();
-            async move {
-                let r = reqwest::get(&readyz).await.ok()?;
-                let code = r.status().as_u16();
-                let body: serde_json::Value = r.json().await.ok()?;
-                (body["checks"]["Kafka"]["state"] == state).then_some((code, body))
-            }
+        let readyz = &readyz;
+        move || async move {
+            readyz_answer(readyz)
+                .await
+                .filter(|(_, body)| body["checks"]["Kafka"]["state"] == state)
         }
     };
 
