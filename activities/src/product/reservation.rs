@@ -137,12 +137,32 @@ return 1",
 });
 
 /// KEYS: expiry; ARGV: max orders. Gives back expired reservations; answers their order ids.
+/// KEYS: expiry; ARGV: limit. Answers up to `limit` held reservations past their expiry, and
+/// forgets expiry entries whose reservation is gone (claimed or released). Moves no stock.
+static DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local expired = {{}}
+for _, order_id in ipairs(due) do
+  local key = '{{payflow}}:resv:' .. order_id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], order_id)
+  elseif tonumber(redis.call('HGET', key, 'expires_at') or '0') <= now then
+    table.insert(expired, order_id)
+  end
+end
+return expired"
+    ))
+});
+
+/// KEYS: expiry; ARGV: order ids. Gives back each reservation that is still held and expired;
+/// answers those it gave back.
 static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{GIVE_BACK}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local released = {{}}
-for _, order_id in ipairs(due) do
+for _, order_id in ipairs(ARGV) do
   local key = '{{payflow}}:resv:' .. order_id
   local expires = tonumber(redis.call('HGET', key, 'expires_at') or '0')
   if redis.call('EXISTS', key) == 1 and expires <= now then
@@ -318,10 +338,17 @@ impl Reservations {
         Ok(done == 1)
     }
 
-    /// Gives back up to `limit` expired reservations; answers their order ids.
-    pub async fn sweep_expired(&self, limit: usize) -> redis::RedisResult<Vec<String>> {
+    /// Up to `limit` held reservations past their expiry (nothing moves; see
+    /// [`Reservations::release_expired`]).
+    pub async fn expired(&self, limit: usize) -> redis::RedisResult<Vec<String>> {
         let mut c = self.redis.clone();
-        SWEEP.key(EXPIRY).arg(limit).invoke_async(&mut c).await
+        DUE.key(EXPIRY).arg(limit).invoke_async(&mut c).await
+    }
+
+    /// Gives back the stock of those of `order_ids` still held and expired; answers them.
+    pub async fn release_expired(&self, order_ids: &[String]) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.redis.clone();
+        SWEEP.key(EXPIRY).arg(order_ids).invoke_async(&mut c).await
     }
 
     /// Reachable?
