@@ -7,6 +7,10 @@
 #   ceiling      the same three on no-op activities (payflow-worker --noop)
 #   each real run with PG latency 0 ms and 200 ms
 #
+# The c32 run and its no-op ceiling alternate, BENCH_ROUNDS times (3 by default), each on a fresh
+# dev server: the machine's speed drifts between runs by more than the gap being measured, and
+# alternating spreads the drift over both sides of the comparison.
+#
 # BENCH_SCALE=0.1 runs a tenth of the payments (a quick look); BENCH_RUNS picks runs by name.
 #
 # The runs use a Temporal dev server of their own (port 17233, a fresh database each time) and
@@ -58,32 +62,37 @@ fresh_stack() {
   "$REL/payflow" bench --api-url "http://$PAYFLOW_API_LISTEN" --payments 20 --concurrency 4 --pg-latency-ms 0 >/dev/null
 }
 
-# CPU seconds used so far by each component of the stack (for where the time goes).
-cpu_snapshot() { "$REL/payflow" bench-report --cpu-snapshot "$STATE"; }
 scale="${BENCH_SCALE:-1}"
 n() { awk -v n="$1" -v s="$scale" 'BEGIN { v = int(n * s); print (v < 10 ? 10 : v) }'; }
 out="$STATE/results"
 rm -rf "$out"; mkdir -p "$out"
 
 RUN_ORDER=()
+# run NAME [ROUND] ARGS...: one run on a fresh stack; rounds after the first are labelled
+# "NAME #ROUND".
 run() {
-  local name="$1"; shift
-  RUN_ORDER+=("$name")
+  local name="$1" label="$1" file="$1"; shift
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+    [ "$1" -gt 1 ] && label="$name #$1" file="$name.$1"
+    shift
+  fi
+  RUN_ORDER+=("$file")
   if [ -n "${BENCH_RUNS:-}" ] && ! grep -qw "$name" <<<"$BENCH_RUNS"; then return 0; fi
   fresh_stack
-  say "bench $name: $*"
-  cpu_snapshot >"$out/$name.cpu-before.json"
-  "$REL/payflow" bench --label "$name" --api-url "http://$PAYFLOW_API_LISTEN" "$@" --json >"$out/$name.json"
-  cpu_snapshot >"$out/$name.cpu-after.json"
-  "$REL/payflow" bench-report "$out/$name.json" >&2
+  say "bench $label: $*"
+  "$REL/payflow" bench --label "$label" --api-url "http://$PAYFLOW_API_LISTEN" "$@" \
+    --cpu-state "$STATE" --json >"$out/$file.json"
+  "$REL/payflow" bench-report "$out/$file.json" >&2
 }
 
 run seq-pg0      --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 0
-run c32-pg0      --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 0
+for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
+  run c32-pg0  "$round" --payments "$(n 2000)" --concurrency 32 --pg-latency-ms 0
+  run c32-noop "$round" --payments "$(n 2000)" --concurrency 32 --noop
+done
 run c128-pg0     --payments "$(n 2000)" --concurrency 128 --pg-latency-ms 0
-run seq-noop     --payments "$(n 200)"  --concurrency 1   --noop
-run c32-noop     --payments "$(n 2000)" --concurrency 32  --noop
 run c128-noop    --payments "$(n 2000)" --concurrency 128 --noop
+run seq-noop     --payments "$(n 200)"  --concurrency 1   --noop
 run seq-pg200    --payments "$(n 200)"  --concurrency 1   --pg-latency-ms 200
 run c32-pg200    --payments "$(n 2000)" --concurrency 32  --pg-latency-ms 200
 run c128-pg200   --payments "$(n 2000)" --concurrency 128 --pg-latency-ms 200

@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// A label for the report.
     #[arg(long)]
     pub label: Option<String>,
+    /// The stack's state directory (its pid files): report the CPU each component used while
+    /// paying, without the orders' creation before it.
+    #[arg(long)]
+    pub cpu_state: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -156,6 +160,9 @@ pub struct BenchReport {
     pub failures: BTreeMap<String, usize>,
     /// Mean Temporal history events per payment (sampled).
     pub history_events: f64,
+    /// Milliseconds of CPU per payment by component while paying (with `--cpu-state`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_ms: BTreeMap<String, f64>,
 }
 
 impl BenchReport {
@@ -192,6 +199,19 @@ impl BenchReport {
         s.push_str(&row("  decision (API)", &self.decision_ms));
         s.push_str(&row("  -> ORDER_COMPLETED", &self.order_completed_ms));
         s.push_str(&row("  -> workflow closed", &self.closed_ms));
+        if !self.cpu_ms.is_empty() {
+            let parts: Vec<String> = self
+                .cpu_ms
+                .iter()
+                .filter(|(_, ms)| **ms >= 0.05)
+                .map(|(component, ms)| format!("{component} {ms:.1}"))
+                .collect();
+            s.push_str(&format!(
+                "CPU ms per payment    {:.1}: {}\n",
+                self.cpu_ms.values().sum::<f64>(),
+                parts.join(", ")
+            ));
+        }
         s.push_str(&format!(
             "history events        {:.1} per payment\nfailures              {}\n",
             self.history_events,
@@ -279,6 +299,12 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
     bar.set_prefix(if args.noop { "no-op" } else { "paying" });
 
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let cpu_snapshot = || {
+        args.cpu_state
+            .as_deref()
+            .map(crate::bench_report::cpu_snapshot_with_client)
+    };
+    let cpu_before = cpu_snapshot();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(orders.len());
     let interval = args
@@ -347,6 +373,12 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
         samples.push(t.await?);
     }
     let elapsed = started.elapsed();
+    let cpu_ms = match (cpu_before, cpu_snapshot()) {
+        (Some(before), Some(after)) => {
+            crate::bench_report::cpu_per_payment(&before, &after, samples.len())
+        }
+        _ => BTreeMap::new(),
+    };
     bar.finish_and_clear();
 
     // When each payment reached ORDER_COMPLETED, from the stage times the workflow recorded.
@@ -380,6 +412,7 @@ pub async fn run(payflow: &Payflow, args: &BenchArgs) -> anyhow::Result<BenchRep
         ),
         failures,
         history_events,
+        cpu_ms,
     })
 }
 

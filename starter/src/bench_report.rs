@@ -10,7 +10,7 @@ use std::{
 };
 
 /// The components of a bench stack, as the CPU table names them, in its column order.
-const COMPONENTS: [&str; 8] = [
+const COMPONENTS: [&str; 9] = [
     "temporal dev server",
     "payflow worker",
     "no-op worker",
@@ -19,7 +19,11 @@ const COMPONENTS: [&str; 8] = [
     "redis",
     "tansu",
     "PG/push sandbox",
+    BENCH_CLIENT,
 ];
+
+/// The load generator itself: it shares the machine's cores with the stack it measures.
+pub const BENCH_CLIENT: &str = "bench client";
 
 /// The bench's own processes, by the pid file `start_bg` left in the state directory.
 const PID_FILES: [(&str, &str); 5] = [
@@ -72,39 +76,62 @@ pub fn cpu_snapshot(state: &Path) -> BTreeMap<String, f64> {
                 .find(|(command, _)| *command == comm.trim())
                 .map(|(_, label)| *label)
         });
-        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        if let (Some(label), Some(user), Some(system)) = (label, ticks(11), ticks(12)) {
-            *cpu.entry(label.to_owned()).or_default() += (user + system) / TICKS_PER_SECOND;
+        if let (Some(label), Some(seconds)) = (label, cpu_seconds(&stat)) {
+            *cpu.entry(label.to_owned()).or_default() += seconds;
         }
     }
     cpu
 }
 
-/// The CPU table: milliseconds per payment by component, from each report's snapshots
-/// (`<name>.cpu-before.json` and `<name>.cpu-after.json` beside `<name>.json`).
+/// CPU seconds (user and system) in a `/proc/<pid>/stat` line.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// [`cpu_snapshot`] with this process counted as the [`BENCH_CLIENT`].
+pub fn cpu_snapshot_with_client(state: &Path) -> BTreeMap<String, f64> {
+    let mut cpu = cpu_snapshot(state);
+    if let Some(seconds) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_seconds(&stat))
+    {
+        cpu.insert(BENCH_CLIENT.to_owned(), seconds);
+    }
+    cpu
+}
+
+/// Milliseconds of CPU per payment by component between two snapshots.
+pub fn cpu_per_payment(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    payments: usize,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(component, spent)| {
+            let used = spent - before.get(component).unwrap_or(&0.0);
+            (
+                component.clone(),
+                used.max(0.0) * 1000.0 / payments.max(1) as f64,
+            )
+        })
+        .collect()
+}
+
+/// The CPU table: milliseconds per payment by component over each run's paying window (the
+/// report's `cpu_ms`).
 fn cpu_table(runs: &[(PathBuf, BenchReport)]) -> String {
-    let snapshot = |report: &Path, when: &str| -> Option<BTreeMap<String, f64>> {
-        let path = report.with_extension(format!("cpu-{when}.json"));
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    };
     let mut rows = String::new();
-    for (path, report) in runs {
-        let (Some(before), Some(after)) = (snapshot(path, "before"), snapshot(path, "after"))
-        else {
+    for (_, report) in runs {
+        if report.cpu_ms.is_empty() {
             continue;
-        };
-        let payments = report.payments.max(1) as f64;
+        }
         let used: Vec<f64> = COMPONENTS
             .iter()
-            .map(|c| {
-                let spent = after.get(*c).unwrap_or(&0.0) - before.get(*c).unwrap_or(&0.0);
-                spent.max(0.0) * 1000.0 / payments
-            })
+            .map(|c| *report.cpu_ms.get(*c).unwrap_or(&0.0))
             .collect();
         let cells: Vec<String> = used.iter().map(|ms| format!("{ms:.1}")).collect();
         rows.push_str(&format!(
@@ -118,11 +145,54 @@ fn cpu_table(runs: &[(PathBuf, BenchReport)]) -> String {
         return String::new();
     }
     format!(
-        "\nCPU time per payment, in milliseconds, by component (from /proc over each run; the bench \
-         client itself is not counted):\n\n| run | {} | total |\n| --- |{}\n{rows}",
+        "\nCPU time per payment, in milliseconds, by component, from /proc over each run's paying \
+         window (the orders are created before it); the bench client shares the cores too:\n\n\
+         | run | {} | total |\n| --- |{}\n{rows}",
         COMPONENTS.join(" | "),
         " ---: |".repeat(COMPONENTS.len() + 1)
     )
+}
+
+/// Each real run against the no-op run that follows it at the same concurrency (the rounds of
+/// `make bench`), with the median and the pooled ratio.
+pub fn ceiling_ratios(reports: &[BenchReport]) -> String {
+    let mut by_concurrency: BTreeMap<usize, Vec<(f64, f64)>> = BTreeMap::new();
+    for pair in reports.windows(2) {
+        let (real, noop) = (&pair[0], &pair[1]);
+        if !real.noop && noop.noop && real.concurrency == noop.concurrency {
+            by_concurrency
+                .entry(real.concurrency)
+                .or_default()
+                .push((real.throughput, noop.throughput));
+        }
+    }
+    let mut s = String::new();
+    for (concurrency, pairs) in by_concurrency {
+        let mut ratios: Vec<f64> = pairs.iter().map(|(real, noop)| real / noop).collect();
+        let listed: Vec<String> = ratios
+            .iter()
+            .map(|r| format!("{:.0} %", r * 100.0))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = if ratios.len() % 2 == 1 {
+            ratios[ratios.len() / 2]
+        } else {
+            (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+        };
+        let (real, noop) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(r, n), (real, noop)| (r + real, n + noop));
+        s.push_str(&format!(
+            "\nc{concurrency} against the no-op ceiling run right after it, round by round: {}; \
+             median {:.0} %, all rounds together {:.1}/s against {:.1}/s ({:.0} %).\n",
+            listed.join(", "),
+            median * 100.0,
+            real / pairs.len() as f64,
+            noop / pairs.len() as f64,
+            real / noop * 100.0
+        ));
+    }
+    s
 }
 
 /// One line of a command's output, or `?`.
@@ -179,7 +249,13 @@ pub fn write(doc: &Path, reports: &[PathBuf]) -> anyhow::Result<()> {
         runs.push((path.clone(), serde_json::from_str::<BenchReport>(&text)?));
     }
     let results: Vec<BenchReport> = runs.iter().map(|(_, r)| r.clone()).collect();
-    let section = format!("{}{}{}", machine(), markdown(&results), cpu_table(&runs));
+    let section = format!(
+        "{}{}{}{}",
+        machine(),
+        markdown(&results),
+        ceiling_ratios(&results),
+        cpu_table(&runs)
+    );
     let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
     let old = std::fs::read_to_string(doc)
         .unwrap_or_else(|_| format!("# Benchmarks\n\n{begin}\n{end}\n"));
@@ -216,6 +292,7 @@ mod tests {
             closed_ms: ms,
             failures: BTreeMap::new(),
             history_events: 37.0,
+            cpu_ms: BTreeMap::new(),
         }
     }
 
@@ -224,14 +301,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("payflow-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = dir.join("c32-pg0.json");
-        std::fs::write(
-            &run,
-            serde_json::to_string(&report("c32-pg0", 2000)).unwrap(),
-        )
-        .unwrap();
-        let cpu = |worker: f64| serde_json::json!({ "payflow worker": worker, "tansu": 1.0 });
-        std::fs::write(dir.join("c32-pg0.cpu-before.json"), cpu(1.0).to_string()).unwrap();
-        std::fs::write(dir.join("c32-pg0.cpu-after.json"), cpu(21.0).to_string()).unwrap();
+        let mut c32 = report("c32-pg0", 2000);
+        // 20 CPU seconds of the worker's over 2,000 payments: 10 ms each.
+        let before = BTreeMap::from([
+            ("payflow worker".to_owned(), 1.0),
+            ("tansu".to_owned(), 1.0),
+        ]);
+        let after = BTreeMap::from([
+            ("payflow worker".to_owned(), 21.0),
+            ("tansu".to_owned(), 1.0),
+        ]);
+        c32.cpu_ms = cpu_per_payment(&before, &after, c32.payments);
+        std::fs::write(&run, serde_json::to_string(&c32).unwrap()).unwrap();
         let doc = dir.join("BENCHMARKS.md");
         std::fs::write(
             &doc,
@@ -248,12 +329,38 @@ mod tests {
             text.contains("| c32-pg0 | api | 2000 | 32 | 0 ms | 30.0/s |"),
             "{text}"
         );
-        // 20 CPU seconds over 2,000 payments: 10 ms each, all the worker's.
         assert!(
-            text.contains("| c32-pg0 | 0.0 | 10.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 10.0 |"),
+            text.contains(
+                "| c32-pg0 | 0.0 | 10.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 10.0 |"
+            ),
             "{text}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_real_run_is_compared_with_the_no_op_run_after_it() {
+        let run = |label: &str, noop: bool, throughput: f64| BenchReport {
+            noop,
+            throughput,
+            ..report(label, 2000)
+        };
+        let reports = [
+            run("seq-pg0", false, 20.0),
+            run("c32-pg0", false, 27.0),
+            run("c32-noop", true, 30.0),
+            run("c32-pg0 #2", false, 30.0),
+            run("c32-noop #2", true, 30.0),
+            run("c32-pg0 #3", false, 24.0),
+            run("c32-noop #3", true, 30.0),
+        ];
+        let text = ceiling_ratios(&reports);
+        assert_eq!(
+            text.trim(),
+            "c32 against the no-op ceiling run right after it, round by round: 90 %, 100 %, \
+             80 %; median 90 %, all rounds together 27.0/s against 30.0/s (90 %)."
+        );
+        assert_eq!(ceiling_ratios(&reports[..2]), "", "no pair, no line");
     }
 
     #[test]

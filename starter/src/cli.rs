@@ -97,15 +97,10 @@ enum Command {
         /// Markdown instead of text.
         #[arg(long)]
         markdown: bool,
-        /// Write the reports, the CPU each component used (`<run>.cpu-before.json` and
-        /// `<run>.cpu-after.json` beside each report) and the machine into FILE, between its
-        /// bench markers.
+        /// Write the reports (with the CPU each component used while paying) and the machine
+        /// into FILE, between its bench markers.
         #[arg(long, value_name = "FILE")]
         write: Option<std::path::PathBuf>,
-        /// Print (JSON) the CPU seconds each component of the bench stack whose pid files are in
-        /// STATE_DIR has used so far, and PostgreSQL's, Redis's and Tansu's.
-        #[arg(long, value_name = "STATE_DIR", conflicts_with_all = ["write", "markdown"])]
-        cpu_snapshot: Option<std::path::PathBuf>,
     },
     /// Set-up tasks for a Temporal cluster.
     Admin {
@@ -503,13 +498,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => demo(&common).await?,
         Command::Replay(args) => replay(&common, args).await?,
         Command::Serve(args) => serve(&common, args).await?,
-        Command::BenchReport {
-            cpu_snapshot: Some(state),
-            ..
-        } => {
-            let snapshot = crate::bench_report::cpu_snapshot(&state);
-            println!("{}", serde_json::to_string(&snapshot)?);
-        }
         Command::BenchReport {
             files,
             write: Some(doc),
