@@ -125,7 +125,9 @@ pub struct TestRegistry {
 }
 
 impl TestRegistry {
-    async fn start(serving: bool) -> anyhow::Result<Self> {
+    /// A registry on a free port with a fresh state file, serving or (`serving == false`)
+    /// refusing connections until [`restart`](Self::restart)ed.
+    pub async fn start(serving: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = std::env::temp_dir().join(format!(

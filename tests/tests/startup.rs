@@ -2,8 +2,8 @@
 //! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
 use payflow_tests::{
-    OwnBroker, TcpGate, database_url, eventually, free_port, kafka_bootstrap, redis_url, spawn,
-    temporal_address, wait_for_line,
+    OwnBroker, TcpGate, TestRegistry, database_url, eventually, free_port, kafka_bootstrap,
+    redis_url, spawn, temporal_address, wait_for_line,
 };
 use std::time::Duration;
 use tokio::{process::Child, sync::mpsc};
@@ -158,6 +158,33 @@ async fn dependency_gauge(metrics: &str, dependency: &str) -> Option<f64> {
         .ok()
 }
 
+/// Waits until the worker's `/readyz` shows `dependency` in `state` (`up` or `waiting`), then
+/// checks the overall status (`ready` or `degraded`, both 200) and the dependency's gauge.
+async fn expect_dependency(health: &str, metrics: &str, dependency: &str, state: &str) {
+    let readyz = format!("http://{health}/readyz");
+    let (code, body) = eventually(
+        Duration::from_secs(30),
+        &format!("{dependency} {state}"),
+        || async {
+            readyz_answer(&readyz)
+                .await
+                .filter(|(_, body)| body["checks"][dependency]["state"] == state)
+        },
+    )
+    .await;
+    let (status, gauge) = if state == "up" {
+        ("ready", 1.0)
+    } else {
+        ("degraded", 0.0)
+    };
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some(status)),
+        "{body}"
+    );
+    assert_eq!(dependency_gauge(metrics, dependency).await, Some(gauge));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
     let broker = OwnBroker::start().await;
@@ -172,50 +199,44 @@ async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
         ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
     ]);
     wait_for_line(&mut lines, &["worker started"]).await;
-    let readyz = format!("http://{health}/readyz");
-    let kafka_is = |state: &'static str| {
-        let readyz = &readyz;
-        move || async move {
-            readyz_answer(readyz)
-                .await
-                .filter(|(_, body)| body["checks"]["Kafka"]["state"] == state)
-        }
-    };
-
-    let (code, body) = eventually(Duration::from_secs(30), "Kafka up", kafka_is("up")).await;
-    assert_eq!(
-        (code, body["status"].as_str()),
-        (200, Some("ready")),
-        "{body}"
-    );
-    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(1.0));
+    expect_dependency(&health, &metrics, "Kafka", "up").await;
 
     // Stopped: its port stays open and nothing answers.
     broker.signal("STOP");
-    let (code, body) = eventually(
-        Duration::from_secs(30),
-        "Kafka waited for",
-        kafka_is("waiting"),
-    )
-    .await;
-    assert_eq!(
-        (code, body["status"].as_str()),
-        (200, Some("degraded")),
-        "{body}"
-    );
-    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(0.0));
+    expect_dependency(&health, &metrics, "Kafka", "waiting").await;
     assert!(
         worker.try_wait().unwrap().is_none(),
         "the worker is still up"
     );
 
     broker.signal("CONT");
-    let (code, body) = eventually(Duration::from_secs(30), "Kafka back", kafka_is("up")).await;
-    assert_eq!(
-        (code, body["status"].as_str()),
-        (200, Some("ready")),
-        "{body}"
+    expect_dependency(&health, &metrics, "Kafka", "up").await;
+    worker.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_the_metrics_say_degraded_while_the_registry_is_away_after_start() {
+    let mut registry = TestRegistry::start(true).await.unwrap();
+    let health = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "workflow".to_owned()),
+        ("SCHEMA_REGISTRY_URL", registry.url.clone()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+        ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    expect_dependency(&health, &metrics, "schema registry", "up").await;
+
+    // Taken away (its port refuses connections) after the schemas were registered.
+    registry.stop();
+    expect_dependency(&health, &metrics, "schema registry", "waiting").await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
     );
-    assert_eq!(dependency_gauge(&metrics, "Kafka").await, Some(1.0));
+
+    registry.restart().await;
+    expect_dependency(&health, &metrics, "schema registry", "up").await;
     worker.kill().await.unwrap();
 }

@@ -310,9 +310,10 @@ fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::Jo
 
 /// Creates the topics and registers the schemas (retrying with backoff while Kafka or the
 /// registry is unavailable), then warms the producer: the first payment does not pay for
-/// connecting. Then, for as long as the worker runs, asks the brokers every few seconds
-/// whether they answer, so `/readyz` says `degraded` while Kafka is away after start too (the
-/// workflows run on; their events follow).
+/// connecting. Then, for as long as the worker runs, asks the brokers and the registry every
+/// few seconds whether they answer, so `/readyz` says `degraded` while either is away after
+/// start too (the workflows run on; their events follow, and ids already known need no
+/// registry).
 async fn prepare_events(
     kafka: KafkaConfig,
     registry: Option<SchemaRegistry>,
@@ -346,8 +347,17 @@ async fn prepare_events(
                 tracing::warn!(error = %e, "Kafka brokers not answering; events wait in the workflows");
             }
         }
+        if let Some(registry) = &registry {
+            match registry.answers().await {
+                Ok(()) => health.up("schema registry"),
+                Err(e) => {
+                    health.waiting("schema registry", e.to_string());
+                    tracing::warn!(error = %e, "schema registry not answering; known schema ids keep publishing");
+                }
+            }
+        }
     }
 }
 
-/// How often a workflow worker asks whether the Kafka brokers answer.
+/// How often a workflow worker asks whether the Kafka brokers and the registry answer.
 const KAFKA_CHECK_EVERY: Duration = Duration::from_secs(3);

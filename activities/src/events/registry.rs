@@ -125,6 +125,16 @@ impl SchemaRegistry {
         Ok(body.and_then(|b| b["schema"].as_str().map(str::to_owned)))
     }
 
+    /// Whether the registry answers (its subject list, as a deserializer's first request
+    /// would be answered): what the worker's `/readyz` reports after start. Ids already
+    /// cached keep publishing while it is away.
+    pub async fn answers(&self) -> Result<(), RegistryError> {
+        let url = format!("{}/subjects", self.base());
+        self.send("list subjects", self.http.get(url))
+            .await
+            .map(|_| ())
+    }
+
     /// The id of `schema` if it is registered under `subject`.
     async fn lookup(&self, subject: &str, schema: &str) -> Result<Option<u32>, RegistryError> {
         let url = format!("{}/subjects/{subject}", self.base());
