@@ -340,21 +340,29 @@ async fn prepare_events(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match events.brokers(KAFKA_CHECK_EVERY).await {
+        // Side by side: a registry that hangs does not delay the brokers' check.
+        let registry_answers = async {
+            match &registry {
+                Some(registry) => Some(registry.answers().await),
+                None => None,
+            }
+        };
+        let (brokers, registry_answers) =
+            tokio::join!(events.brokers(KAFKA_CHECK_EVERY), registry_answers);
+        match brokers {
             Ok(_) => health.up("Kafka"),
             Err(e) => {
                 health.waiting("Kafka", e.clone());
                 tracing::warn!(error = %e, "Kafka brokers not answering; events wait in the workflows");
             }
         }
-        if let Some(registry) = &registry {
-            match registry.answers().await {
-                Ok(()) => health.up("schema registry"),
-                Err(e) => {
-                    health.waiting("schema registry", e.to_string());
-                    tracing::warn!(error = %e, "schema registry not answering; known schema ids keep publishing");
-                }
+        match registry_answers {
+            Some(Ok(())) => health.up("schema registry"),
+            Some(Err(e)) => {
+                health.waiting("schema registry", e.to_string());
+                tracing::warn!(error = %e, "schema registry not answering; known schema ids keep publishing");
             }
+            None => {}
         }
     }
 }
