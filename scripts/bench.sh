@@ -27,6 +27,9 @@ export KAFKA_TOPIC_PREFIX="${KAFKA_TOPIC_PREFIX:-bench.}"
 source "$(dirname "$0")/lib.sh"
 
 SERVICES=(api worker noop-worker sandbox temporal)
+# A broker this script brings up (none was serving) is stopped at the end too, the guard before
+# the broker it would otherwise restart; a demo stack's broker is left alone.
+port_open "$KAFKA_BOOTSTRAP_SERVERS" || SERVICES+=(broker-guard tansu)
 trap 'for name in "${SERVICES[@]}"; do stop_bg "$name"; done' EXIT
 cd "$REPO"
 build_payflow --release
@@ -44,7 +47,9 @@ fi
 # (measured: the no-op ceiling at c32 fell from 35/s to 25-28/s after 1,000-3,000 earlier payments).
 fresh_stack() {
   local name
-  for name in "${SERVICES[@]}"; do [ "$name" = registry ] || stop_bg "$name" 2>/dev/null; done
+  for name in "${SERVICES[@]}"; do
+    case "$name" in registry | broker-guard | tansu) ;; *) stop_bg "$name" 2>/dev/null ;; esac
+  done
   rm -f "$STATE"/temporal.db* "$STATE"/worker.log "$STATE"/noop-worker.log
   "$REPO/scripts/up.sh" 2>/dev/null
   register_search_attributes "$REL"
