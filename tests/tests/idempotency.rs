@@ -8,15 +8,18 @@ use payflow_activities::{
 use payflow_starter::service::CreatedOrder;
 use payflow_tests::{Stack, StackOptions};
 use payflow_workflows::{
-    ids,
+    errors, ids,
     types::{
-        ApprovePayment, CancelOrder, ConfirmStock, DomainEvent, EventBody, EventType, OrderUpdate,
-        PaymentCancellationReason, PaymentMethod, PushNotification, RecordPayment,
-        RecordPaymentCancellation, RecordPaymentFailure, RefundPayment, ReleaseStock, SagaStatus,
-        SagaType, VoidPayment,
+        ApprovePayment, CancelOrder, CompleteAndNotify, ConfirmStock, DomainEvent, EventBody,
+        EventType, OrderUpdate, PaymentCancellationReason, PaymentMethod, PushNotification,
+        RecordPayment, RecordPaymentCancellation, RecordPaymentFailure, RefundPayment,
+        ReleaseStock, SagaStatus, SagaType, VoidPayment,
     },
 };
-use temporalio_sdk::testing::ActivityEnvironment;
+use temporalio_sdk::{
+    activities::ActivityError,
+    testing::{ActivityEnvironment, ActivityEnvironmentError},
+};
 
 /// A stack without a worker: the test drives the activities itself.
 async fn bare_stack() -> Stack {
@@ -236,6 +239,111 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     );
     assert_eq!(saga[0].value, saga[1].value);
     assert_eq!(stack.events_of(&order.order_id).await.len(), 4);
+}
+
+/// The lean path's order completion with its prompt push, run twice: the order completes once
+/// and the customer gets one push (the first run knows nothing can have been sent yet; the second
+/// finds the push recorded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_completion_with_its_push_run_twice_pushes_once() {
+    let stack = bare_stack().await;
+    let env = env(&stack);
+    let products = stack.products(&[3]).await;
+    let order = stack.order("USR-IDEM-PUSH", &[(&products[0], 1)]).await;
+    let input = CompleteAndNotify {
+        order: OrderUpdate {
+            order_id: order.order_id.clone(),
+            payment_id: ids::payment_id(&order.order_id),
+        },
+        push: PushNotification {
+            notification_id: ids::notification_id(&order.order_id, "order-completed"),
+            user_id: "USR-IDEM-PUSH".into(),
+            order_id: order.order_id.clone(),
+            title: "주문이 완료되었습니다".into(),
+            body: "test".into(),
+        },
+    };
+    for _ in 0..2 {
+        let completion = env
+            .run(OrderActivities::complete_and_notify, input.clone())
+            .await
+            .unwrap();
+        assert!(
+            completion.pushed,
+            "the sandbox's push gateway takes it at once"
+        );
+    }
+    let row = stack
+        .row(
+            "SELECT status FROM orders.orders WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.pushes("USR-IDEM-PUSH").await.len(), 1);
+    let recorded = stack
+        .rows(
+            "SELECT notification_id FROM orders.notifications WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert_eq!(recorded.len(), 1);
+}
+
+/// A stock confirmation that finds one of the order's products short in the database (its stock
+/// was changed outside payflow) fails for good and moves nothing: the other product's decrement
+/// is undone, the reservation stays RESERVED, and a second try answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_confirmation_short_of_stock_fails_for_good_and_moves_nothing() {
+    let stack = bare_stack().await;
+    let env = env(&stack);
+    let products = stack.products(&[5, 5]).await;
+    let order = stack
+        .order("USR-IDEM-SHORT", &[(&products[0], 2), (&products[1], 3)])
+        .await;
+    // Both products down to 2: the confirmation (in product order) takes 2 of P1, then finds 3
+    // of P2 short, and must undo P1's decrement.
+    for p in &products {
+        sqlx::query("UPDATE product.products SET stock = 2 WHERE product_id = $1")
+            .bind(&p.product_id)
+            .execute(&stack.pool)
+            .await
+            .unwrap();
+    }
+    let confirm = ConfirmStock {
+        order_id: order.order_id.clone(),
+        payment_id: ids::payment_id(&order.order_id),
+    };
+    for _ in 0..2 {
+        let err = env
+            .run(ProductActivities::confirm, confirm.clone())
+            .await
+            .expect_err("3 of a product with 2 in stock cannot be confirmed");
+        let ActivityEnvironmentError::Activity(ActivityError::Application(failure)) = err else {
+            panic!("not an application failure: {err:?}");
+        };
+        assert_eq!(failure.type_name(), Some(errors::INSUFFICIENT_STOCK));
+        assert!(failure.is_non_retryable(), "{failure:?}");
+        let message = format!("{failure:?}");
+        let short = format!("not enough stock of {}", products[1].product_id);
+        assert!(message.contains(&short), "{message}");
+    }
+    for p in &products {
+        assert_eq!(
+            stack.ledger(&p.product_id).await.db_stock,
+            2,
+            "{}",
+            p.product_id
+        );
+    }
+    let rows = stack
+        .rows(
+            "SELECT status FROM product.stock_reservations WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["status"] == "RESERVED"), "{rows:?}");
 }
 
 fn workflow_id_of(order: &CreatedOrder) -> String {

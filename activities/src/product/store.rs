@@ -218,10 +218,23 @@ impl ProductStore {
             }
         }
 
-        let mut tx = self.db.begin().await.transient("begin")?;
-        let rows = lock_rows(&mut tx, order_id)
-            .await
-            .transient("lock reservation")?;
+        // One round trip (migration `confirm_stock`): locks the lines, and decrements and
+        // confirms them only when they are all reserved or confirmed; answers the lines found.
+        let rows: Vec<ReservationLine> = sqlx::query_as(
+            "SELECT product_id, quantity, status FROM product.confirm_stock($1, $2)",
+        )
+        .bind(order_id)
+        .bind(&c.payment_id)
+        .fetch_all(&self.db)
+        .await
+        .map_err(|e| match insufficient_stock(&e) {
+            // The claim stays in Redis; the workflow's compensation gives it back.
+            Some(message) => non_retryable(
+                errors::INSUFFICIENT_STOCK,
+                format!("{message} for order {order_id}"),
+            ),
+            None => crate::failure::retryable("confirm stock", e),
+        })?;
         if rows.is_empty() {
             return Err(non_retryable(
                 errors::RESERVATION_MISSING,
@@ -235,41 +248,6 @@ impl ProductStore {
             ));
         }
         let items = items(&rows);
-        if rows.iter().any(|r| r.is(Reserved)) {
-            for ReservationLine {
-                product_id,
-                quantity,
-                ..
-            } in &rows
-            {
-                let updated = sqlx::query(
-                    "UPDATE product.products SET stock = stock - $2, updated_at = now()
-                      WHERE product_id = $1 AND stock >= $2",
-                )
-                .bind(product_id)
-                .bind(quantity)
-                .execute(&mut *tx)
-                .await
-                .transient("decrement stock")?;
-                if updated.rows_affected() == 0 {
-                    // The claim stays in Redis; the workflow's compensation gives it back.
-                    return Err(non_retryable(
-                        errors::INSUFFICIENT_STOCK,
-                        format!("not enough stock of {product_id} for order {order_id}"),
-                    ));
-                }
-            }
-            sqlx::query(
-                "UPDATE product.stock_reservations SET status = 'CONFIRMED', payment_id = $2, updated_at = now()
-                  WHERE order_id = $1",
-            )
-            .bind(order_id)
-            .bind(&c.payment_id)
-            .execute(&mut *tx)
-            .await
-            .transient("confirm reservation")?;
-        }
-        tx.commit().await.transient("commit")?;
         self.redis
             .finish_claim(order_id)
             .await
@@ -389,6 +367,16 @@ impl ProductStore {
         .bind(order_id)
         .fetch_all(&self.db)
         .await
+    }
+}
+
+/// The message of `product.confirm_stock`'s "not enough stock of <product>" (SQLSTATE PYF01).
+fn insufficient_stock(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("PYF01") => {
+            Some(db.message().to_owned())
+        }
+        _ => None,
     }
 }
 
