@@ -51,8 +51,12 @@ impl OrderActivities {
 
     /// One prompt attempt at a push: true if it went out (now or before). A slow or failing
     /// gateway answers false, and the workflow sends the push with retries instead.
-    pub async fn try_push(&self, n: &PushNotification) -> bool {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), self.send_push(n)).await {
+    ///
+    /// `first_completion` says this attempt's update completed the order: no push of it can
+    /// have gone out yet (it follows the completion), so the notifications table is not asked.
+    pub async fn try_push(&self, n: &PushNotification, first_completion: bool) -> bool {
+        let push = self.push_once(n, !first_completion);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), push).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(order_id = %n.order_id, error = ?e, "push not sent; retrying it apart");
@@ -68,11 +72,17 @@ impl OrderActivities {
     /// Sends a push once: the gateway deduplicates by id, and the notifications table keeps
     /// a retried activity from asking twice.
     pub async fn send_push(&self, n: &PushNotification) -> Result<(), ActivityError> {
-        if self
-            .store
-            .notified(&n.notification_id)
-            .await
-            .transient("read notifications")?
+        self.push_once(n, true).await
+    }
+
+    /// [`Self::send_push`]; `check` false skips the look-up when nothing can have been sent.
+    async fn push_once(&self, n: &PushNotification, check: bool) -> Result<(), ActivityError> {
+        if check
+            && self
+                .store
+                .notified(&n.notification_id)
+                .await
+                .transient("read notifications")?
         {
             return Ok(());
         }
@@ -101,8 +111,8 @@ impl OrderActivities {
             .map(|_| ())
     }
 
-    /// The order completed; counted once.
-    async fn complete_order(&self, input: &OrderUpdate) -> Result<(), ActivityError> {
+    /// The order completed; counted once. True if this call completed it.
+    async fn complete_order(&self, input: &OrderUpdate) -> Result<bool, ActivityError> {
         let changed = self
             .store
             .transition(
@@ -115,7 +125,7 @@ impl OrderActivities {
         if changed {
             self.metrics.order("completed");
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// The order completed, then one prompt try at the customer's push.
@@ -123,9 +133,9 @@ impl OrderActivities {
         &self,
         input: &CompleteAndNotify,
     ) -> Result<OrderCompletion, ActivityError> {
-        self.complete_order(&input.order).await?;
+        let first_completion = self.complete_order(&input.order).await?;
         Ok(OrderCompletion {
-            pushed: self.try_push(&input.push).await,
+            pushed: self.try_push(&input.push, first_completion).await,
         })
     }
 
@@ -174,7 +184,10 @@ impl OrderActivities {
         input: OrderUpdate,
     ) -> Result<(), ActivityError> {
         let span = activity_span(&ctx, &input.order_id);
-        self.complete_order(&input).instrument(span).await
+        self.complete_order(&input)
+            .instrument(span)
+            .await
+            .map(|_| ())
     }
 
     /// See [`payflow_workflows::activities::OrderActivities::complete_and_notify`].
