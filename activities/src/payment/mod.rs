@@ -61,49 +61,38 @@ impl PaymentActivities {
     /// The PG approval, recorded as `COMPLETED` (see
     /// [`payflow_workflows::activities::PaymentActivities::approve`]).
     pub async fn approve_payment(&self, p: &ApprovePayment) -> Result<PgApproval, ActivityError> {
-        // A key that belongs to another order is never sent to the PG for this one (payments
-        // started without the API meet this check here).
-        let binding = keys::bind(&self.db, &p.payment_key, &p.order_id)
-            .await
-            .transient("bind payment key")?;
-        if binding == KeyBinding::InUse {
-            tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order");
-            return Err(non_retryable(
-                errors::PG_REJECTED,
-                format!(
-                    "{}: the payment key belongs to another order",
-                    codes::PAYMENT_KEY_IN_USE
-                ),
-            ));
-        }
         // Record the attempt before the PG hears of it, and learn whether an earlier attempt
-        // already finished (then the PG is not asked again).
-        let row: (
-            String,
-            Option<String>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        ) = sqlx::query_as(
-            "INSERT INTO payment.payments
-                 (payment_id, order_id, user_id, status, amount, method, payment_key)
-             VALUES ($1, $2, $3, 'IN_PROGRESS', $4, $5, $6)
-             ON CONFLICT (payment_id) DO UPDATE SET updated_at = payment.payments.updated_at
-             RETURNING status, pg_approval_number, approved_at",
-        )
-        .bind(&p.payment_id)
-        .bind(&p.order_id)
-        .bind(&p.user_id)
-        .bind(p.amount)
-        .bind(p.payment_method.as_str())
-        .bind(&p.payment_key)
-        .fetch_one(&self.db)
-        .await
-        .map_err(|e| match unique_violation(&e) {
-            true => non_retryable(
-                errors::PG_REJECTED,
-                format!("order {} already has another payment", p.order_id),
-            ),
-            false => retryable("record payment attempt", e),
-        })?;
+        // already finished (then the PG is not asked again). A key that belongs to another
+        // order is never sent to the PG for this one (payments started without the API meet
+        // this check here): the same statement binds the key, and records nothing if it is
+        // another order's.
+        let row = match record_attempt(&self.db, p).await.map_err(|e| {
+            match unique_violation(&e) {
+                true => non_retryable(
+                    errors::PG_REJECTED,
+                    format!("order {} already has another payment", p.order_id),
+                ),
+                false => retryable("record payment attempt", e),
+            }
+        })? {
+            (KeyBinding::Bound, Some(row)) => row,
+            (KeyBinding::Bound, None) => {
+                return Err(retryable(
+                    "record payment attempt",
+                    anyhow::anyhow!("the attempt row was not written"),
+                ));
+            }
+            (KeyBinding::InUse, _) => {
+                tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order");
+                return Err(non_retryable(
+                    errors::PG_REJECTED,
+                    format!(
+                        "{}: the payment key belongs to another order",
+                        codes::PAYMENT_KEY_IN_USE
+                    ),
+                ));
+            }
+        };
         let status: PaymentRecordStatus = row.0.parse().transient("payment status")?;
         match (status, row.1, row.2) {
             (status, Some(number), Some(at)) if status.was_approved() => {
@@ -495,6 +484,67 @@ impl PaymentActivities {
             )),
         }
     }
+}
+
+/// What an earlier attempt left: status, approval number, approval time.
+type AttemptRow = (
+    String,
+    Option<String>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+/// Binds the payment key to the order unless another order owns it, and in the same round trip
+/// records the attempt as `IN_PROGRESS` (or finds the row an earlier attempt left). Records
+/// nothing when the key is another order's. As in [`keys::bind`], a binding committed by a
+/// concurrent statement while this one waited is seen by neither branch: ask again.
+async fn record_attempt(
+    db: &PgPool,
+    p: &ApprovePayment,
+) -> Result<(KeyBinding, Option<AttemptRow>), sqlx::Error> {
+    for _ in 0..3 {
+        let (owner, status, number, at): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ) = sqlx::query_as(
+            "WITH bound AS (
+                 INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($6, $2)
+                 ON CONFLICT (payment_key) DO NOTHING
+                 RETURNING order_id),
+             owner AS (
+                 SELECT order_id FROM bound
+                 UNION ALL
+                 SELECT order_id FROM payment.payment_keys WHERE payment_key = $6
+                 LIMIT 1),
+             attempt AS (
+                 INSERT INTO payment.payments
+                     (payment_id, order_id, user_id, status, amount, method, payment_key)
+                 SELECT $1, $2, $3, 'IN_PROGRESS', $4, $5, $6 FROM owner WHERE order_id = $2
+                 ON CONFLICT (payment_id) DO UPDATE SET updated_at = payment.payments.updated_at
+                 RETURNING status, pg_approval_number, approved_at)
+             SELECT (SELECT order_id FROM owner), a.status, a.pg_approval_number, a.approved_at
+               FROM (SELECT 1) AS one LEFT JOIN attempt AS a ON true",
+        )
+        .bind(&p.payment_id)
+        .bind(&p.order_id)
+        .bind(&p.user_id)
+        .bind(p.amount)
+        .bind(p.payment_method.as_str())
+        .bind(&p.payment_key)
+        .fetch_one(db)
+        .await?;
+        match owner {
+            Some(owner) if owner == p.order_id => {
+                return Ok((KeyBinding::Bound, status.map(|s| (s, number, at))));
+            }
+            Some(_) => return Ok((KeyBinding::InUse, None)),
+            None => continue,
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "payment key binding did not settle".into(),
+    ))
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
