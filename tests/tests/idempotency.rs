@@ -243,7 +243,7 @@ async fn the_success_path_activities_run_twice_change_things_once() {
 
 /// The lean path's order completion with its prompt push, run twice: the order completes once
 /// and the customer gets one push (the first run knows nothing can have been sent yet; the second
-/// finds the push recorded).
+/// finds the push recorded and leaves the gateway alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_completion_with_its_push_run_twice_pushes_once() {
     let stack = bare_stack().await;
@@ -263,16 +263,20 @@ async fn the_order_completion_with_its_push_run_twice_pushes_once() {
             body: "test".into(),
         },
     };
-    for _ in 0..2 {
-        let completion = env
-            .run(OrderActivities::complete_and_notify, input.clone())
-            .await
-            .unwrap();
-        assert!(
-            completion.pushed,
-            "the sandbox's push gateway takes it at once"
-        );
-    }
+    let first = env
+        .run(OrderActivities::complete_and_notify, input.clone())
+        .await
+        .unwrap();
+    assert!(first.pushed, "the sandbox's push gateway takes it at once");
+    // The gateway now fails its next push: the second run must find the push recorded and not
+    // ask the gateway at all (if it skipped the look-up, the push would fail and come back
+    // `pushed: false`).
+    stack.fail_pushes(1).await;
+    let second = env
+        .run(OrderActivities::complete_and_notify, input.clone())
+        .await
+        .unwrap();
+    assert!(second.pushed, "the second run found the push already sent");
     let row = stack
         .row(
             "SELECT status FROM orders.orders WHERE order_id = $1",

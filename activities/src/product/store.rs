@@ -172,7 +172,8 @@ impl ProductStore {
     }
 
     /// Stock confirmation (see [`payflow_workflows::activities::ProductActivities::confirm`]):
-    /// the Redis claim, then the database's stock and reservation rows in one transaction.
+    /// the Redis claim, then the database's stock and reservation rows in one call of
+    /// `product.confirm_stock` (one statement, so one transaction).
     pub async fn confirm_stock(
         &self,
         c: &ConfirmStock,
