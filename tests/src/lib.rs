@@ -693,6 +693,15 @@ impl Stack {
         read_ledger(&self.pool, &self.redis, &redis_url(), product_id).await
     }
 
+    /// An order's status in the `orders` table (`PAYMENT_WAIT`, `ORDER_COMPLETED`, ...).
+    pub async fn order_status(&self, order_id: &str) -> String {
+        sqlx::query_scalar("SELECT status FROM orders.orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("the status of order {order_id}: {e}"))
+    }
+
     /// One row as a JSON map: `SELECT row_to_json(t) FROM (query) t` with one bind.
     pub async fn row(&self, query: &str, bind: &str) -> serde_json::Map<String, serde_json::Value> {
         let value: serde_json::Value =

@@ -515,13 +515,7 @@ async fn a_push_gateway_outage_does_not_hold_the_order_back_and_the_push_arrives
     assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
-    let row = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
     let pushes = stack.pushes("USR-PUSH").await;
     assert_eq!(pushes.len(), 1, "{pushes:?}");
     assert_eq!(pushes[0].title, "주문이 완료되었습니다");

@@ -104,14 +104,12 @@ async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart(
                 id,
             )
             .await;
-        let order_row = stack
-            .row("SELECT status FROM orders.orders WHERE order_id = $1", id)
-            .await;
+        let order_status = stack.order_status(id).await;
         if declined {
             assert_eq!(outcome.stage, PaymentStage::OrderCancelled, "{id}");
             assert_eq!((books.charges, books.cancels), (0, 0), "{id}");
             assert_eq!(payment["status"], "FAILED", "{id}");
-            assert_eq!(order_row["status"], "ORDER_CANCELLED", "{id}");
+            assert_eq!(order_status, "ORDER_CANCELLED", "{id}");
         } else {
             assert_eq!(
                 outcome.stage,
@@ -120,7 +118,7 @@ async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart(
             );
             assert_eq!((books.charges, books.cancels), (1, 0), "{id}");
             assert_eq!(payment["status"], "COMPLETED", "{id}");
-            assert_eq!(order_row["status"], "ORDER_COMPLETED", "{id}");
+            assert_eq!(order_status, "ORDER_COMPLETED", "{id}");
         }
         assert_eq!(stack.pushes(user).await.len(), 1, "{id}: one push");
 

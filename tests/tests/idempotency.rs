@@ -149,22 +149,10 @@ async fn the_success_path_activities_run_twice_change_things_once() {
             .await
             .unwrap();
     }
-    let row = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
     // Marking a completed order paid again is a no-op, not a regression.
     env.run(OrderActivities::mark_paid, update).await.unwrap();
-    let row = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
 
     // Push twice: delivered once.
     let push = PushNotification {
@@ -277,13 +265,7 @@ async fn the_order_completion_with_its_push_run_twice_pushes_once() {
         .await
         .unwrap();
     assert!(second.pushed, "the second run found the push already sent");
-    let row = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
     assert_eq!(stack.pushes("USR-IDEM-PUSH").await.len(), 1);
     let recorded = stack
         .rows(

@@ -44,13 +44,7 @@ async fn assert_untouched_and_completed(stack: &Stack, order_id: &str) {
 /// B was refused before anything started: still waiting for payment, no payment row, no
 /// workflow, nothing at the PG.
 async fn assert_nothing_started(stack: &Stack, order_id: &str) {
-    let order = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            order_id,
-        )
-        .await;
-    assert_eq!(order["status"], "PAYMENT_WAIT");
+    assert_eq!(stack.order_status(order_id).await, "PAYMENT_WAIT");
     let payments = stack
         .rows(
             "SELECT status FROM payment.payments WHERE order_id = $1",

@@ -177,13 +177,7 @@ async fn served_while_events_wait(stack: &Stack, order: &CreatedOrder, user: &st
         !status.needs_attention,
         "the events follow without an operator"
     );
-    let row = stack
-        .row(
-            "SELECT status FROM orders.orders WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(row["status"], "ORDER_COMPLETED");
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
     assert_eq!(stack.pushes(user).await.len(), 1, "the customer was told");
     // The workflow stays open until its events are out.
     let query = format!(
