@@ -41,10 +41,8 @@ pub async fn bind(
     payment_key: &str,
     order_id: &str,
 ) -> Result<KeyBinding, sqlx::Error> {
-    // One round trip: the insert's row if it bound the key, else the existing owner (the
-    // statement's snapshot sees rows committed before it started). When a concurrent request
-    // bound the key while this statement waited, neither branch sees it; ask again.
-    for _ in 0..3 {
+    // One round trip: the insert's row if it bound the key, else the existing owner.
+    until_settled(|| async {
         let owner: Option<String> = sqlx::query_scalar(
             "WITH bound AS (
                  INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($1, $2)
@@ -58,12 +56,31 @@ pub async fn bind(
         .bind(order_id)
         .fetch_optional(db)
         .await?;
-        if let Some(owner) = owner {
-            return Ok(if owner == order_id {
-                KeyBinding::Bound
-            } else {
-                KeyBinding::InUse
-            });
+        Ok(owner.map(|owner| binding(&owner, order_id)))
+    })
+    .await
+}
+
+/// Whether a key owned by `owner` is bound to `order_id`.
+pub(crate) fn binding(owner: &str, order_id: &str) -> KeyBinding {
+    if owner == order_id {
+        KeyBinding::Bound
+    } else {
+        KeyBinding::InUse
+    }
+}
+
+/// Runs a binding statement until it sees the key's owner (`Some`). A statement that binds a
+/// key sees its own insert, or rows committed before it started; when a concurrent request bound
+/// the key while it waited, it sees neither and answers `None`: ask again.
+pub(crate) async fn until_settled<T, F, Fut>(mut attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, sqlx::Error>>,
+{
+    for _ in 0..3 {
+        if let Some(settled) = attempt().await? {
+            return Ok(settled);
         }
     }
     Err(sqlx::Error::Protocol(

@@ -75,14 +75,8 @@ impl PaymentActivities {
                 false => retryable("record payment attempt", e),
             }
         })? {
-            (KeyBinding::Bound, Some(row)) => row,
-            (KeyBinding::Bound, None) => {
-                return Err(retryable(
-                    "record payment attempt",
-                    anyhow::anyhow!("the attempt row was not written"),
-                ));
-            }
-            (KeyBinding::InUse, _) => {
+            Attempt::Recorded(row) => row,
+            Attempt::KeyInUse => {
                 tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order");
                 return Err(non_retryable(
                     errors::PG_REJECTED,
@@ -493,15 +487,19 @@ type AttemptRow = (
     Option<chrono::DateTime<chrono::Utc>>,
 );
 
+/// What [`record_attempt`] found.
+enum Attempt {
+    /// The key is this order's; the attempt's row (new or left by an earlier attempt).
+    Recorded(AttemptRow),
+    /// The key is another order's: nothing was recorded.
+    KeyInUse,
+}
+
 /// Binds the payment key to the order unless another order owns it, and in the same round trip
 /// records the attempt as `IN_PROGRESS` (or finds the row an earlier attempt left). Records
-/// nothing when the key is another order's. As in [`keys::bind`], a binding committed by a
-/// concurrent statement while this one waited is seen by neither branch: ask again.
-async fn record_attempt(
-    db: &PgPool,
-    p: &ApprovePayment,
-) -> Result<(KeyBinding, Option<AttemptRow>), sqlx::Error> {
-    for _ in 0..3 {
+/// nothing when the key is another order's.
+async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx::Error> {
+    keys::until_settled(|| async {
         let (owner, status, number, at): (
             Option<String>,
             Option<String>,
@@ -534,17 +532,21 @@ async fn record_attempt(
         .bind(&p.payment_key)
         .fetch_one(db)
         .await?;
-        match owner {
-            Some(owner) if owner == p.order_id => {
-                return Ok((KeyBinding::Bound, status.map(|s| (s, number, at))));
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        Ok(Some(match (keys::binding(&owner, &p.order_id), status) {
+            (KeyBinding::Bound, Some(status)) => Attempt::Recorded((status, number, at)),
+            // The insert is conditional on the key being this order's only.
+            (KeyBinding::Bound, None) => {
+                return Err(sqlx::Error::Protocol(
+                    "the payment attempt row was not written".into(),
+                ));
             }
-            Some(_) => return Ok((KeyBinding::InUse, None)),
-            None => continue,
-        }
-    }
-    Err(sqlx::Error::Protocol(
-        "payment key binding did not settle".into(),
-    ))
+            (KeyBinding::InUse, _) => Attempt::KeyInUse,
+        }))
+    })
+    .await
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
