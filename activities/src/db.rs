@@ -21,6 +21,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 
 /// Applies pending migrations (idempotent; safe with several workers starting at once, sqlx
 /// takes an advisory lock).
+///
+/// Migrations a newer payflow applied are left alone rather than refused: in a rolling deploy
+/// the new version migrates first and an older worker that restarts meanwhile must still start.
+/// That holds because migrations only add (tables, columns with defaults, functions); one that
+/// removes or changes what a released version uses waits for the release after it.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }

@@ -240,3 +240,55 @@ async fn readyz_and_the_metrics_say_degraded_while_the_registry_is_away_after_st
     expect_dependency(&health, &metrics, "schema registry", "up").await;
     worker.kill().await.unwrap();
 }
+
+/// A rolling deploy: the new version has migrated the database, and a worker of the version
+/// before it restarts meanwhile. It starts and serves; it does not refuse the migration it
+/// does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_older_than_the_database_schema_still_starts() {
+    let admin = payflow_activities::db::connect(&database_url(), 1)
+        .await
+        .unwrap();
+    let name = format!(
+        "payflow_rolling_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = database_url()
+        .rsplit_once('/')
+        .map(|(b, d)| (b.to_owned(), d.to_owned()))
+        .unwrap();
+    let url = format!("{base}/{name}");
+    let scratch = payflow_activities::db::connect(&url, 1).await.unwrap();
+    payflow_activities::db::migrate(&scratch).await.unwrap();
+    // What the next version of payflow would have applied.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99991231000001, 'from a newer payflow', true, '\\x00'::bytea, 0)",
+    )
+    .execute(&scratch)
+    .await
+    .unwrap();
+    scratch.close().await;
+
+    // Not the product service: its expiry sweeper would release other tests' reservations in
+    // the shared Redis while marking them in this scratch database.
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("DATABASE_URL", url),
+        ("PAYFLOW_SERVICES", "payment,order".to_owned()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the older worker is still up"
+    );
+    worker.kill().await.unwrap();
+    let _ = worker.wait().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
