@@ -20,6 +20,10 @@ use serde::Serialize;
 
 /// Default reservation time of a new order (SPEC §4: 15 minutes).
 pub const DEFAULT_RESERVATION_TTL_MS: u64 = 15 * 60 * 1000;
+/// The longest reservation an order may ask for (a day): stock held longer is stock nobody
+/// can sell, and the reservation script keeps expiry times in milliseconds it must be able to
+/// add up.
+pub const MAX_RESERVATION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The demo catalogue: the seed's products, priced so its scenarios come out at 50,000 won
 /// (`PRD-001` × 2 + `PRD-002`) and 30,000 won (`PRD-003`).
@@ -164,10 +168,20 @@ impl Payflow {
                 i.product_id
             )));
         }
+        if !(1..=MAX_RESERVATION_TTL_MS).contains(&ttl_ms) {
+            return Err(PayflowError::Invalid(format!(
+                "the reservation must last from 1 ms to {} s",
+                MAX_RESERVATION_TTL_MS / 1000
+            )));
+        }
         let mut merged: Vec<OrderItem> = Vec::new();
         for i in items {
             match merged.iter_mut().find(|m| m.product_id == i.product_id) {
-                Some(m) => m.quantity += i.quantity,
+                Some(m) => {
+                    m.quantity = m.quantity.checked_add(i.quantity).ok_or_else(|| {
+                        PayflowError::Invalid(format!("quantity of {} is too large", i.product_id))
+                    })?
+                }
                 None => merged.push(i.clone()),
             }
         }

@@ -440,4 +440,28 @@ async fn an_order_beyond_the_stock_is_refused_naming_the_short_items() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
     );
+    // Lines of one product that add up past what a quantity can hold, and reservations that
+    // end at once or never: refused, nothing reserved.
+    let product = &products[1].product_id;
+    let refused = [
+        json!({ "userId": "USR-SHORT", "items": [
+            { "productId": product, "quantity": i32::MAX },
+            { "productId": product, "quantity": 2 } ] }),
+        json!({ "userId": "USR-SHORT", "reservationTtlSecs": 0,
+                "items": [{ "productId": product, "quantity": 1 }] }),
+        json!({ "userId": "USR-SHORT", "reservationTtlSecs": u64::MAX,
+                "items": [{ "productId": product, "quantity": 1 }] }),
+    ];
+    for order in refused {
+        let (status, body) = api.post("/api/v1/orders", order.clone()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST")),
+            "{order}: {body}"
+        );
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    for (p, seeded) in [(&products[0], 2), (&products[1], 5)] {
+        assert_eq!(api.stack.ledger(&p.product_id).await.available, seeded);
+    }
 }
