@@ -89,6 +89,8 @@ pub struct StackOptions {
     /// Start the worker with Kafka out of its reach (a closed port), until
     /// [`Stack::restore_kafka`].
     pub kafka_away: bool,
+    /// How long the worker waits for one PG answer (`PG_TIMEOUT_MS`).
+    pub pg_request_timeout_ms: u64,
 }
 
 impl Default for StackOptions {
@@ -110,6 +112,7 @@ impl Default for StackOptions {
             encoding: Encoding::Confluent,
             registry_down: false,
             kafka_away: false,
+            pg_request_timeout_ms: 2_000,
         }
     }
 }
@@ -364,7 +367,7 @@ impl Stack {
             pg: PgArgs {
                 base_url: sandbox_url.clone(),
                 secret_key: "test_sk_payflow".parse().expect("infallible"),
-                timeout_ms: 2_000,
+                timeout_ms: options.pg_request_timeout_ms,
             },
             push: PushArgs {
                 base_url: sandbox_url.clone(),
@@ -700,6 +703,15 @@ impl Stack {
             .fetch_one(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("the status of order {order_id}: {e}"))
+    }
+
+    /// An order's payment as the `payments` table holds it: status and failure code.
+    pub async fn payment_failure(&self, order_id: &str) -> (String, Option<String>) {
+        sqlx::query_as("SELECT status, failure_code FROM payment.payments WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("the payment of order {order_id}: {e}"))
     }
 
     /// One row as a JSON map: `SELECT row_to_json(t) FROM (query) t` with one bind.

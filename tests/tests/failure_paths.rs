@@ -39,14 +39,10 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_eq!(outcome.failure_reason.as_deref(), Some("결제 실패"));
 
-    let payment = stack
-        .row(
-            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
-    assert_eq!(payment["status"], "FAILED");
-    assert_eq!(payment["failure_code"], "INSUFFICIENT_FUNDS");
+    assert_eq!(
+        stack.payment_failure(&order.order_id).await,
+        ("FAILED".to_owned(), Some("INSUFFICIENT_FUNDS".to_owned()))
+    );
     let row = stack
         .row(
             "SELECT status, cancel_reason FROM orders.orders WHERE order_id = $1",
@@ -111,15 +107,9 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
     assert_eq!((books.charges, books.cancels), (1, 1), "{books:?}");
     assert_eq!(books.payments[0]["status"], "CANCELED");
 
-    let payment = stack
-        .row(
-            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
-            &order.order_id,
-        )
-        .await;
     assert_eq!(
-        (payment["status"].as_str(), payment["failure_code"].as_str()),
-        (Some("FAILED"), Some("PG_TIMEOUT"))
+        stack.payment_failure(&order.order_id).await,
+        ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
     );
     let events = stack.events_of(&order.order_id).await;
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
@@ -139,6 +129,50 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
         "saga tracker records of the pg_timeout path"
     );
     check_history(&stack, &order.order_id, "pg_timeout").await;
+}
+
+/// The PG step times out while the PG is still working on the charge: the void finds nothing
+/// at the PG yet, the payment is declared failed, and only then does the PG charge. The
+/// attempt that gets that late approval takes the charge back itself: a customer whose order
+/// was cancelled pays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
+    // The worker waits up to 8 s for the PG's answer (the default), the PG step 3 s.
+    let stack = Stack::start_with(StackOptions {
+        pg_request_timeout_ms: 8_000,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-LATE", &[(&products[0], 1)]).await;
+    // Longer than the PG step, shorter than the worker's wait for the answer.
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 5000 }))
+        .await;
+
+    let decision = stack.pay(&order, PaymentMethod::Card, None).await;
+    assert!(!decision.approved);
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+
+    // The PG charges about two seconds after the payment failed; the cancel follows it.
+    let books = eventually(
+        Duration::from_secs(40),
+        "the late charge and its cancel",
+        || async {
+            let books = stack.books(&order.order_id).await;
+            (books.charges > 0 && books.cancels > 0).then_some(books)
+        },
+    )
+    .await;
+    assert_eq!((books.charges, books.cancels), (1, 1), "{books:?}");
+    assert_eq!(books.payments[0]["status"], "CANCELED");
+    assert_eq!(
+        stack.payment_failure(&order.order_id).await,
+        ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
+    );
+    assert_conserved(&stack, &products).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -462,15 +462,9 @@ async fn the_compensations_run_twice_change_things_once() {
     env.run(PaymentActivities::record_failure, failure)
         .await
         .unwrap();
-    let row = stack
-        .row(
-            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
-            &held.order_id,
-        )
-        .await;
     assert_eq!(
-        (row["status"].as_str(), row["failure_code"].as_str()),
-        (Some("FAILED"), Some("PG_TIMEOUT"))
+        stack.payment_failure(&held.order_id).await,
+        ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
     );
 
     // Cancelling an order twice: cancelled once, same items.
@@ -535,6 +529,27 @@ async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_
     let v2 = env.run(PaymentActivities::void, own).await.unwrap();
     assert!(v1.cancelled && v2.cancelled);
     assert_eq!(v1.reference, v2.reference);
+    let books = stack.books(&x.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1));
+    // The void marked X's payment failed (the workflow voids only when it never heard of an
+    // approval): the approval it took back no longer reads as completed, and an approval
+    // attempt that comes late neither charges again nor records one.
+    let status = || async {
+        stack
+            .row(
+                "SELECT status FROM payment.payments WHERE payment_id = $1",
+                &x_payment.payment_id,
+            )
+            .await["status"]
+            .clone()
+    };
+    assert_eq!(status().await, "FAILED");
+    assert!(
+        env.run(PaymentActivities::approve, x_payment.clone())
+            .await
+            .is_err()
+    );
+    assert_eq!(status().await, "FAILED");
     let books = stack.books(&x.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
 

@@ -232,15 +232,12 @@ async fn a_definite_rejection_by_the_pg_is_final_and_voids_nothing() {
     assert_eq!(x.payments[0]["status"], "DONE");
     let mine = stack.books(&b.order_id).await;
     assert_eq!((mine.charges, mine.cancels), (0, 0));
-    let row = stack
-        .row(
-            "SELECT status, failure_code FROM payment.payments WHERE order_id = $1",
-            &b.order_id,
-        )
-        .await;
     assert_eq!(
-        (row["status"].as_str(), row["failure_code"].as_str()),
-        (Some("FAILED"), Some("ALREADY_PROCESSED_PAYMENT"))
+        stack.payment_failure(&b.order_id).await,
+        (
+            "FAILED".to_owned(),
+            Some("ALREADY_PROCESSED_PAYMENT".to_owned())
+        )
     );
     check_history(&stack, &b.order_id, "pg_rejected").await;
 }

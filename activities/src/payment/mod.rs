@@ -142,12 +142,16 @@ impl PaymentActivities {
                 };
                 // Step 2 in the same activity: the payment is COMPLETED with its approval
                 // number before anyone hears of it. A retry finds it recorded and skips the PG.
-                self.record_completed(&RecordPayment {
-                    payment: p.clone(),
-                    approval: approval.clone(),
-                })
-                .await?;
-                Ok(approval)
+                let recorded = self
+                    .record_completed(&RecordPayment {
+                        payment: p.clone(),
+                        approval: approval.clone(),
+                    })
+                    .await;
+                if recorded.is_err() && self.has_failed(&p.payment_id).await {
+                    self.void_late_approval(p, &payment.payment_key).await;
+                }
+                recorded.map(|()| approval)
             }
             Err(err @ PgError::Declined { .. }) => {
                 tracing::info!(order_id = %p.order_id, payment_id = %p.payment_id, reason = %err, "PG declined");
@@ -206,6 +210,11 @@ impl PaymentActivities {
     /// Cancels at the PG a payment whose outcome is unknown, if the PG holds one for this
     /// order. The client's payment key alone decides nothing: a key of another order finds
     /// that order's payment, which is left alone.
+    ///
+    /// The payment is marked `FAILED` first, so the approval attempt that may still be waiting
+    /// for the PG cannot record it afterwards: an approval that lands after this mark is taken
+    /// back by that attempt ([`Self::void_late_approval`]), and one that landed before it is at
+    /// the PG for the look-up below.
     pub async fn void_payment(&self, v: &VoidPayment) -> Result<PgCancellation, ActivityError> {
         let order_id = ids::order_id_from_payment_id(&v.payment_id).ok_or_else(|| {
             non_retryable(
@@ -213,6 +222,16 @@ impl PaymentActivities {
                 format!("{} is not a payment id", v.payment_id),
             )
         })?;
+        // `failure_code` stays empty: the failure's record (`record_failed`) fills it.
+        sqlx::query(
+            "UPDATE payment.payments SET status = 'FAILED', failure_message = $2, updated_at = now()
+              WHERE payment_id = $1 AND status IN ('IN_PROGRESS', 'COMPLETED')",
+        )
+        .bind(&v.payment_id)
+        .bind(&v.reason)
+        .execute(&self.db)
+        .await
+        .transient("mark the payment failed before the void")?;
         let found = self
             .payment_of_order(order_id, &v.payment_key)
             .await
@@ -376,6 +395,58 @@ impl PaymentActivities {
         }
     }
 
+    /// Whether the payment is recorded `FAILED` (`false` when that cannot be read).
+    async fn has_failed(&self, payment_id: &str) -> bool {
+        self.status_of(payment_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s == PaymentRecordStatus::Failed.as_str())
+    }
+
+    /// The payment's recorded status, if it has a row.
+    async fn status_of(&self, payment_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT status FROM payment.payments WHERE payment_id = $1")
+            .bind(payment_id)
+            .fetch_optional(&self.db)
+            .await
+    }
+
+    /// The PG approved after the payment had been declared failed: the approval step timed
+    /// out or was cancelled while this attempt waited for the PG, and the void found nothing
+    /// at the PG yet. Nobody else will take this charge back, so this attempt cancels it, under
+    /// the void's idempotency key (a void running at the same time is the same cancel). It
+    /// retries for about a minute while the PG is unavailable; what it cannot cancel is logged
+    /// as an error for an operator.
+    async fn void_late_approval(&self, p: &ApprovePayment, pg_payment_key: &str) {
+        const TRIES: u32 = 10;
+        let mut wait = std::time::Duration::from_millis(200);
+        for attempt in 1..=TRIES {
+            match self
+                .cancel_at_pg(
+                    &format!("{}-void", p.payment_id),
+                    pg_payment_key,
+                    "payment not completed: approved after the payment had failed",
+                    None,
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "the PG approved after the payment had failed: voided");
+                    return;
+                }
+                Err(PgError::Unavailable(_)) if attempt < TRIES => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(order_id = %p.order_id, payment_id = %p.payment_id, error = %e, "the PG approved after the payment had failed and the void did not go through: cancel it at the PG by hand");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Payment -> `FAILED` (from `IN_PROGRESS`, or a new row if the PG was never asked).
     pub async fn record_failed(&self, f: &RecordPaymentFailure) -> Result<(), ActivityError> {
         let p = &f.payment;
@@ -387,6 +458,7 @@ impl PaymentActivities {
              ON CONFLICT (payment_id) DO UPDATE
                 SET status = 'FAILED', failure_code = $7, failure_message = $8, updated_at = now()
               WHERE payment.payments.status = 'IN_PROGRESS'
+                 OR (payment.payments.status = 'FAILED' AND payment.payments.failure_code IS NULL)
              RETURNING 1",
         )
         .bind(&p.payment_id)
@@ -460,12 +532,7 @@ impl PaymentActivities {
             self.metrics.payment(outcome);
             return Ok(());
         }
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM payment.payments WHERE payment_id = $1")
-                .bind(payment_id)
-                .fetch_optional(&self.db)
-                .await
-                .transient("read payment")?;
+        let status = self.status_of(payment_id).await.transient("read payment")?;
         match status {
             Some(s) if s == target.as_str() => Ok(()),
             Some(s) => Err(non_retryable(
