@@ -1,14 +1,14 @@
 //! Every failure path of SPEC §3, end to end: whatever fails, no money stays charged without
 //! stock, no stock stays held without an order, and every order ends in a final state.
 
-use payflow_activities::product::Product;
+use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reservation::Reserve};
 use payflow_tests::{
     DECLINED_STEPS, Stack, StackOptions, VOIDED_STEPS, assert_conserved, avro_str, check_history,
     eventually, fast_timings, own_key, platform_view, steps,
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
-    ManualRefund, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
+    ManualRefund, OrderItem, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
 };
 use std::time::Duration;
 
@@ -326,6 +326,122 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
         "saga tracker records of the stock_expired_refunded path"
     );
     check_history(&stack, &order_id, "stock_expired_refunded").await;
+}
+
+/// Redis' clock in milliseconds, as the reservation scripts read it.
+async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    secs * 1000 + micros / 1000
+}
+
+/// An order is created Redis first and reservation rows a moment later. A reservation that
+/// expires in between is not given back by the sweeper until its rows are there to mark, so
+/// rows and stock agree (before, the rows stayed `RESERVED` for good beside released stock);
+/// one whose order creation died, and never got rows, is given back after a grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_expiring_while_its_order_is_created_is_swept_with_its_rows() {
+    // No worker of its own; other tests' sweepers work on the same Redis meanwhile.
+    let stack = Stack::start_with(StackOptions {
+        services: None,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[6, 6]).await;
+    let store = ProductStore::new(stack.redis.clone(), stack.pool.clone());
+    let mut conn = redis::Client::open(payflow_tests::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let line = |p: &Product| OrderItem {
+        product_id: p.product_id.clone(),
+        quantity: 2,
+    };
+    let reserve_in_redis = |order_id: String, p: &Product| {
+        let redis = stack.redis.clone();
+        let items = vec![line(p)];
+        async move {
+            match redis.reserve(&order_id, &items, 1).await.unwrap() {
+                Reserve::Reserved { expires_at } => expires_at,
+                other => panic!("not reserved: {other:?}"),
+            }
+        }
+    };
+
+    // The Redis half of an order creation; the reservation expires before the rows follow.
+    let order_id = format!("{}-CREATING", stack.prefix.to_uppercase());
+    let expires_at = reserve_in_redis(order_id.clone(), &products[0]).await;
+    while redis_now_ms(&mut conn).await <= expires_at {
+        tokio::task::yield_now().await;
+    }
+    store.sweep_expired().await.unwrap();
+    assert_eq!(
+        stack
+            .redis
+            .held(&order_id)
+            .await
+            .unwrap()
+            .get(&products[0].product_id),
+        Some(&2),
+        "no rows yet: the reservation stays held"
+    );
+    // The rows, as the order creation writes them after its Redis reservation.
+    sqlx::query(
+        "INSERT INTO product.stock_reservations (order_id, product_id, quantity, status, expires_at)
+         VALUES ($1, $2, 2, 'RESERVED', to_timestamp($3::DOUBLE PRECISION / 1000))",
+    )
+    .bind(&order_id)
+    .bind(&products[0].product_id)
+    .bind(expires_at as f64)
+    .execute(&stack.pool)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the sweep with the rows",
+        || async {
+            store.sweep_expired().await.unwrap();
+            stack
+                .redis
+                .held(&order_id)
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let status = stack
+        .row(
+            "SELECT status FROM product.stock_reservations WHERE order_id = $1",
+            &order_id,
+        )
+        .await;
+    assert_eq!(status["status"], "EXPIRED", "rows and stock agree");
+    assert_eq!(stack.ledger(&products[0].product_id).await.available, 6);
+
+    // An order creation that died between the two, longer ago than the grace period.
+    let orphan = format!("{}-DIED", stack.prefix.to_uppercase());
+    reserve_in_redis(orphan.clone(), &products[1]).await;
+    let long_ago = redis_now_ms(&mut conn).await - ORPHAN_GRACE_MS as i64 - 1_000;
+    let _: () = redis::pipe()
+        .hset(format!("{{payflow}}:resv:{orphan}"), "expires_at", long_ago)
+        .zadd("{payflow}:expiry", &orphan, long_ago)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the orphan's sweep", || async {
+        store.sweep_expired().await.unwrap();
+        stack
+            .redis
+            .held(&orphan)
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(stack.ledger(&products[1].product_id).await.available, 6);
 }
 
 /// Waits until the payment asks for an operator; checks the status query and the search

@@ -8,7 +8,7 @@
 pub mod reservation;
 mod store;
 
-pub use store::{PricedLine, Product, ProductStore, ReserveError};
+pub use store::{ORPHAN_GRACE_MS, PricedLine, Product, ProductStore, ReserveError};
 
 use crate::metrics::Metrics;
 use crate::span::activity_span;

@@ -156,20 +156,27 @@ return expired"
     ))
 });
 
-/// KEYS: expiry; ARGV: order ids. Gives back each reservation that is still held and expired;
-/// answers those it gave back.
+/// KEYS: expiry; ARGV: grace ms, then order ids. Gives back each reservation that is still
+/// held and expired at least `grace` ms ago; answers those it gave back. Forgets the expiry
+/// entries of those it gave back and of those already gone; keeps the others for a later sweep.
 static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}{GIVE_BACK}
+local grace = tonumber(ARGV[1])
 local released = {{}}
-for _, order_id in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local order_id = ARGV[i]
   local key = '{{payflow}}:resv:' .. order_id
-  local expires = tonumber(redis.call('HGET', key, 'expires_at') or '0')
-  if redis.call('EXISTS', key) == 1 and expires <= now then
-    give_back(key)
-    table.insert(released, order_id)
+  if redis.call('EXISTS', key) == 1 then
+    local expires = tonumber(redis.call('HGET', key, 'expires_at') or '0')
+    if expires + grace <= now then
+      give_back(key)
+      table.insert(released, order_id)
+      redis.call('ZREM', KEYS[1], order_id)
+    end
+  else
+    redis.call('ZREM', KEYS[1], order_id)
   end
-  redis.call('ZREM', KEYS[1], order_id)
 end
 return released"
     ))
@@ -345,10 +352,23 @@ impl Reservations {
         DUE.key(EXPIRY).arg(limit).invoke_async(&mut c).await
     }
 
-    /// Gives back the stock of those of `order_ids` still held and expired; answers them.
-    pub async fn release_expired(&self, order_ids: &[String]) -> redis::RedisResult<Vec<String>> {
+    /// Gives back the stock of those of `order_ids` still held and expired at least `grace_ms`
+    /// ago; answers them.
+    pub async fn release_expired(
+        &self,
+        order_ids: &[String],
+        grace_ms: u64,
+    ) -> redis::RedisResult<Vec<String>> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut c = self.redis.clone();
-        SWEEP.key(EXPIRY).arg(order_ids).invoke_async(&mut c).await
+        SWEEP
+            .key(EXPIRY)
+            .arg(grace_ms)
+            .arg(order_ids)
+            .invoke_async(&mut c)
+            .await
     }
 
     /// Reachable?

@@ -14,6 +14,10 @@ use payflow_workflows::{
 use sqlx::{PgPool, Postgres, Transaction};
 use temporalio_sdk::activities::ActivityError;
 
+/// How long past its expiry a Redis reservation whose order never got reservation rows stays
+/// held before the sweeper gives its stock back: an order creation stalled that long has died.
+pub const ORPHAN_GRACE_MS: u64 = 60_000;
+
 /// The product service's store: Redis and the database pool.
 #[derive(Debug, Clone)]
 pub struct ProductStore {
@@ -335,29 +339,52 @@ impl ProductStore {
     /// Redis, and the next sweep finishes it; the other order would leave rows `RESERVED` that
     /// no sweep finds again. Run periodically by the product worker; answers how many orders
     /// it expired.
+    ///
+    /// An order is created Redis first, rows a moment later: a reservation that expires in
+    /// between (a very short TTL, a stalled creation) has no rows to mark yet, so it is left
+    /// held until they are there. Only when its order has had no rows for
+    /// [`ORPHAN_GRACE_MS`] past the expiry (the creation died between the two) does its stock
+    /// go back without them.
     pub async fn sweep_expired(&self) -> anyhow::Result<usize> {
         let expired = self.redis.expired(500).await?;
         if expired.is_empty() {
             return Ok(0);
         }
-        self.mark_expired(&expired).await?;
-        let released = self.redis.release_expired(&expired).await?;
-        tracing::info!(
-            count = released.len(),
-            "expired stock reservations released"
-        );
-        Ok(released.len())
+        let with_rows = self.mark_expired(&expired).await?;
+        let (with_rows, without): (Vec<String>, Vec<String>) =
+            expired.into_iter().partition(|o| with_rows.contains(o));
+        let released = self.redis.release_expired(&with_rows, 0).await?;
+        if !released.is_empty() {
+            tracing::info!(
+                count = released.len(),
+                "expired stock reservations released"
+            );
+        }
+        let orphans = self
+            .redis
+            .release_expired(&without, ORPHAN_GRACE_MS)
+            .await?;
+        for order_id in &orphans {
+            tracing::warn!(
+                order_id = %order_id,
+                "stock of a reservation whose order was never created released"
+            );
+        }
+        Ok(released.len() + orphans.len())
     }
 
-    async fn mark_expired(&self, order_ids: &[String]) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE product.stock_reservations SET status = 'EXPIRED', updated_at = now()
-              WHERE order_id = ANY($1) AND status = 'RESERVED'",
+    /// Marks the `RESERVED` rows of `order_ids` `EXPIRED`; answers those of `order_ids` that
+    /// have reservation rows (whatever their status), in the same statement.
+    async fn mark_expired(&self, order_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "WITH marked AS (
+               UPDATE product.stock_reservations SET status = 'EXPIRED', updated_at = now()
+                WHERE order_id = ANY($1) AND status = 'RESERVED')
+             SELECT DISTINCT order_id FROM product.stock_reservations WHERE order_id = ANY($1)",
         )
         .bind(order_ids)
-        .execute(&self.db)
+        .fetch_all(&self.db)
         .await
-        .map(|_| ())
     }
 
     async fn rows(&self, order_id: &str) -> Result<Vec<ReservationLine>, sqlx::Error> {
