@@ -238,7 +238,7 @@ enum OrdersCommand {
         /// `PRODUCT:QUANTITY`, repeatable.
         #[arg(long = "item", value_parser = parse_item, required = true)]
         items: Vec<OrderItem>,
-        /// How long the stock stays reserved, in seconds.
+        /// How long the stock stays reserved, in seconds (1 to 86400).
         #[arg(long, default_value_t = DEFAULT_RESERVATION_TTL_MS / 1000)]
         ttl_secs: u64,
     },
@@ -409,7 +409,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let payflow = common.payflow().await?;
             let order = payflow
-                .create_order(&user_id, &items, ttl_secs * 1000)
+                .create_order(&user_id, &items, ttl_secs.saturating_mul(1000))
                 .await?;
             print(json, &order, |o| {
                 format!(
