@@ -303,6 +303,15 @@ impl Stack {
         Self::start_with(StackOptions::default()).await
     }
 
+    /// A stack without a worker: the test drives the activities (or the client) itself.
+    pub async fn without_worker() -> Self {
+        Self::start_with(StackOptions {
+            services: None,
+            ..StackOptions::default()
+        })
+        .await
+    }
+
     /// A stack as asked.
     pub async fn start_with(options: StackOptions) -> Self {
         Self::try_start(options)

@@ -341,11 +341,7 @@ async fn redis_now_ms(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_expiring_while_its_order_is_created_is_swept_with_its_rows() {
     // No worker of its own; other tests' sweepers work on the same Redis meanwhile.
-    let stack = Stack::start_with(StackOptions {
-        services: None,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = Stack::without_worker().await;
     let products = stack.products(&[6, 6]).await;
     let store = ProductStore::new(stack.redis.clone(), stack.pool.clone());
     let mut conn = redis::Client::open(payflow_tests::redis_url())
@@ -356,6 +352,22 @@ async fn a_reservation_expiring_while_its_order_is_created_is_swept_with_its_row
     let line = |p: &Product| OrderItem {
         product_id: p.product_id.clone(),
         quantity: 2,
+    };
+    // Sweeps until the order's reservation is no longer held in Redis.
+    let swept = |order_id: &str, what: &'static str| {
+        let (store, redis, order_id) = (&store, &stack.redis, order_id.to_owned());
+        async move {
+            eventually(Duration::from_secs(10), what, || async {
+                store.sweep_expired().await.unwrap();
+                redis
+                    .held(&order_id)
+                    .await
+                    .unwrap()
+                    .is_empty()
+                    .then_some(())
+            })
+            .await
+        }
     };
     let reserve_in_redis = |order_id: String, p: &Product| {
         let redis = stack.redis.clone();
@@ -396,21 +408,7 @@ async fn a_reservation_expiring_while_its_order_is_created_is_swept_with_its_row
     .execute(&stack.pool)
     .await
     .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the sweep with the rows",
-        || async {
-            store.sweep_expired().await.unwrap();
-            stack
-                .redis
-                .held(&order_id)
-                .await
-                .unwrap()
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    swept(&order_id, "the sweep with the rows").await;
     let status = stack
         .row(
             "SELECT status FROM product.stock_reservations WHERE order_id = $1",
@@ -430,17 +428,7 @@ async fn a_reservation_expiring_while_its_order_is_created_is_swept_with_its_row
         .query_async(&mut conn)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the orphan's sweep", || async {
-        store.sweep_expired().await.unwrap();
-        stack
-            .redis
-            .held(&orphan)
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    swept(&orphan, "the orphan's sweep").await;
     assert_eq!(stack.ledger(&products[1].product_id).await.available, 6);
 }
 

@@ -6,7 +6,7 @@ use payflow_activities::{
     payment::pg::PgClient,
 };
 use payflow_starter::service::CreatedOrder;
-use payflow_tests::{Stack, StackOptions};
+use payflow_tests::Stack;
 use payflow_workflows::{
     errors, ids,
     types::{
@@ -20,15 +20,6 @@ use temporalio_sdk::{
     activities::ActivityError,
     testing::{ActivityEnvironment, ActivityEnvironmentError},
 };
-
-/// A stack without a worker: the test drives the activities itself.
-async fn bare_stack() -> Stack {
-    Stack::start_with(StackOptions {
-        services: None,
-        ..StackOptions::default()
-    })
-    .await
-}
 
 fn env(stack: &Stack) -> ActivityEnvironment {
     let pg = PgClient::new(stack.worker_config.pg.config()).unwrap();
@@ -64,7 +55,7 @@ fn approval_request(order: &CreatedOrder, user: &str, method: PaymentMethod) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_success_path_activities_run_twice_change_things_once() {
-    let stack = bare_stack().await;
+    let stack = Stack::without_worker().await;
     EventActivities::ensure_topics(
         &stack.kafka,
         stack.worker_config.kafka.registry().unwrap().as_ref(),
@@ -234,7 +225,7 @@ async fn the_success_path_activities_run_twice_change_things_once() {
 /// finds the push recorded and leaves the gateway alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_completion_with_its_push_run_twice_pushes_once() {
-    let stack = bare_stack().await;
+    let stack = Stack::without_worker().await;
     let env = env(&stack);
     let products = stack.products(&[3]).await;
     let order = stack.order("USR-IDEM-PUSH", &[(&products[0], 1)]).await;
@@ -281,7 +272,7 @@ async fn the_order_completion_with_its_push_run_twice_pushes_once() {
 /// is undone, the reservation stays RESERVED, and a second try answers the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_confirmation_short_of_stock_fails_for_good_and_moves_nothing() {
-    let stack = bare_stack().await;
+    let stack = Stack::without_worker().await;
     let env = env(&stack);
     let products = stack.products(&[5, 5]).await;
     let order = stack
@@ -338,7 +329,7 @@ fn workflow_id_of(order: &CreatedOrder) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compensations_run_twice_change_things_once() {
-    let stack = bare_stack().await;
+    let stack = Stack::without_worker().await;
     let env = env(&stack);
     let products = stack.products(&[4, 4]).await;
 
@@ -492,7 +483,7 @@ async fn the_compensations_run_twice_change_things_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_anothers() {
-    let stack = bare_stack().await;
+    let stack = Stack::without_worker().await;
     let env = env(&stack);
     let products = stack.products(&[9]).await;
     let x = stack.order("USR-VOID-X", &[(&products[0], 1)]).await;

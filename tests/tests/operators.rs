@@ -475,11 +475,7 @@ async fn the_worker_metrics_move_with_payments() {
 async fn admin_setup_registers_the_search_attributes_once() {
     use temporalio_client::{grpc::WorkflowService, tonic::IntoRequest};
     use temporalio_common::protos::temporal::api::workflowservice::v1::RegisterNamespaceRequest;
-    let stack = Stack::start_with(StackOptions {
-        services: None,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = Stack::without_worker().await;
     let namespace = format!("payflow-{}", stack.prefix);
     let mut client = stack.payflow.payments.temporal().clone();
     WorkflowService::register_namespace(
