@@ -705,6 +705,23 @@ impl Stack {
         read_ledger(&self.pool, &self.redis, &redis_url(), product_id).await
     }
 
+    /// Waits until Temporal's visibility lists exactly `n` workflows for `query` (a list
+    /// filter over search attributes, as operators write it); `what` names it in a timeout.
+    pub async fn wait_until_listed(&self, query: &str, n: usize, what: &str) {
+        eventually(Duration::from_secs(20), what, || async {
+            let count = self
+                .payflow
+                .payments
+                .temporal()
+                .count_workflows(query.to_owned(), Default::default())
+                .await
+                .ok()?
+                .count();
+            (count == n).then_some(())
+        })
+        .await;
+    }
+
     /// An order's status in the `orders` table (`PAYMENT_WAIT`, `ORDER_COMPLETED`, ...).
     pub async fn order_status(&self, order_id: &str) -> String {
         sqlx::query_scalar("SELECT status FROM orders.orders WHERE order_id = $1")

@@ -443,22 +443,9 @@ async fn wait_for_attention(stack: &Stack, order_id: &str) {
     assert!(status.attention_reason.unwrap().contains("refund failed"));
     assert_eq!(status.stage, PaymentStage::Compensating);
     let query = format!("NeedsAttention = true AND OrderId = '{order_id}'");
-    eventually(
-        Duration::from_secs(20),
-        "the NeedsAttention search attribute",
-        || async {
-            let n = stack
-                .payflow
-                .payments
-                .temporal()
-                .count_workflows(query.clone(), Default::default())
-                .await
-                .ok()?
-                .count();
-            (n == 1).then_some(())
-        },
-    )
-    .await;
+    stack
+        .wait_until_listed(&query, 1, "the NeedsAttention search attribute")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,22 +34,9 @@ async fn operators_find_payments_by_their_search_attributes() {
          AND PaymentStage = 'ORDER_COMPLETED' AND Amount = {} AND NeedsAttention = false",
         order.order_id, order.total_amount
     );
-    eventually(
-        Duration::from_secs(20),
-        "the visibility query to find it",
-        || async {
-            let n = stack
-                .payflow
-                .payments
-                .temporal()
-                .count_workflows(query.clone(), Default::default())
-                .await
-                .ok()?
-                .count();
-            (n == 1).then_some(())
-        },
-    )
-    .await;
+    stack
+        .wait_until_listed(&query, 1, "the visibility query to find it")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

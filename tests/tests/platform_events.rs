@@ -184,25 +184,9 @@ async fn served_while_events_wait(stack: &Stack, order: &CreatedOrder, user: &st
         "WorkflowId = '{}' AND ExecutionStatus = 'Running'",
         payflow_workflows::ids::payment_workflow_id(&order.order_id)
     );
-    eventually(
-        Duration::from_secs(20),
-        "the workflow still running",
-        || {
-            let query = query.clone();
-            async move {
-                let n = stack
-                    .payflow
-                    .payments
-                    .temporal()
-                    .count_workflows(query, Default::default())
-                    .await
-                    .ok()?
-                    .count();
-                (n == 1).then_some(())
-            }
-        },
-    )
-    .await;
+    stack
+        .wait_until_listed(&query, 1, "the workflow still running")
+        .await;
 }
 
 /// After the outage: the workflow closed, and every record of the path is on its topic once,
