@@ -103,6 +103,13 @@ impl Registry {
             .map_err(Failure::internal)
     }
 
+    /// Registers `schema` under `subject` in process, as `POST /subjects/{subject}/versions`
+    /// would: for a test that needs a registry holding a given schema before anyone asks it.
+    pub fn seed(&self, subject: &str, schema: &str) -> anyhow::Result<u32> {
+        self.register(subject, schema)
+            .map_err(|Failure(status, _, message)| anyhow::anyhow!("{status}: {message}"))
+    }
+
     /// Registers `schema` under `subject` (or finds it there); answers its id.
     fn register(&self, subject: &str, schema: &str) -> Result<u32, Failure> {
         let (parsed, key) = parse(schema)?;

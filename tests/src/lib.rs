@@ -150,7 +150,18 @@ impl TestRegistry {
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        self.serve_seeded(listener, &[])
+    }
+
+    fn serve_seeded(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        seed: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let registry = payflow_sandbox::registry::Registry::open(Some(self.state.clone()))?;
+        for (subject, schema) in seed {
+            registry.seed(subject, schema)?;
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(payflow_sandbox::registry::run(listener, registry, async {
             let _ = stopped.await;
@@ -168,6 +179,12 @@ impl TestRegistry {
 
     /// Brings it back on the same port, with the schemas it had.
     pub async fn restart(&mut self) {
+        self.restart_with(&[]).await;
+    }
+
+    /// Brings it back on the same port with the schemas it had and, registered before it
+    /// answers anyone, `seed`'s `(subject, schema)` pairs.
+    pub async fn restart_with(&mut self, seed: &[(&str, &str)]) {
         self.stop();
         let listener = loop {
             match tokio::net::TcpListener::bind(self.addr).await {
@@ -175,7 +192,8 @@ impl TestRegistry {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        self.serve(listener).expect("registry restarts");
+        self.serve_seeded(listener, seed)
+            .expect("registry restarts");
     }
 
     /// The writer schema with registry id `id`, as a deserializer fetches it.

@@ -2,11 +2,11 @@
 //! partitioning, the schema registry taken away during payments, and single-object encoding
 //! as an option.
 
-use payflow_activities::events::{Encoding, EventActivities, avro};
+use payflow_activities::events::{Encoding, EventActivities, avro, registry::value_subject};
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
-    SUCCESS_STEPS, Stack, StackOptions, eventually, java_partition, metric, murmur2, platform_view,
-    steps,
+    SUCCESS_STEPS, Stack, StackOptions, check_history, eventually, java_partition, metric, murmur2,
+    platform_view, steps,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -252,6 +252,77 @@ async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing()
     for (order, _) in &orders {
         events_followed(&stack, order).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator_lifts_it() {
+    let mut stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[3]).await;
+    let order = stack.order("USR-REFUSED", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    served_while_events_wait(&stack, &order, "USR-REFUSED").await;
+
+    // The registry comes back holding another schema under the saga tracker's subject, one
+    // payflow's cannot join (BACKWARD): no retry can help, a person has to.
+    let subject = value_subject(&stack.kafka.topic(EventType::SagaTracker));
+    stack
+        .registry
+        .restart_with(&[(subject.as_str(), "\"string\"")])
+        .await;
+    let flagged = eventually(Duration::from_secs(60), "NeedsAttention", || async {
+        let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+        s.needs_attention.then_some(s)
+    })
+    .await;
+    let reason = flagged.attention_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("publish ") && reason.contains("incompatible"),
+        "{reason}"
+    );
+    assert_eq!(flagged.stage, PaymentStage::OrderCompleted);
+    assert!(flagged.unpublished_events > 0, "{flagged:?}");
+    assert!(stack.records().await.is_empty(), "nothing went out");
+    let flagged_query = format!(
+        "NeedsAttention = true AND OrderId = '{}' AND ExecutionStatus = 'Running'",
+        order.order_id
+    );
+    stack
+        .wait_until_listed(&flagged_query, 1, "the NeedsAttention search attribute")
+        .await;
+
+    // The operator lets the subject take payflow's schema; the next try gets through and the
+    // flag comes down without anything sent to the workflow.
+    let lifted = reqwest::Client::new()
+        .put(format!("{}/config/{subject}", stack.registry.url))
+        .json(&serde_json::json!({ "compatibility": "NONE" }))
+        .send()
+        .await
+        .expect("registry");
+    assert!(lifted.status().is_success(), "{lifted:?}");
+    events_followed(&stack, &order).await;
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .expect("status");
+    assert!(!status.needs_attention, "{status:?}");
+    assert!(status.attention_reasons.is_empty(), "{status:?}");
+    stack
+        .wait_until_listed(
+            &format!(
+                "NeedsAttention = false AND OrderId = '{}' AND ExecutionStatus = 'Completed'",
+                order.order_id
+            ),
+            1,
+            "the flag lowered on the closed workflow",
+        )
+        .await;
+    check_history(&stack, &order.order_id, "publish_refused_then_lifted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

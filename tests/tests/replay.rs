@@ -3,7 +3,10 @@
 //! the `lean-saga-v2` patch, `v2/` from after it, `v3/` from after `platform-events-v3` (saga
 //! tracker records, no `order.cancelled` after an approval) and `pg-rejection-final` (a PG
 //! rejection is a definite failure: `v3/pg_rejected`), `v4/` from after `event-outbox-v4` (events
-//! drained from an outbox beside the steps, attention kept per problem). Each must replay against the current workflow
+//! drained from an outbox beside the steps, attention kept per problem), `v5/` from after
+//! `publish-attention-v5` (a publication only a person can unblock raises the attention flag:
+//! `v5/publish_refused_then_lifted`; other paths never consult that patch, so their v4
+//! histories are what v5 records too). Each must replay against the current workflow
 //! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
@@ -63,6 +66,10 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
             "no golden history {name} of the pg-rejection-final path: {names:?}"
         );
     }
+    assert!(
+        names.contains(&"v5/publish_refused_then_lifted.json".to_owned()),
+        "no golden history of the publish-attention-v5 path: {names:?}"
+    );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
     }

@@ -72,6 +72,13 @@ pub const PLATFORM_EVENTS_PATCH: &str = "platform-events-v3";
 /// published an `order.cancelled` with no items). Only with [`PLATFORM_EVENTS_PATCH`].
 pub const EVENT_OUTBOX_PATCH: &str = "event-outbox-v4";
 
+/// A publication only a person can unblock (the registry refusing payflow's credentials or an
+/// incompatible schema, an event that does not fit its schema) raises the attention flag while
+/// it lasts, and the publication that gets through lowers it; before this patch such a batch
+/// retried on its timer with only `publish_error` in the status to show for it. Checked only
+/// when such a refusal happens, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`].
+pub const PUBLISH_ATTENTION_PATCH: &str = "publish-attention-v5";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {

@@ -4,12 +4,14 @@
 //! Kafka in order, so no step waits for Kafka. Older generations publish inline (kept for replay).
 
 use super::{
+    PUBLISH_ATTENTION_PATCH,
     failure::failure_message,
     options::{outbox_options, publish_options},
     saga::{Saga, attention_keys},
 };
 use crate::{activities::EventActivities, ids, types::*};
 use std::time::Duration;
+use temporalio_common::error::IncomingError;
 use temporalio_workflow::{
     ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken,
 };
@@ -44,10 +46,14 @@ impl Saga {
     /// Publishes one batch, trying again on a durable timer (1 s, doubling to 30 s) while Kafka
     /// or the registry refuses it: a retry never holds a workflow task, so the business steps
     /// go on. Same records, same event ids on every try. The status shows the last error while
-    /// it lasts; no operator is needed, so the attention flag stays as it is.
+    /// it lasts. An outage needs no operator; a refusal only a person can lift (the registry
+    /// refusing payflow's credentials or schema, an event that does not fit its schema) also
+    /// raises the attention flag ([`PUBLISH_ATTENTION_PATCH`]), which the publication that
+    /// finally gets through lowers again.
     async fn deliver(&self, batch: Vec<DomainEvent>) {
         let summary = batch_summary(&batch);
         let mut pause = Duration::from_secs(1);
+        let mut flagged = false;
         loop {
             let published = self
                 .ctx
@@ -60,10 +66,21 @@ impl Saga {
             match published {
                 Ok(_) => {
                     self.ctx.state_mut(|s| s.published.extend(batch));
+                    if flagged {
+                        self.attention(attention_keys::PUBLISH, None);
+                    }
                     return;
                 }
                 Err(err) => {
                     let error = format!("publish {summary}: {}", failure_message(&err));
+                    if needs_a_person(&err) && self.ctx.patched(PUBLISH_ATTENTION_PATCH) {
+                        self.attention(attention_keys::PUBLISH, Some(error.clone()));
+                        flagged = true;
+                    } else if flagged {
+                        // The refusal is over (an outage now): no person is needed any more.
+                        self.attention(attention_keys::PUBLISH, None);
+                        flagged = false;
+                    }
                     self.ctx.state_mut(|s| s.status.publish_error = Some(error));
                     self.ctx
                         .timer(
@@ -198,6 +215,16 @@ impl Saga {
             ),
         }
     }
+}
+
+/// Whether a failed publication waits for a person: the activity said no retry can help. A
+/// local activity's failure is the application failure itself; a regular one's is its cause.
+fn needs_a_person(err: &ActivityExecutionError) -> bool {
+    let top = err
+        .failure()
+        .and_then(|f| f.maybe_application_failure())
+        .is_some_and(|app| app.non_retryable);
+    top || matches!(err.reason(), Some(IncomingError::Application(app)) if app.is_non_retryable())
 }
 
 /// The non-tracker event a batch carries, for summaries.
