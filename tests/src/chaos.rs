@@ -957,6 +957,20 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         looked_at: orders.len(),
         violations: not_final,
     });
+    // Nothing the faults did needs a person: every flag raised on the way is down again.
+    let flagged = payments
+        .temporal()
+        .count_workflows("NeedsAttention = true".to_owned(), Default::default())
+        .await?
+        .count();
+    checks.push(Check {
+        name: "no payment waiting for a person (NeedsAttention)",
+        looked_at: orders.len(),
+        violations: (flagged > 0)
+            .then(|| format!("{flagged} payments with NeedsAttention = true"))
+            .into_iter()
+            .collect(),
+    });
 
     // Events a broker acknowledged and lost are found and published again.
     let audit = std::process::Command::new(binary("payflow"))
