@@ -144,16 +144,12 @@ impl TestRegistry {
             stop: None,
         };
         if serving {
-            registry.serve(listener)?;
+            registry.serve(listener, &[])?;
         }
         Ok(registry)
     }
 
-    fn serve(&mut self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-        self.serve_seeded(listener, &[])
-    }
-
-    fn serve_seeded(
+    fn serve(
         &mut self,
         listener: tokio::net::TcpListener,
         seed: &[(&str, &str)],
@@ -192,8 +188,7 @@ impl TestRegistry {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         };
-        self.serve_seeded(listener, seed)
-            .expect("registry restarts");
+        self.serve(listener, seed).expect("registry restarts");
     }
 
     /// The writer schema with registry id `id`, as a deserializer fetches it.

@@ -189,6 +189,17 @@ async fn served_while_events_wait(stack: &Stack, order: &CreatedOrder, user: &st
         .await;
 }
 
+/// A stack started with `options` (events unable to leave) and one order of `user`'s paid on
+/// it, checked by [`served_while_events_wait`].
+async fn paid_while_events_wait(options: StackOptions, user: &str) -> (Stack, CreatedOrder) {
+    let stack = Stack::start_with(options).await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order(user, &[(&products[0], 2)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    served_while_events_wait(&stack, &order, user).await;
+    (stack, order)
+}
+
 /// After the outage: the workflow closed, and every record of the path is on its topic once,
 /// in order.
 async fn events_followed(stack: &Stack, order: &CreatedOrder) {
@@ -256,15 +267,14 @@ async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator_lifts_it() {
-    let mut stack = Stack::start_with(StackOptions {
-        registry_down: true,
-        ..StackOptions::default()
-    })
+    let (mut stack, order) = paid_while_events_wait(
+        StackOptions {
+            registry_down: true,
+            ..StackOptions::default()
+        },
+        "USR-REFUSED",
+    )
     .await;
-    let products = stack.products(&[3]).await;
-    let order = stack.order("USR-REFUSED", &[(&products[0], 1)]).await;
-    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
-    served_while_events_wait(&stack, &order, "USR-REFUSED").await;
 
     // The registry comes back holding another schema under the saga tracker's subject, one
     // payflow's cannot join (BACKWARD): no retry can help, a person has to.
@@ -327,15 +337,14 @@ async fn a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_kafka_is_away_orders_complete_and_their_events_follow() {
-    let mut stack = Stack::start_with(StackOptions {
-        kafka_away: true,
-        ..StackOptions::default()
-    })
+    let (mut stack, order) = paid_while_events_wait(
+        StackOptions {
+            kafka_away: true,
+            ..StackOptions::default()
+        },
+        "USR-KAF",
+    )
     .await;
-    let products = stack.products(&[5]).await;
-    let order = stack.order("USR-KAF", &[(&products[0], 2)]).await;
-    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
-    served_while_events_wait(&stack, &order, "USR-KAF").await;
     assert!(stack.events_of(&order.order_id).await.is_empty());
 
     stack.restore_kafka().await;

@@ -53,7 +53,6 @@ impl Saga {
     async fn deliver(&self, batch: Vec<DomainEvent>) {
         let summary = batch_summary(&batch);
         let mut pause = Duration::from_secs(1);
-        let mut flagged = false;
         loop {
             let published = self
                 .ctx
@@ -66,21 +65,15 @@ impl Saga {
             match published {
                 Ok(_) => {
                     self.ctx.state_mut(|s| s.published.extend(batch));
-                    if flagged {
-                        self.attention(attention_keys::PUBLISH, None);
-                    }
+                    // Lowers a refusal's flag; nothing to do (no command) if none was raised.
+                    self.attention(attention_keys::PUBLISH, None);
                     return;
                 }
                 Err(err) => {
                     let error = format!("publish {summary}: {}", failure_message(&err));
-                    if needs_a_person(&err) && self.ctx.patched(PUBLISH_ATTENTION_PATCH) {
-                        self.attention(attention_keys::PUBLISH, Some(error.clone()));
-                        flagged = true;
-                    } else if flagged {
-                        // The refusal is over (an outage now): no person is needed any more.
-                        self.attention(attention_keys::PUBLISH, None);
-                        flagged = false;
-                    }
+                    // Raised while a refusal lasts, lowered if it turns into an outage.
+                    let refused = needs_a_person(&err) && self.ctx.patched(PUBLISH_ATTENTION_PATCH);
+                    self.attention(attention_keys::PUBLISH, refused.then(|| error.clone()));
                     self.ctx.state_mut(|s| s.status.publish_error = Some(error));
                     self.ctx
                         .timer(
