@@ -14,6 +14,7 @@
 //! | --- | --- |
 //! | `tpk_decline_<CODE>` | declined with `CODE` (e.g. `INSUFFICIENT_FUNDS`), nothing charged |
 //! | `tpk_timeout` | charges, then answers only after the hold time (default 120 s) |
+//! | `tpk_late` | charges only after the hold time, even if the client has given up by then, then answers |
 //! | `tpk_flaky_<n>` | answers 503 `n` times, then approves |
 //! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
 //! | anything else | approves |
@@ -457,15 +458,39 @@ async fn confirm(
         Err(refused) => return refused,
     };
 
-    let answer = decide_confirm(&sandbox, &body, &config).await;
-    let Some(answer) = answer else {
+    if is_late_key(&body.payment_key) {
+        // The PG finishes what it started whether or not the client still waits: a client that
+        // gave up does not stop the charge. Retries under the same idempotency key wait for it.
+        let pending = tokio::spawn(async move {
+            tokio::time::sleep(config.timeout_hold).await;
+            decide(&sandbox, &body, &config, reply).await
+        });
+        return pending.await.unwrap_or_else(|_| {
+            respond(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "FAILED_INTERNAL_SYSTEM_PROCESSING",
+                "the confirm did not finish",
+            ))
+        });
+    }
+    decide(&sandbox, &body, &config, reply).await
+}
+
+/// Decides a confirm and answers it (storing the answer under its idempotency key).
+async fn decide(
+    sandbox: &Sandbox,
+    body: &ConfirmBody,
+    config: &SandboxConfig,
+    reply: Reply,
+) -> Response {
+    let Some(answer) = decide_confirm(sandbox, body, config).await else {
         return respond(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "PROVIDER_ERROR",
             "flaky PG",
         ));
     };
-    reply.answer(&sandbox, answer)
+    reply.answer(sandbox, answer)
 }
 
 /// The PG's decision; `None` is a transient 503 (not stored under the idempotency key).
@@ -559,6 +584,11 @@ async fn decide_confirm(
         tokio::time::sleep(config.timeout_hold).await;
     }
     Some((200, serde_json::to_value(record).expect("serializable")))
+}
+
+fn is_late_key(key: &str) -> bool {
+    let key = behaviour(key);
+    key == "tpk_late" || key.starts_with("tpk_late_")
 }
 
 fn is_timeout_key(key: &str) -> bool {

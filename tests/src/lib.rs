@@ -65,6 +65,7 @@ pub fn fast_timings() -> SagaTimings {
         pg_timeout_secs: 3,
         stock_retry_secs: 1,
         refund_retry_secs: 1,
+        late_charge_secs: 1,
     }
 }
 

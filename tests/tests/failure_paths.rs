@@ -175,6 +175,82 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
     assert_conserved(&stack, &products).await;
 }
 
+/// The PG finishes a confirm after payflow stopped waiting for it: the approval step gave up,
+/// its HTTP client disconnected (so no attempt is left to hear the approval), and the void found
+/// nothing at the PG yet. The order is cancelled and the customer told at once; the workflow
+/// looks once more after `late_charge_secs`, finds the charge and cancels it, so the customer
+/// pays nothing. The history replays (`late_charge_voided`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled() {
+    // The PG step may take 2 s; the PG charges 6 s after the first confirm (the sandbox's
+    // `tpk_late`), whether or not anyone still waits; the workflow looks again 10 s after the
+    // order is cancelled.
+    let stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            pg_timeout_secs: 2,
+            late_charge_secs: 10,
+            ..fast_timings()
+        }),
+        sandbox: payflow_sandbox::SandboxConfig {
+            timeout_hold: Duration::from_secs(6),
+            ..payflow_sandbox::SandboxConfig::default()
+        },
+        pg_request_timeout_ms: 1_500,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-LATE-PG", &[(&products[0], 1)]).await;
+
+    let decision = stack
+        .pay(&order, PaymentMethod::Card, Some(&own_key("tpk_late")))
+        .await;
+    assert!(!decision.approved);
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    // The customer is not held by the second look: the order is cancelled, its stock back,
+    // while the PG has charged nothing yet.
+    let status = eventually(Duration::from_secs(30), "the order cancelled", || async {
+        let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+        (s.stage == PaymentStage::OrderCancelled).then_some(s)
+    })
+    .await;
+    assert!(!status.late_charge_voided);
+    let books = stack.books(&order.order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (0, 0),
+        "the void looked before the PG charged: {books:?}"
+    );
+
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    assert_eq!(outcome.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    let books = stack.books(&order.order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "the late charge is cancelled: {books:?}"
+    );
+    assert_eq!(books.payments[0]["status"], "CANCELED");
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .unwrap();
+    assert!(status.late_charge_voided, "{status:?}");
+    assert!(!status.needs_attention, "{status:?}");
+    assert_eq!(
+        stack.payment_failure(&order.order_id).await,
+        ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
+    );
+    // Nothing more for the platform: it was told the payment failed, which it did.
+    let events = stack.events_of(&order.order_id).await;
+    assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
+    assert_conserved(&stack, &products).await;
+    check_history(&stack, &order.order_id, "late_charge_voided").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_pg_is_retried_and_charges_exactly_once() {
     // The dev server spaces activity retries by about a second: room for three of them.

@@ -431,6 +431,7 @@ async fn the_compensations_run_twice_change_things_once() {
         payment_id: ids::payment_id(&held.order_id),
         payment_key: format!("tpk_{}", held.order_id),
         reason: "test".into(),
+        late: false,
     };
     let v1 = env
         .run(PaymentActivities::void, void.clone())
@@ -499,6 +500,7 @@ async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_
         payment_id: ids::payment_id(&y.order_id),
         payment_key: x_payment.payment_key.clone(),
         reason: "test".into(),
+        late: false,
     };
     for _ in 0..2 {
         let v = env
@@ -515,11 +517,22 @@ async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_
         payment_id: x_payment.payment_id.clone(),
         payment_key: x_payment.payment_key.clone(),
         reason: "test".into(),
+        late: false,
     };
     let v1 = env.run(PaymentActivities::void, own.clone()).await.unwrap();
-    let v2 = env.run(PaymentActivities::void, own).await.unwrap();
+    let v2 = env.run(PaymentActivities::void, own.clone()).await.unwrap();
     assert!(v1.cancelled && v2.cancelled);
     assert_eq!(v1.reference, v2.reference);
+    // The workflow's second look (under a key of its own), twice: the payment is cancelled
+    // already, so it says so and cancels nothing more.
+    let late = VoidPayment { late: true, ..own };
+    for _ in 0..2 {
+        let v = env
+            .run(PaymentActivities::void, late.clone())
+            .await
+            .unwrap();
+        assert!(v.cancelled);
+    }
     let books = stack.books(&x.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
     // The void marked X's payment failed (the workflow voids only when it never heard of an

@@ -6,13 +6,16 @@
 //! drained from an outbox beside the steps, attention kept per problem), `v5/` from after
 //! `publish-attention-v5` (a publication only a person can unblock raises the attention flag:
 //! `v5/publish_refused_then_lifted`; other paths never consult that patch, so their v4
-//! histories are what v5 records too). Each must replay against the current workflow
+//! histories are what v5 records too), `v6/` from after `late-charge-check-v6` (a void that
+//! found nothing looks again after the PG's processing window and cancels a charge the PG
+//! completed late: `v6/late_charge_voided`; only a void that found nothing consults that patch,
+//! so the other paths record what v5 did). Each must replay against the current workflow
 //! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v5 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v6 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -69,6 +72,10 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
     assert!(
         names.contains(&"v5/publish_refused_then_lifted.json".to_owned()),
         "no golden history of the publish-attention-v5 path: {names:?}"
+    );
+    assert!(
+        names.contains(&"v6/late_charge_voided.json".to_owned()),
+        "no golden history of the late-charge-check-v6 path: {names:?}"
     );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);

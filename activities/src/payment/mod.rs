@@ -259,18 +259,25 @@ impl PaymentActivities {
             }
             _ => {}
         }
-        self.cancel_at_pg(
-            &format!("{}-void", v.payment_id),
-            &payment.payment_key,
-            &v.reason,
-            None,
-        )
-        .await
-        .map_err(|e| match e {
-            // Nothing the PG would accept can be cancelled: record it and let the operator see.
-            PgError::Rejected { .. } => non_retryable(errors::PG_REJECTED, e.to_string()),
-            other => retryable("PG void", other),
-        })
+        // The second look has a key of its own: the first void's answer is stored under its key.
+        let key = if v.late { "void-late" } else { "void" };
+        let voided = self
+            .cancel_at_pg(
+                &format!("{}-{key}", v.payment_id),
+                &payment.payment_key,
+                &v.reason,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                // Nothing the PG would accept can be cancelled: record it and let the operator see.
+                PgError::Rejected { .. } => non_retryable(errors::PG_REJECTED, e.to_string()),
+                other => retryable("PG void", other),
+            })?;
+        if v.late && voided.cancelled {
+            tracing::warn!(order_id, payment_id = %v.payment_id, "the PG completed a charge after the void had looked: cancelled");
+        }
+        Ok(voided)
     }
 
     /// This order's payment at the PG: looked up by order id, else by the key if the PG says

@@ -67,6 +67,14 @@ pub struct SagaTimings {
     pub stock_retry_secs: u64,
     /// Spacing of refund attempts.
     pub refund_retry_secs: u64,
+    /// After a void that found nothing at the PG, how long to wait before looking once more
+    /// for a charge the PG completed late ([`crate::workflow::LATE_CHARGE_PATCH`]).
+    #[serde(default = "default_late_charge_secs")]
+    pub late_charge_secs: u64,
+}
+
+fn default_late_charge_secs() -> u64 {
+    120
 }
 
 impl Default for SagaTimings {
@@ -76,6 +84,7 @@ impl Default for SagaTimings {
             pg_timeout_secs: 30,
             stock_retry_secs: 30,
             refund_retry_secs: 120,
+            late_charge_secs: default_late_charge_secs(),
         }
     }
 }
@@ -185,6 +194,10 @@ pub struct PaymentStatus {
     pub refund_reference: Option<String>,
     /// Who refunded: `pg` or an operator.
     pub refunded_by: Option<String>,
+    /// The PG completed a charge after the void had looked (a confirm the approval step gave
+    /// up on), and the workflow's second look cancelled it.
+    #[serde(default)]
+    pub late_charge_voided: bool,
     /// When each stage was reached (workflow time), keyed by stage name.
     pub stage_times: BTreeMap<String, EpochMillis>,
 }

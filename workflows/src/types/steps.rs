@@ -114,6 +114,11 @@ pub struct VoidPayment {
     pub payment_key: String,
     /// Why, sent to the PG as the cancel reason.
     pub reason: String,
+    /// The second look, after the PG's processing window ([`crate::workflow::LATE_CHARGE_PATCH`]):
+    /// cancels under an idempotency key of its own, so the first void's stored answer ("nothing
+    /// to cancel") is not replayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// Input of refunding an approved payment.

@@ -4,6 +4,7 @@
 //! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
 
 use super::{
+    LATE_CHARGE_PATCH,
     failure::{Compensation, Failure, Money, Notice, failure_message},
     saga::{Saga, attention_keys},
 };
@@ -12,43 +13,55 @@ use crate::{
     ids,
     types::*,
 };
-use temporalio_workflow::{WaitConditionOptions, WorkflowCancellationToken, join};
+use std::time::Duration;
+use temporalio_workflow::{TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join};
 
 impl Saga {
     /// Compensates `failure`: before an approval, void if needed and fail the payment; after
     /// one, refund and cancel the payment. Either way the stock returns and the order is
-    /// cancelled.
-    pub(super) async fn compensate(&self, failure: Failure) {
+    /// cancelled. Answers the void if it found nothing at the PG (see [`Saga::void_late_charge`]).
+    pub(super) async fn compensate(&self, failure: Failure) -> Option<VoidPayment> {
         self.enter(PaymentStage::Compensating);
         if let Some(step) = self.current_step.get() {
             self.track(step, SagaStatus::Failed, Some(failure.code()));
         }
         let approved = self.ctx.state(|s| s.status.approval_number.clone());
         let plan = Compensation::new(failure, approved.is_some(), &self.payment.order_id);
-        match approved {
+        let found_nothing = match approved {
             None => self.compensate_unpaid(plan).await,
-            Some(approval_number) => self.compensate_paid(plan, approval_number).await,
-        }
+            Some(approval_number) => {
+                self.compensate_paid(plan, approval_number).await;
+                None
+            }
+        };
         self.enter(PaymentStage::OrderCancelled);
+        found_nothing
     }
 
     /// The PG never approved: void when its outcome is unknown, then fail the payment, return
-    /// the stock and cancel the order.
-    async fn compensate_unpaid(&self, plan: Compensation) {
+    /// the stock and cancel the order. Answers the void if it found nothing at the PG.
+    async fn compensate_unpaid(&self, plan: Compensation) -> Option<VoidPayment> {
         let code = &plan.code;
+        let mut found_nothing = None;
         if plan.money == Money::Void {
             // Same key as the approval: whatever the PG did for it is undone.
-            self.must(
-                PaymentActivities::void,
-                VoidPayment {
-                    payment_id: self.payment.payment_id.clone(),
-                    payment_key: self.payment.payment_key.clone(),
-                    reason: plan.pg_reason(),
-                },
-                &self.queues.payment,
-                "void at PG",
-            )
-            .await;
+            let void = VoidPayment {
+                payment_id: self.payment.payment_id.clone(),
+                payment_key: self.payment.payment_key.clone(),
+                reason: plan.pg_reason(),
+                late: false,
+            };
+            let voided = self
+                .must(
+                    PaymentActivities::void,
+                    void.clone(),
+                    &self.queues.payment,
+                    "void at PG",
+                )
+                .await;
+            if voided.is_some_and(|v| !v.cancelled) {
+                found_nothing = Some(void);
+            }
             self.track(
                 saga_steps::COMPENSATION_PAYMENT,
                 SagaStatus::Compensated,
@@ -98,6 +111,38 @@ impl Saga {
         self.cancel_order(plan.order_reason, plan.order_event_reason)
             .await;
         self.notify(plan.notice).await;
+        found_nothing
+    }
+
+    /// The void found nothing at the PG, but a confirm the approval step gave up on may still
+    /// be in the PG's hands: after the PG's processing window, look once more and cancel what
+    /// it charged ([`LATE_CHARGE_PATCH`]). The order is final by now and its events are on their
+    /// way; only the workflow stays open.
+    pub(super) async fn void_late_charge(&self, void: VoidPayment) {
+        if !self.ctx.patched(LATE_CHARGE_PATCH) {
+            return;
+        }
+        let wait = Duration::from_secs(self.timings.late_charge_secs);
+        let _ = self
+            .ctx
+            .timer(
+                TimerOptions::builder(wait)
+                    .summary("look for a late charge".to_owned())
+                    .build(),
+            )
+            .await;
+        let late = VoidPayment { late: true, ..void };
+        let voided = self
+            .must(
+                PaymentActivities::void,
+                late,
+                &self.queues.payment,
+                "void late charge",
+            )
+            .await;
+        if voided.is_some_and(|v| v.cancelled) {
+            self.ctx.state_mut(|s| s.status.late_charge_voided = true);
+        }
     }
 
     /// The PG approved: return the stock, refund (waiting for an operator if the refund keeps

@@ -79,6 +79,14 @@ pub const EVENT_OUTBOX_PATCH: &str = "event-outbox-v4";
 /// when such a refusal happens, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`].
 pub const PUBLISH_ATTENTION_PATCH: &str = "publish-attention-v5";
 
+/// A charge the PG completes after the void looked is taken back. When the PG's outcome was
+/// unknown (the approval timed out) and the void found nothing to cancel, the PG may still be
+/// working on a confirm the approval step gave up on; once the order is cancelled and the
+/// customer told, the workflow waits `late_charge_secs` on a durable timer and voids once more,
+/// under a key of its own. Before this patch the first look was the only one. Checked only when
+/// a void found nothing, so no other run records it.
+pub const LATE_CHARGE_PATCH: &str = "late-charge-check-v6";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {
@@ -121,6 +129,7 @@ impl PaymentWorkflow {
             publish_error: None,
             refund_reference: None,
             refunded_by: None,
+            late_charge_voided: false,
             stage_times: Default::default(),
         };
         Self {

@@ -119,15 +119,19 @@ impl Saga {
             }
         };
 
-        match result {
+        let found_nothing = match result {
             Ok(pushed) => {
                 if !pushed {
                     self.notify_completed().await;
                 }
+                None
             }
             Err(failure) => self.compensate(failure).await,
-        }
+        };
         self.flush().await;
+        if let Some(void) = found_nothing {
+            self.void_late_charge(void).await;
+        }
         if self.outbox {
             self.ctx.state_mut(|s| s.outbox_closed = true);
         }
