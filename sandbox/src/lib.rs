@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `tpk_decline_<CODE>` | declined with `CODE` (e.g. `INSUFFICIENT_FUNDS`), nothing charged |
 //! | `tpk_timeout` | charges, then answers only after the hold time (default 120 s) |
-//! | `tpk_late` | charges only after the hold time, even if the client has given up by then, then answers |
+//! | `tpk_late` | charges only after the late hold (default 60 s), even if the client has given up, then answers |
 //! | `tpk_flaky_<n>` | answers 503 `n` times, then approves |
 //! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
 //! | anything else | approves |
@@ -24,9 +24,11 @@
 //!
 //! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
 //! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (`latencyMs`,
-//! `errorRate`, `timeoutRate`, `timeoutHoldMs`, `pushFailures`: the next n pushes fail).
+//! `errorRate`, `timeoutRate`, `timeoutHoldMs`, `lateRate`, `lateHoldMs`, `pushFailures`: the
+//! next n pushes fail).
 //! `timeoutRate` makes that share of new charges behave like `tpk_timeout`: charged, answered
-//! only after the hold time (the network losing the PG's answer).
+//! only after the hold time (the network losing the PG's answer); `lateRate` makes that share
+//! behave like `tpk_late` (the PG still working on the charge when payflow gives up).
 //!
 //! `run(listener, config, shutdown)` serves on a listener the caller bound (port 0 in tests).
 //!
@@ -76,6 +78,11 @@ pub struct SandboxConfig {
     pub timeout_rate: f64,
     /// How long `tpk_timeout` holds its answer.
     pub timeout_hold: Duration,
+    /// Probability (0..1) that a new charge behaves like `tpk_late`: charged only after
+    /// `late_hold`, whether or not the client still waits.
+    pub late_rate: f64,
+    /// How long `tpk_late` takes to charge.
+    pub late_hold: Duration,
     /// The journal file the books are kept in (`None`: in memory only).
     pub books: Option<std::path::PathBuf>,
 }
@@ -88,6 +95,8 @@ impl Default for SandboxConfig {
             error_rate: 0.0,
             timeout_rate: 0.0,
             timeout_hold: Duration::from_secs(120),
+            late_rate: 0.0,
+            late_hold: Duration::from_secs(60),
             books: None,
         }
     }
@@ -458,11 +467,17 @@ async fn confirm(
         Err(refused) => return refused,
     };
 
-    if is_late_key(&body.payment_key) {
+    // `lateRate` slows charges only: a card the PG declines is declined in time.
+    let late = is_late_key(&body.payment_key)
+        || (config.late_rate > 0.0
+            && !behaviour(&body.payment_key).starts_with("tpk_decline_")
+            && rand::random::<f64>() < config.late_rate
+            && !sandbox.books().payments.contains_key(&body.payment_key));
+    if late {
         // The PG finishes what it started whether or not the client still waits: a client that
         // gave up does not stop the charge. Retries under the same idempotency key wait for it.
         let pending = tokio::spawn(async move {
-            tokio::time::sleep(config.timeout_hold).await;
+            tokio::time::sleep(config.late_hold).await;
             decide(&sandbox, &body, &config, reply).await
         });
         return pending.await.unwrap_or_else(|_| {
@@ -810,6 +825,8 @@ struct ConfigBody {
     error_rate: Option<f64>,
     timeout_rate: Option<f64>,
     timeout_hold_ms: Option<u64>,
+    late_rate: Option<f64>,
+    late_hold_ms: Option<u64>,
 }
 
 async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>) -> StatusCode {
@@ -825,6 +842,12 @@ async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>
     }
     if let Some(rate) = body.timeout_rate {
         config.timeout_rate = rate.clamp(0.0, 1.0);
+    }
+    if let Some(rate) = body.late_rate {
+        config.late_rate = rate.clamp(0.0, 1.0);
+    }
+    if let Some(ms) = body.late_hold_ms {
+        config.late_hold = Duration::from_millis(ms);
     }
     if let Some(ms) = body.timeout_hold_ms {
         config.timeout_hold = Duration::from_millis(ms);

@@ -31,6 +31,13 @@ struct Args {
     /// How long `tpk_timeout` holds its answer, in seconds.
     #[arg(long, env = "SANDBOX_TIMEOUT_HOLD_SECS", default_value_t = 120)]
     timeout_hold_secs: u64,
+    /// Probability (0..1) that a new charge is made only after the late hold, whether or not
+    /// the client still waits (as `tpk_late`).
+    #[arg(long, env = "SANDBOX_LATE_RATE", default_value_t = 0.0)]
+    late_rate: f64,
+    /// How long `tpk_late` takes to charge, in seconds.
+    #[arg(long, env = "SANDBOX_LATE_HOLD_SECS", default_value_t = 60)]
+    late_hold_secs: u64,
     /// Journal file that keeps the books (payments, idempotent answers, cancellations, pushes)
     /// across restarts; in memory only when unset.
     #[arg(long, env = "SANDBOX_BOOKS")]
@@ -51,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         error_rate: args.error_rate,
         timeout_rate: args.timeout_rate,
         timeout_hold: Duration::from_secs(args.timeout_hold_secs),
+        late_rate: args.late_rate,
+        late_hold: Duration::from_secs(args.late_hold_secs),
         books: args.books,
     };
     run(listener, config, async {

@@ -61,13 +61,17 @@ pub enum Fault {
     /// The PG charges 30 % of new payments and answers only after 4 s (the worker gives up
     /// after 2 s and asks again), for the hold time.
     PgTimeouts,
+    /// The PG takes 40 s to charge 30 % of new payments and charges them even after payflow
+    /// gave up (30 s): the payment fails with `PG_TIMEOUT`, the void finds nothing, and the
+    /// workflow's second look, 120 s later, must cancel the charge. For the hold time.
+    PgLateCharges,
     /// The schema registry is down (SIGKILL) for the hold time.
     RegistryAway,
 }
 
 impl Fault {
     /// Every fault, in the order a run applies them.
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillWorker,
         Fault::PgErrors,
         Fault::KillApi,
@@ -78,6 +82,7 @@ impl Fault {
         Fault::PgTimeouts,
         Fault::RegistryAway,
         Fault::KillSandbox,
+        Fault::PgLateCharges,
     ];
 
     /// What it does, for the table.
@@ -92,6 +97,7 @@ impl Fault {
             Fault::RefusePostgres => "PostgreSQL refusing connections",
             Fault::PgErrors => "PG answers 30 % with 503",
             Fault::PgTimeouts => "PG times out on 30 % of charges",
+            Fault::PgLateCharges => "PG charges 30 % only after payflow gave up",
             Fault::RegistryAway => "schema registry down",
         }
     }
@@ -103,6 +109,7 @@ impl Fault {
                 | Fault::RefusePostgres
                 | Fault::PgErrors
                 | Fault::PgTimeouts
+                | Fault::PgLateCharges
                 | Fault::RegistryAway
         )
     }
@@ -212,6 +219,9 @@ pub struct Report {
     pub cancelled: usize,
     /// Of the cancelled, those whose card was not a declining one.
     pub cancelled_unexpectedly: usize,
+    /// Of those, the ones the PG charged after payflow gave up, cancelled by the workflow's
+    /// second look (`lateChargeVoided`).
+    pub late_charges_voided: usize,
     /// Requests retried by the client in all.
     pub retried: usize,
     /// The faults.
@@ -240,13 +250,15 @@ impl Report {
     pub fn table(&self) -> String {
         let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
         let mut out = format!(
-            "payments {}: completed {}, cancelled {} ({} not by a declined card); \
+            "payments {}: completed {}, cancelled {} ({} not by a declined card, {} of them \
+             charged late by the PG and cancelled by the second look); \
              client retries {}; load {}; all final {} later\n\
              audit: {} events missing from their topics, {} republished\n\n",
             self.payments,
             self.completed,
             self.cancelled,
             self.cancelled_unexpectedly,
+            self.late_charges_voided,
             self.retried,
             secs(self.load_took),
             secs(self.settle_took),
@@ -552,6 +564,7 @@ impl Parts {
                     dir.join("books.jsonl").display().to_string(),
                 ),
                 ("SANDBOX_TIMEOUT_HOLD_SECS", "4".into()),
+                ("SANDBOX_LATE_HOLD_SECS", "40".into()),
             ],
             dir,
         );
@@ -684,6 +697,13 @@ impl Parts {
                     .await;
                 tokio::time::sleep(hold).await;
                 self.configure_sandbox(serde_json::json!({ "timeoutRate": 0.0 }))
+                    .await;
+            }
+            Fault::PgLateCharges => {
+                self.configure_sandbox(serde_json::json!({ "lateRate": 0.3 }))
+                    .await;
+                tokio::time::sleep(hold).await;
+                self.configure_sandbox(serde_json::json!({ "lateRate": 0.0 }))
                     .await;
             }
         }
@@ -1014,15 +1034,27 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         .iter()
         .filter(|(_, s)| *s == PaymentStage::OrderCancelled)
         .count();
-    let cancelled_unexpectedly = outcomes
+    let unexpected: Vec<&Paid> = outcomes
         .iter()
         .filter(|(o, s)| *s == PaymentStage::OrderCancelled && !o.declines)
-        .count();
+        .map(|(o, _)| *o)
+        .collect();
+    let mut late_charges_voided = 0;
+    for order in &unexpected {
+        if payments
+            .status(&order.order_id)
+            .await
+            .is_ok_and(|s| s.late_charge_voided)
+        {
+            late_charges_voided += 1;
+        }
+    }
     Ok(Report {
         payments: plan.payments,
         completed,
         cancelled,
-        cancelled_unexpectedly,
+        cancelled_unexpectedly: unexpected.len(),
+        late_charges_voided,
         retried: attempts.iter().filter(|a| !a.decided).count(),
         faults,
         load_took,

@@ -18,7 +18,7 @@ async fn payments_survive_every_fault_once_and_nothing_is_lost() {
         report.table(),
         dir.display()
     );
-    assert_eq!(report.faults.len(), 9, "every fault applied");
+    assert_eq!(report.faults.len(), 10, "every fault applied");
     assert!(
         report.completed > 0 && report.cancelled > 0,
         "both paths taken"

@@ -192,7 +192,7 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
             ..fast_timings()
         }),
         sandbox: payflow_sandbox::SandboxConfig {
-            timeout_hold: Duration::from_secs(6),
+            late_hold: Duration::from_secs(6),
             ..payflow_sandbox::SandboxConfig::default()
         },
         pg_request_timeout_ms: 1_500,
