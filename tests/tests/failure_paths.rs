@@ -173,6 +173,7 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
         ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
     );
     assert_conserved(&stack, &products).await;
+    check_history(&stack, &order.order_id, "late_approval_taken_back").await;
 }
 
 /// The PG finishes a confirm after payflow stopped waiting for it: the approval step gave up,
@@ -182,17 +183,16 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
 /// pays nothing. The history replays (`late_charge_voided`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled() {
-    // The PG step may take 2 s; the PG charges 6 s after the first confirm (the sandbox's
-    // `tpk_late`), whether or not anyone still waits; the workflow looks again 10 s after the
+    // The PG step may take 3 s; the PG charges 10 s after the first confirm (the sandbox's
+    // `tpk_late`), whether or not anyone still waits; the workflow looks again 15 s after the
     // order is cancelled.
     let stack = Stack::start_with(StackOptions {
         timings: Some(SagaTimings {
-            pg_timeout_secs: 2,
-            late_charge_secs: 10,
+            late_charge_secs: 15,
             ..fast_timings()
         }),
         sandbox: payflow_sandbox::SandboxConfig {
-            late_hold: Duration::from_secs(6),
+            late_hold: Duration::from_secs(10),
             ..payflow_sandbox::SandboxConfig::default()
         },
         pg_request_timeout_ms: 1_500,
@@ -249,6 +249,62 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
     assert_conserved(&stack, &products).await;
     check_history(&stack, &order.order_id, "late_charge_voided").await;
+}
+
+/// An operator cancels a payment while the PG is still working on its charge. Compensation is
+/// immune to cancellation, the wait for a late charge included: the workflow still looks again
+/// after `late_charge_secs` (not at once, before the PG has charged) and cancels the charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cancel_does_not_cut_the_wait_for_a_late_charge_short() {
+    let stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            late_charge_secs: 15,
+            ..fast_timings()
+        }),
+        sandbox: payflow_sandbox::SandboxConfig {
+            late_hold: Duration::from_secs(10),
+            ..payflow_sandbox::SandboxConfig::default()
+        },
+        pg_request_timeout_ms: 1_500,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-LATE-OP", &[(&products[0], 1)]).await;
+
+    let cancel = async {
+        eventually(Duration::from_secs(10), "the payment started", || async {
+            stack.payflow.payments.status(&order.order_id).await.ok()
+        })
+        .await;
+        stack
+            .payflow
+            .payments
+            .cancel(&order.order_id, "operator: customer called")
+            .await
+            .expect("cancel");
+    };
+    let key = own_key("tpk_late");
+    let (decision, ()) = tokio::join!(stack.pay(&order, PaymentMethod::Card, Some(&key)), cancel);
+    assert!(!decision.approved);
+    assert_eq!(decision.failure_code.as_deref(), Some("OPERATOR_CANCELLED"));
+
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    let books = stack.books(&order.order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "the late charge is cancelled: {books:?}"
+    );
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .unwrap();
+    assert!(status.late_charge_voided, "{status:?}");
+    assert_conserved(&stack, &products).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -524,14 +524,14 @@ async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_
     assert!(v1.cancelled && v2.cancelled);
     assert_eq!(v1.reference, v2.reference);
     // The workflow's second look (under a key of its own), twice: the payment is cancelled
-    // already, so it says so and cancels nothing more.
+    // already, by someone else, so it says so (no reference of its own) and cancels nothing.
     let late = VoidPayment { late: true, ..own };
     for _ in 0..2 {
         let v = env
             .run(PaymentActivities::void, late.clone())
             .await
             .unwrap();
-        assert!(v.cancelled);
+        assert!(v.cancelled && v.reference.is_none(), "{v:?}");
     }
     let books = stack.books(&x.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
@@ -593,4 +593,57 @@ async fn a_void_or_refund_run_twice_moves_this_orders_money_back_once_and_never_
     assert!(env.run(PaymentActivities::refund, forged).await.is_err());
     let x_books = stack.books(&x.order_id).await;
     assert_eq!((x_books.charges, x_books.cancels), (1, 1));
+}
+
+/// The first void asked the PG to cancel before the PG had charged and was told "no such
+/// payment", an answer the PG keeps under the void's idempotency key. The charge that lands
+/// afterwards is still cancelled by the workflow's second look, under its own key, once, however
+/// often it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_look_cancels_what_the_first_void_was_told_was_not_there() {
+    let stack = Stack::without_worker().await;
+    let env = env(&stack);
+    let products = stack.products(&[3]).await;
+    let order = stack.order("USR-VOID-LATE", &[(&products[0], 1)]).await;
+    let payment = approval_request(&order, "USR-VOID-LATE", PaymentMethod::Card);
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/payments/{}/cancel",
+            stack.sandbox_url, payment.payment_key
+        ))
+        .basic_auth("test_sk_payflow", Some(""))
+        .header("Idempotency-Key", format!("{}-void", payment.payment_id))
+        .json(&serde_json::json!({ "cancelReason": "test" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::NOT_FOUND);
+    env.run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
+
+    let first = VoidPayment {
+        payment_id: payment.payment_id.clone(),
+        payment_key: payment.payment_key.clone(),
+        reason: "test".into(),
+        late: false,
+    };
+    let v = env
+        .run(PaymentActivities::void, first.clone())
+        .await
+        .unwrap();
+    assert!(!v.cancelled, "the void's key replays its answer: {v:?}");
+    let late = VoidPayment {
+        late: true,
+        ..first
+    };
+    let l1 = env
+        .run(PaymentActivities::void, late.clone())
+        .await
+        .unwrap();
+    let l2 = env.run(PaymentActivities::void, late).await.unwrap();
+    assert!(l1.cancelled && l1.reference.is_some(), "{l1:?}");
+    assert_eq!(l1, l2);
+    let books = stack.books(&order.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1), "{books:?}");
 }

@@ -6,7 +6,8 @@
 //! drained from an outbox beside the steps, attention kept per problem), `v5/` from after
 //! `publish-attention-v5` (a publication only a person can unblock raises the attention flag:
 //! `v5/publish_refused_then_lifted`; other paths never consult that patch, so their v4
-//! histories are what v5 records too), `v6/` from after `late-charge-check-v6` (a void that
+//! histories are what v5 records too; `v5/late_approval_taken_back` is a void that found nothing,
+//! recorded before v6), `v6/` from after `late-charge-check-v6` (a void that
 //! found nothing looks again after the PG's processing window and cancels a charge the PG
 //! completed late: `v6/late_charge_voided`; only a void that found nothing consults that patch,
 //! so the other paths record what v5 did). Each must replay against the current workflow
@@ -76,6 +77,12 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
     assert!(
         names.contains(&"v6/late_charge_voided.json".to_owned()),
         "no golden history of the late-charge-check-v6 path: {names:?}"
+    );
+    // Recorded before late-charge-check-v6 (at e00ee59): its void found nothing at the PG, the
+    // branch that now consults the patch; without the marker it must close as it did.
+    assert!(
+        names.contains(&"v5/late_approval_taken_back.json".to_owned()),
+        "no golden history of a void that found nothing before late-charge-check-v6: {names:?}"
     );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);

@@ -244,7 +244,10 @@ impl PaymentActivities {
             });
         };
         match payment.status.as_str() {
-            "CANCELED" => {
+            // The late look always asks the PG under its own key, so its answer says whether
+            // it cancelled (a reference: its own cancel, or the same cancel replayed) or found
+            // the payment cancelled by someone else (`ALREADY_CANCELED_PAYMENT`: none).
+            "CANCELED" if !v.late => {
                 return Ok(PgCancellation {
                     cancelled: true,
                     reference: payment.cancels.last().map(|c| c.transaction_key.clone()),

@@ -143,7 +143,9 @@ pub struct RefundPayment {
 pub struct PgCancellation {
     /// False when there was nothing to cancel (the PG never charged).
     pub cancelled: bool,
-    /// The PG's reference of the cancellation, if any.
+    /// The PG's reference of the cancellation: of this cancel (or the same one replayed), or,
+    /// for a void that found the payment cancelled, its last cancel; `None` when the PG
+    /// answered that the payment was cancelled already.
     pub reference: Option<String>,
 }
 

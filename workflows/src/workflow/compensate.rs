@@ -122,12 +122,15 @@ impl Saga {
         if !self.ctx.patched(LATE_CHARGE_PATCH) {
             return;
         }
+        // Immune to cancellation, as every compensation: an operator's cancel must not turn the
+        // wait into a look before the PG has charged.
         let wait = Duration::from_secs(self.timings.late_charge_secs);
         let _ = self
             .ctx
             .timer(
                 TimerOptions::builder(wait)
                     .summary("look for a late charge".to_owned())
+                    .cancellation_token(WorkflowCancellationToken::new())
                     .build(),
             )
             .await;
@@ -140,7 +143,9 @@ impl Saga {
                 "void late charge",
             )
             .await;
-        if voided.is_some_and(|v| v.cancelled) {
+        // A reference is the PG's answer to this look's own cancel; a payment someone else
+        // cancelled (the approval attempt that heard the late approval) is answered without one.
+        if voided.is_some_and(|v| v.cancelled && v.reference.is_some()) {
             self.ctx.state_mut(|s| s.status.late_charge_voided = true);
         }
     }
