@@ -441,8 +441,14 @@ impl PaymentActivities {
                 )
                 .await
             {
-                Ok(_) => {
+                Ok(done) if done.cancelled => {
                     tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "the PG approved after the payment had failed: voided");
+                    return;
+                }
+                // The void's key holds an earlier "no such payment": the workflow's second look
+                // (its own key) cancels this charge.
+                Ok(_) => {
+                    tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "the PG approved after the payment had failed; the void's key was answered before the charge, so the workflow's second look cancels it");
                     return;
                 }
                 Err(PgError::Unavailable(_)) if attempt < TRIES => {
