@@ -29,8 +29,8 @@ use payflow_workflows::{
     queues::TaskQueues,
     search,
     types::{
-        DomainEvent, ManualRefund, PaymentDecision, PaymentOutcome, PaymentRequest, PaymentStatus,
-        RetryRefund,
+        DomainEvent, ManualRefund, PaymentDecision, PaymentOutcome, PaymentRequest, PaymentStage,
+        PaymentStatus, RetryRefund,
     },
 };
 use std::time::Duration;
@@ -278,23 +278,31 @@ fn rpc_timeout(timeout: Duration) -> RpcOptions {
     options
 }
 
-/// The decision a finished payment had, read back from its state.
+/// What a payment that is past its decision answers a repeated request: approved while the
+/// approval stands; once the payment is being undone or the order is cancelled (a refund
+/// after the approval included), failed with the failure's code and reason, and the approval
+/// number it had.
 pub fn decision_from_status(status: &PaymentStatus) -> PaymentDecision {
+    let undone = matches!(
+        status.stage,
+        PaymentStage::Compensating | PaymentStage::OrderCancelled
+    );
+    let approved = status.approval_number.is_some() && !undone;
     PaymentDecision {
         order_id: status.order_id.clone(),
         payment_id: status.payment_id.clone(),
-        approved: status.approval_number.is_some(),
+        approved,
         approval_number: status.approval_number.clone(),
-        failure_code: if status.approval_number.is_some() {
+        failure_code: if approved {
             None
         } else {
             status.failure_code.clone()
         },
-        failure_message: if status.approval_number.is_some() {
+        failure_message: if approved {
             None
         } else {
             status.failure_reason.clone()
         },
-        retryable: status.approval_number.is_none(),
+        retryable: !approved,
     }
 }

@@ -227,6 +227,9 @@ impl Payflow {
     /// answers the PG's decision. A repeated request answers the same payment.
     pub async fn pay(&self, pay: Pay) -> Result<PaymentDecision, PayflowError> {
         check_amount(pay.amount).map_err(|e| PayflowError::Invalid(e.to_string()))?;
+        if let Some(key) = &pay.payment_key {
+            check_payment_key(key)?;
+        }
         let order = self
             .orders
             .get(&pay.order_id)
@@ -294,6 +297,19 @@ impl Payflow {
         };
         Ok((order, payment))
     }
+}
+
+/// A PG payment key as the checkout widget hands it over: 1 to 200 characters, none of them
+/// whitespace or control characters. Anything else is refused before it is bound to an order
+/// or reaches the PG (whose rejection would cancel the order for good).
+pub fn check_payment_key(key: &str) -> Result<(), PayflowError> {
+    let length = key.chars().count();
+    if length == 0 || length > 200 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(PayflowError::Invalid(
+            "paymentKey must be 1 to 200 characters, without spaces".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A fresh order id: `ORD-` and 16 random hex digits.

@@ -245,6 +245,18 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             StatusCode::BAD_REQUEST,
             "INVALID_AMOUNT",
         ),
+        (
+            "blank payment key",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000, "paymentKey": "   " }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            "payment key with a space",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000, "paymentKey": "tpk a" }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
     ];
     for (what, body, status, code) in cases {
         let (got, answer) = api.post("/api/v1/payments", body).await;
@@ -279,7 +291,11 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     let (got, answer) = api
         .post_raw("/api/v1/payments", huge, "application/json")
         .await;
-    assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE")),
+        "{answer}"
+    );
     api.assert_untouched(&id).await;
 
     // An unknown order.

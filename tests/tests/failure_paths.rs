@@ -376,13 +376,37 @@ async fn pay_expired(
 async fn an_expired_reservation_refunds_the_payment_exactly_once() {
     let stack = Stack::start().await;
     let products = stack.products(&[6]).await;
-    let (order_id, payment_id) =
-        pay_expired(&stack, &products, "USR-EXP", &own_key("tpk_expired_ok")).await;
+    let key = own_key("tpk_expired_ok");
+    let (order_id, payment_id) = pay_expired(&stack, &products, "USR-EXP", &key).await;
 
     let outcome = stack.outcome(&order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_eq!(outcome.failure_reason.as_deref(), Some("재고 확정 실패"));
     assert_eq!(outcome.failure_code.as_deref(), Some("RESERVATION_EXPIRED"));
+
+    // The customer's app asks again: the answer is the refunded payment as it is now, not the
+    // approval it once had, and nothing is charged again.
+    let total = stack
+        .row(
+            "SELECT total_amount FROM orders.orders WHERE order_id = $1",
+            &order_id,
+        )
+        .await["total_amount"]
+        .as_i64()
+        .unwrap();
+    let again = stack
+        .payflow
+        .pay(payflow_starter::service::Pay {
+            order_id: order_id.clone(),
+            payment_method: PaymentMethod::Card,
+            amount: total,
+            payment_key: Some(key.clone()),
+        })
+        .await
+        .expect("a repeated request is answered");
+    assert!(!again.approved, "{again:?}");
+    assert_eq!(again.failure_code.as_deref(), Some("RESERVATION_EXPIRED"));
+    assert_eq!(again.payment_id, payment_id);
 
     let books = stack.books(&order_id).await;
     assert_eq!(
