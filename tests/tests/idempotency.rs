@@ -323,6 +323,68 @@ async fn a_stock_confirmation_short_of_stock_fails_for_good_and_moves_nothing() 
     assert!(rows.iter().all(|r| r["status"] == "RESERVED"), "{rows:?}");
 }
 
+/// A confirmation that finds the reservation expired gives its stock back in Redis and then
+/// marks the rows `EXPIRED`, two writes; a crash or a database error between them leaves the
+/// rows `RESERVED` with nothing in Redis. The retry must still answer "expired" (not "missing")
+/// and finish the marking, with the stock counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_retried_after_an_expiry_half_recorded_still_answers_expired() {
+    let stack = Stack::without_worker().await;
+    let env = env(&stack);
+    let products = stack.products(&[4]).await;
+    let order = stack
+        .order_with_ttl("USR-IDEM-LAPSED", &[(&products[0], 2)], 1)
+        .await;
+    let confirm = ConfirmStock {
+        order_id: order.order_id.clone(),
+        payment_id: ids::payment_id(&order.order_id),
+    };
+    let expired = |err: ActivityEnvironmentError| {
+        let ActivityEnvironmentError::Activity(ActivityError::Application(failure)) = err else {
+            panic!("not an application failure: {err:?}");
+        };
+        failure.type_name().map(str::to_owned)
+    };
+    // A 1 ms reservation has lapsed by the time the order is created.
+    let first = env
+        .run(ProductActivities::confirm, confirm.clone())
+        .await
+        .expect_err("the reservation expired");
+    assert_eq!(expired(first).as_deref(), Some(errors::RESERVATION_EXPIRED));
+    // The state a failure between the two writes leaves: Redis gave the stock back, the rows
+    // still say RESERVED.
+    sqlx::query("UPDATE product.stock_reservations SET status = 'RESERVED' WHERE order_id = $1")
+        .bind(&order.order_id)
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let err = env
+            .run(ProductActivities::confirm, confirm.clone())
+            .await
+            .expect_err("an expired reservation is not confirmed");
+        assert_eq!(expired(err).as_deref(), Some(errors::RESERVATION_EXPIRED));
+    }
+    let rows = stack
+        .rows(
+            "SELECT status FROM product.stock_reservations WHERE order_id = $1",
+            &order.order_id,
+        )
+        .await;
+    assert!(rows.iter().all(|r| r["status"] == "EXPIRED"), "{rows:?}");
+    let ledger = stack.ledger(&products[0].product_id).await;
+    assert_eq!(
+        (
+            ledger.available,
+            ledger.held,
+            ledger.confirmed,
+            ledger.db_stock
+        ),
+        (4, 0, 0, 4),
+        "{ledger:?}"
+    );
+}
+
 fn workflow_id_of(order: &CreatedOrder) -> String {
     ids::payment_workflow_id(&order.order_id)
 }

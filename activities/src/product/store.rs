@@ -200,8 +200,18 @@ impl ProductStore {
                 ));
             }
             Claim::Missing => {
-                // Perhaps an earlier attempt confirmed it and removed the claim.
+                // Perhaps an earlier attempt confirmed it and removed the claim, or found it
+                // expired and gave its stock back in Redis but did not get to mark the rows
+                // (they are still `RESERVED`, past their expiry): mark them now, as it would have.
+                let lapsed = self
+                    .mark_lapsed(order_id)
+                    .await
+                    .transient("mark reservation expired")?;
                 return match self.rows(order_id).await.transient("read reservation")? {
+                    _ if lapsed => Err(non_retryable(
+                        errors::RESERVATION_EXPIRED,
+                        format!("the stock reservation of order {order_id} expired"),
+                    )),
                     rows if !rows.is_empty() && rows.iter().all(|r| r.is(Confirmed)) => {
                         Ok(StockConfirmation {
                             items: items(&rows),
@@ -385,6 +395,20 @@ impl ProductStore {
         .bind(order_ids)
         .fetch_all(&self.db)
         .await
+    }
+
+    /// Marks an order's reservation `EXPIRED` if its rows are still `RESERVED` past their expiry
+    /// while Redis holds nothing of it; answers whether it did.
+    async fn mark_lapsed(&self, order_id: &str) -> Result<bool, sqlx::Error> {
+        let marked: Vec<i32> = sqlx::query_scalar(
+            "UPDATE product.stock_reservations SET status = 'EXPIRED', updated_at = now()
+              WHERE order_id = $1 AND status = 'RESERVED' AND expires_at <= now()
+             RETURNING 1",
+        )
+        .bind(order_id)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(!marked.is_empty())
     }
 
     async fn rows(&self, order_id: &str) -> Result<Vec<ReservationLine>, sqlx::Error> {
