@@ -6,7 +6,7 @@ use crate::client::{ClientError, PaymentClient};
 use payflow_activities::{
     OrderStore,
     order::OrderRow,
-    payment::keys::{KeyBinding, PaymentKeys},
+    payment::keys::{PaymentKeys, Presented},
     product::{Product, ProductStore, ReserveError},
 };
 use payflow_workflows::{
@@ -253,16 +253,17 @@ impl Payflow {
             };
         }
         // The key is bound to this order before anything starts: a key of another order is
-        // refused here, and a race between two orders for one key has one winner.
+        // refused here, and a race between two orders for one key has one winner. A repeat of a
+        // payment already at the PG binds nothing: it joins that payment below.
         let payment_key = pay
             .payment_key
             .clone()
             .unwrap_or_else(|| ids::default_payment_key(&order.order_id));
         if self
             .payment_keys
-            .bind(&payment_key, &order.order_id)
+            .present(&payment_key, &order.order_id)
             .await?
-            == KeyBinding::InUse
+            == Presented::InUse
         {
             return Err(PayflowError::PaymentKeyInUse);
         }

@@ -290,3 +290,66 @@ async fn an_unknown_outcome_with_another_orders_key_voids_nothing() {
     assert_eq!((mine.charges, mine.cancels), (0, 0));
     outside.abort();
 }
+
+/// A repeated request for an order whose payment is at the PG carries another key (here another
+/// order's): it joins the payment under way and binds nothing, so the key's own order can still
+/// pay with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_with_another_key_joins_the_payment_under_way_and_takes_no_key() {
+    let stack = Stack::start().await;
+    let products = stack.products(&[5]).await;
+    let a = stack.order("USR-REPEAT-A", &[(&products[0], 1)]).await;
+    let b = stack.order("USR-REPEAT-B", &[(&products[0], 1)]).await;
+    // A's PG call never answers in time (the sandbox charges after a minute).
+    let paying_a = {
+        let payflow = stack.payflow.clone();
+        let order = a.clone();
+        tokio::spawn(async move {
+            payflow
+                .pay(Pay {
+                    order_id: order.order_id,
+                    payment_method: PaymentMethod::Card,
+                    amount: order.total_amount,
+                    payment_key: Some(own_key("tpk_late")),
+                })
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), "A's PG call", || async {
+        let rows = stack
+            .rows(
+                "SELECT status FROM payment.payments WHERE order_id = $1",
+                &a.order_id,
+            )
+            .await;
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    let b_key = own_key("tpk_b");
+    let repeat = pay_with(&stack, &a, &b_key)
+        .await
+        .expect("the repeat is answered");
+    let first = paying_a
+        .await
+        .unwrap()
+        .expect("A's own request is answered");
+    assert_eq!(repeat, first, "the repeat answers A's payment");
+    assert_eq!(first.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    assert!(
+        stack
+            .rows(
+                "SELECT order_id FROM payment.payment_keys WHERE payment_key = $1",
+                &b_key,
+            )
+            .await
+            .is_empty(),
+        "the repeat bound no key"
+    );
+
+    let own = pay_with(&stack, &b, &b_key).await.unwrap();
+    assert!(own.approved, "{own:?}");
+    assert_eq!(
+        stack.outcome(&b.order_id).await.stage,
+        PaymentStage::OrderCompleted
+    );
+}

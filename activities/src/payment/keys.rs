@@ -16,6 +16,18 @@ pub enum KeyBinding {
     InUse,
 }
 
+/// What presenting a key for an order's payment found ([`PaymentKeys::present`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// The key is bound to this order (now or before).
+    Bound,
+    /// The key belongs to another order.
+    InUse,
+    /// This order's payment is already at the PG under another key: the request is a repeat
+    /// of that payment, and the key it carries was not bound.
+    OrderPaying,
+}
+
 /// The payment key bindings.
 #[derive(Debug, Clone)]
 pub struct PaymentKeys {
@@ -32,6 +44,47 @@ impl PaymentKeys {
     /// a key to its own order again answers [`KeyBinding::Bound`] and writes nothing.
     pub async fn bind(&self, payment_key: &str, order_id: &str) -> Result<KeyBinding, sqlx::Error> {
         bind(&self.db, payment_key, order_id).await
+    }
+
+    /// [`Self::bind`] for a payment request: a key is bound to an order only while the order's
+    /// payment has not reached the PG under another key. A repeated request carrying another
+    /// key (a client's mistake, or another order's key) binds nothing and answers
+    /// [`Presented::OrderPaying`], so it cannot take that key from the order it belongs to.
+    pub async fn present(
+        &self,
+        payment_key: &str,
+        order_id: &str,
+    ) -> Result<Presented, sqlx::Error> {
+        until_settled(|| async {
+            let (owner, paying): (Option<String>, bool) = sqlx::query_as(
+                "WITH paying AS (
+                     SELECT EXISTS (SELECT 1 FROM payment.payments
+                                     WHERE order_id = $2 AND payment_key <> $1) AS yes),
+                 bound AS (
+                     INSERT INTO payment.payment_keys (payment_key, order_id)
+                     SELECT $1, $2 FROM paying WHERE NOT paying.yes
+                     ON CONFLICT (payment_key) DO NOTHING
+                     RETURNING order_id)
+                 SELECT (SELECT order_id FROM bound
+                         UNION ALL
+                         SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
+                         LIMIT 1),
+                        (SELECT yes FROM paying)",
+            )
+            .bind(payment_key)
+            .bind(order_id)
+            .fetch_one(&self.db)
+            .await?;
+            Ok(match owner {
+                Some(owner) if binding(&owner, order_id) == KeyBinding::Bound => {
+                    Some(Presented::Bound)
+                }
+                Some(_) => Some(Presented::InUse),
+                None if paying => Some(Presented::OrderPaying),
+                None => None,
+            })
+        })
+        .await
     }
 }
 
