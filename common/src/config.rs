@@ -137,8 +137,8 @@ impl TemporalArgs {
     }
 }
 
-/// The payflow database.
-#[derive(Debug, Clone, Args)]
+/// The payflow database. Its `Debug` hides the URL's password.
+#[derive(Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL of the payflow database.
     #[arg(
@@ -158,8 +158,8 @@ pub struct DatabaseArgs {
     pub max_connections: u32,
 }
 
-/// Redis (stock reservations).
-#[derive(Debug, Clone, Args)]
+/// Redis (stock reservations). Its `Debug` hides the URL's password.
+#[derive(Clone, Args)]
 pub struct RedisArgs {
     /// Redis URL.
     #[arg(
@@ -170,6 +170,38 @@ pub struct RedisArgs {
         hide_env_values = true
     )]
     pub url: String,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("url", &without_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisArgs")
+            .field("url", &without_password(&self.url))
+            .finish()
+    }
+}
+
+/// A connection URL as it may be shown: the password of `scheme://user:password@host/...`
+/// replaced by `***`.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 /// Kafka (events) and the schema registry.
@@ -338,5 +370,32 @@ where
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_connection_url_is_shown_without_its_password() {
+        assert_eq!(
+            super::without_password("postgres://payflow:s3cret@db:5432/payflow"),
+            "postgres://payflow:***@db:5432/payflow"
+        );
+        assert_eq!(
+            super::without_password("redis://:s3cret@cache:6379"),
+            "redis://:***@cache:6379"
+        );
+        assert_eq!(
+            super::without_password("postgres://127.0.0.1:5432/payflow"),
+            "postgres://127.0.0.1:5432/payflow"
+        );
+        let args = super::DatabaseArgs {
+            url: "postgres://u:s3cret@h/db".into(),
+            max_connections: 4,
+        };
+        let redis = super::RedisArgs {
+            url: "redis://:s3cret@h:6379".into(),
+        };
+        assert!(!format!("{args:?}{redis:?}").contains("s3cret"));
     }
 }
