@@ -662,6 +662,15 @@ impl Parts {
             .await;
     }
 
+    /// Sets the sandbox's `setting` (a share of PG calls) to 30 % for `hold`, then back to 0.
+    async fn sandbox_rate_for(&self, setting: &str, hold: Duration) {
+        self.configure_sandbox(serde_json::json!({ setting: 0.3 }))
+            .await;
+        tokio::time::sleep(hold).await;
+        self.configure_sandbox(serde_json::json!({ setting: 0.0 }))
+            .await;
+    }
+
     /// Applies a fault and lifts it.
     async fn apply(&mut self, fault: Fault, hold: Duration) -> anyhow::Result<()> {
         let down = Duration::from_secs(1);
@@ -686,25 +695,13 @@ impl Parts {
                 self.postgres.open().await;
             }
             Fault::PgErrors => {
-                self.configure_sandbox(serde_json::json!({ "errorRate": 0.3 }))
-                    .await;
-                tokio::time::sleep(hold).await;
-                self.configure_sandbox(serde_json::json!({ "errorRate": 0.0 }))
-                    .await;
+                self.sandbox_rate_for("errorRate", hold).await;
             }
             Fault::PgTimeouts => {
-                self.configure_sandbox(serde_json::json!({ "timeoutRate": 0.3 }))
-                    .await;
-                tokio::time::sleep(hold).await;
-                self.configure_sandbox(serde_json::json!({ "timeoutRate": 0.0 }))
-                    .await;
+                self.sandbox_rate_for("timeoutRate", hold).await;
             }
             Fault::PgLateCharges => {
-                self.configure_sandbox(serde_json::json!({ "lateRate": 0.3 }))
-                    .await;
-                tokio::time::sleep(hold).await;
-                self.configure_sandbox(serde_json::json!({ "lateRate": 0.0 }))
-                    .await;
+                self.sandbox_rate_for("lateRate", hold).await;
             }
         }
         Ok(())

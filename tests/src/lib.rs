@@ -995,6 +995,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// (available, held, confirmed, database stock), for one comparison.
+    pub fn counts(&self) -> (i64, i64, i64, i64) {
+        (self.available, self.held, self.confirmed, self.db_stock)
+    }
+
     /// The conservation total.
     pub fn total(&self) -> i64 {
         self.available + self.held + self.confirmed

@@ -176,17 +176,11 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
     check_history(&stack, &order.order_id, "late_approval_taken_back").await;
 }
 
-/// The PG finishes a confirm after payflow stopped waiting for it: the approval step gave up,
-/// its HTTP client disconnected (so no attempt is left to hear the approval), and the void found
-/// nothing at the PG yet. The order is cancelled and the customer told at once; the workflow
-/// looks once more after `late_charge_secs`, finds the charge and cancels it, so the customer
-/// pays nothing. The history replays (`late_charge_voided`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled() {
-    // The PG step may take 3 s; the PG charges 10 s after the first confirm (the sandbox's
-    // `tpk_late`), whether or not anyone still waits; the workflow looks again 15 s after the
-    // order is cancelled.
-    let stack = Stack::start_with(StackOptions {
+/// A stack whose PG charges `tpk_late` 10 s after the first confirm, whether or not anyone
+/// still waits; the PG step may take 3 s, and the workflow looks again 15 s after the order is
+/// cancelled.
+async fn late_pg_stack() -> Stack {
+    Stack::start_with(StackOptions {
         timings: Some(SagaTimings {
             late_charge_secs: 15,
             ..fast_timings()
@@ -198,7 +192,32 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
         pg_request_timeout_ms: 1_500,
         ..StackOptions::default()
     })
-    .await;
+    .await
+}
+
+/// The PG charged the order late and the workflow's second look cancelled it: one charge, one
+/// cancel, `lateChargeVoided`, nothing waiting for a person.
+async fn assert_late_charge_cancelled(stack: &Stack, order_id: &str) {
+    let books = stack.books(order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "the late charge is cancelled: {books:?}"
+    );
+    assert_eq!(books.payments[0]["status"], "CANCELED");
+    let status = stack.payflow.payments.status(order_id).await.unwrap();
+    assert!(status.late_charge_voided, "{status:?}");
+    assert!(!status.needs_attention, "{status:?}");
+}
+
+/// The PG finishes a confirm after payflow stopped waiting for it: the approval step gave up,
+/// its HTTP client disconnected (so no attempt is left to hear the approval), and the void found
+/// nothing at the PG yet. The order is cancelled and the customer told at once; the workflow
+/// looks once more after `late_charge_secs`, finds the charge and cancels it, so the customer
+/// pays nothing. The history replays (`late_charge_voided`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled() {
+    let stack = late_pg_stack().await;
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-LATE-PG", &[(&products[0], 1)]).await;
 
@@ -225,21 +244,7 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_eq!(outcome.failure_code.as_deref(), Some("PG_TIMEOUT"));
-    let books = stack.books(&order.order_id).await;
-    assert_eq!(
-        (books.charges, books.cancels),
-        (1, 1),
-        "the late charge is cancelled: {books:?}"
-    );
-    assert_eq!(books.payments[0]["status"], "CANCELED");
-    let status = stack
-        .payflow
-        .payments
-        .status(&order.order_id)
-        .await
-        .unwrap();
-    assert!(status.late_charge_voided, "{status:?}");
-    assert!(!status.needs_attention, "{status:?}");
+    assert_late_charge_cancelled(&stack, &order.order_id).await;
     assert_eq!(
         stack.payment_failure(&order.order_id).await,
         ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
@@ -256,19 +261,7 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
 /// after `late_charge_secs` (not at once, before the PG has charged) and cancels the charge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_cancel_does_not_cut_the_wait_for_a_late_charge_short() {
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            late_charge_secs: 15,
-            ..fast_timings()
-        }),
-        sandbox: payflow_sandbox::SandboxConfig {
-            late_hold: Duration::from_secs(10),
-            ..payflow_sandbox::SandboxConfig::default()
-        },
-        pg_request_timeout_ms: 1_500,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = late_pg_stack().await;
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-LATE-OP", &[(&products[0], 1)]).await;
 
@@ -291,19 +284,7 @@ async fn an_operator_cancel_does_not_cut_the_wait_for_a_late_charge_short() {
 
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
-    let books = stack.books(&order.order_id).await;
-    assert_eq!(
-        (books.charges, books.cancels),
-        (1, 1),
-        "the late charge is cancelled: {books:?}"
-    );
-    let status = stack
-        .payflow
-        .payments
-        .status(&order.order_id)
-        .await
-        .unwrap();
-    assert!(status.late_charge_voided, "{status:?}");
+    assert_late_charge_cancelled(&stack, &order.order_id).await;
     assert_conserved(&stack, &products).await;
 }
 

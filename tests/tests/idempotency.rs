@@ -115,15 +115,7 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     let second = env.run(ProductActivities::confirm, confirm).await.unwrap();
     assert_eq!(first, second);
     let ledger = stack.ledger(&products[0].product_id).await;
-    assert_eq!(
-        (
-            ledger.available,
-            ledger.held,
-            ledger.confirmed,
-            ledger.db_stock
-        ),
-        (5, 0, 2, 5)
-    );
+    assert_eq!(ledger.counts(), (5, 0, 2, 5));
 
     // Order transitions twice each.
     let update = OrderUpdate {
@@ -339,18 +331,15 @@ async fn a_confirmation_retried_after_an_expiry_half_recorded_still_answers_expi
         order_id: order.order_id.clone(),
         payment_id: ids::payment_id(&order.order_id),
     };
-    let expired = |err: ActivityEnvironmentError| {
-        let ActivityEnvironmentError::Activity(ActivityError::Application(failure)) = err else {
-            panic!("not an application failure: {err:?}");
-        };
-        failure.type_name().map(str::to_owned)
-    };
     // A 1 ms reservation has lapsed by the time the order is created.
     let first = env
         .run(ProductActivities::confirm, confirm.clone())
         .await
         .expect_err("the reservation expired");
-    assert_eq!(expired(first).as_deref(), Some(errors::RESERVATION_EXPIRED));
+    assert_eq!(
+        failure_type(first).as_deref(),
+        Some(errors::RESERVATION_EXPIRED)
+    );
     // The state a failure between the two writes leaves: Redis gave the stock back, the rows
     // still say RESERVED.
     sqlx::query("UPDATE product.stock_reservations SET status = 'RESERVED' WHERE order_id = $1")
@@ -363,7 +352,10 @@ async fn a_confirmation_retried_after_an_expiry_half_recorded_still_answers_expi
             .run(ProductActivities::confirm, confirm.clone())
             .await
             .expect_err("an expired reservation is not confirmed");
-        assert_eq!(expired(err).as_deref(), Some(errors::RESERVATION_EXPIRED));
+        assert_eq!(
+            failure_type(err).as_deref(),
+            Some(errors::RESERVATION_EXPIRED)
+        );
     }
     let rows = stack
         .rows(
@@ -373,16 +365,15 @@ async fn a_confirmation_retried_after_an_expiry_half_recorded_still_answers_expi
         .await;
     assert!(rows.iter().all(|r| r["status"] == "EXPIRED"), "{rows:?}");
     let ledger = stack.ledger(&products[0].product_id).await;
-    assert_eq!(
-        (
-            ledger.available,
-            ledger.held,
-            ledger.confirmed,
-            ledger.db_stock
-        ),
-        (4, 0, 0, 4),
-        "{ledger:?}"
-    );
+    assert_eq!(ledger.counts(), (4, 0, 0, 4), "{ledger:?}");
+}
+
+/// The failure type an activity's application failure carries.
+fn failure_type(err: ActivityEnvironmentError) -> Option<String> {
+    let ActivityEnvironmentError::Activity(ActivityError::Application(failure)) = err else {
+        panic!("not an application failure: {err:?}");
+    };
+    failure.type_name().map(str::to_owned)
 }
 
 fn workflow_id_of(order: &CreatedOrder) -> String {

@@ -24,6 +24,41 @@ async fn pay_with(
         .await
 }
 
+/// Pays `order` with `key` in the background and waits until its approval is at the PG (its
+/// attempt recorded `IN_PROGRESS`, the PG not answered yet); answers the payment's request.
+async fn pay_at_pg(
+    stack: &Stack,
+    order: &payflow_starter::service::CreatedOrder,
+    key: &str,
+) -> tokio::task::JoinHandle<Result<payflow_workflows::types::PaymentDecision, PayflowError>> {
+    let paying = {
+        let payflow = stack.payflow.clone();
+        let order = order.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            payflow
+                .pay(Pay {
+                    order_id: order.order_id,
+                    payment_method: PaymentMethod::Card,
+                    amount: order.total_amount,
+                    payment_key: Some(key),
+                })
+                .await
+        })
+    };
+    eventually(Duration::from_secs(10), "the PG call", || async {
+        let rows = stack
+            .rows(
+                "SELECT status FROM payment.payments WHERE order_id = $1",
+                &order.order_id,
+            )
+            .await;
+        (rows.first().is_some_and(|r| r["status"] == "IN_PROGRESS")).then_some(())
+    })
+    .await;
+    paying
+}
+
 /// Order A stays charged and completed: one charge, no cancel, payment `COMPLETED`.
 async fn assert_untouched_and_completed(stack: &Stack, order_id: &str) {
     let books = stack.books(order_id).await;
@@ -105,32 +140,7 @@ async fn a_key_presented_while_its_order_is_still_at_the_pg_is_refused() {
     let b = stack.order("USR-RACE-B", &[(&products[0], 1)]).await;
     let key = own_key("tpk_race");
 
-    let paying_a = {
-        let payflow = stack.payflow.clone();
-        let order = a.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            payflow
-                .pay(Pay {
-                    order_id: order.order_id,
-                    payment_method: PaymentMethod::Card,
-                    amount: order.total_amount,
-                    payment_key: Some(key),
-                })
-                .await
-        })
-    };
-    // A's approval is at the PG: its attempt is recorded, the PG has not answered.
-    eventually(Duration::from_secs(10), "A's PG call", || async {
-        let rows = stack
-            .rows(
-                "SELECT status FROM payment.payments WHERE order_id = $1",
-                &a.order_id,
-            )
-            .await;
-        (rows.first().is_some_and(|r| r["status"] == "IN_PROGRESS")).then_some(())
-    })
-    .await;
+    let paying_a = pay_at_pg(&stack, &a, &key).await;
     let refused = pay_with(&stack, &b, &key).await;
     assert!(
         matches!(refused, Err(PayflowError::PaymentKeyInUse)),
@@ -301,30 +311,7 @@ async fn a_repeat_with_another_key_joins_the_payment_under_way_and_takes_no_key(
     let a = stack.order("USR-REPEAT-A", &[(&products[0], 1)]).await;
     let b = stack.order("USR-REPEAT-B", &[(&products[0], 1)]).await;
     // A's PG call never answers in time (the sandbox charges after a minute).
-    let paying_a = {
-        let payflow = stack.payflow.clone();
-        let order = a.clone();
-        tokio::spawn(async move {
-            payflow
-                .pay(Pay {
-                    order_id: order.order_id,
-                    payment_method: PaymentMethod::Card,
-                    amount: order.total_amount,
-                    payment_key: Some(own_key("tpk_late")),
-                })
-                .await
-        })
-    };
-    eventually(Duration::from_secs(10), "A's PG call", || async {
-        let rows = stack
-            .rows(
-                "SELECT status FROM payment.payments WHERE order_id = $1",
-                &a.order_id,
-            )
-            .await;
-        (!rows.is_empty()).then_some(())
-    })
-    .await;
+    let paying_a = pay_at_pg(&stack, &a, &own_key("tpk_late")).await;
     let b_key = own_key("tpk_b");
     let repeat = pay_with(&stack, &a, &b_key)
         .await
