@@ -40,15 +40,11 @@ impl PaymentKeys {
         Self { db }
     }
 
-    /// Binds `payment_key` to `order_id` unless it belongs to another order. Idempotent: binding
-    /// a key to its own order again answers [`KeyBinding::Bound`] and writes nothing.
-    pub async fn bind(&self, payment_key: &str, order_id: &str) -> Result<KeyBinding, sqlx::Error> {
-        bind(&self.db, payment_key, order_id).await
-    }
-
-    /// [`Self::bind`] for a payment request: a key is bound to an order only while the order's
-    /// payment has not reached the PG under another key. A repeated request carrying another
-    /// key (a client's mistake, or another order's key) binds nothing and answers
+    /// Binds `payment_key` to `order_id` for a payment request, unless it belongs to another
+    /// order, in one round trip. Idempotent: presenting a key to its own order again answers
+    /// [`Presented::Bound`] and writes nothing. A key is bound only while the order's payment
+    /// has not reached the PG under another key: a repeated request carrying another key (a
+    /// client's mistake, or another order's key) binds nothing and answers
     /// [`Presented::OrderPaying`], so it cannot take that key from the order it belongs to.
     pub async fn present(
         &self,
@@ -86,32 +82,6 @@ impl PaymentKeys {
         })
         .await
     }
-}
-
-/// See [`PaymentKeys::bind`].
-pub async fn bind(
-    db: &PgPool,
-    payment_key: &str,
-    order_id: &str,
-) -> Result<KeyBinding, sqlx::Error> {
-    // One round trip: the insert's row if it bound the key, else the existing owner.
-    until_settled(|| async {
-        let owner: Option<String> = sqlx::query_scalar(
-            "WITH bound AS (
-                 INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($1, $2)
-                 ON CONFLICT (payment_key) DO NOTHING
-                 RETURNING order_id)
-             SELECT order_id FROM bound
-             UNION ALL
-             SELECT order_id FROM payment.payment_keys WHERE payment_key = $1",
-        )
-        .bind(payment_key)
-        .bind(order_id)
-        .fetch_optional(db)
-        .await?;
-        Ok(owner.map(|owner| binding(&owner, order_id)))
-    })
-    .await
 }
 
 /// Whether a key owned by `owner` is bound to `order_id`.
