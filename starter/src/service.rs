@@ -80,6 +80,16 @@ pub enum PayflowError {
     /// The payment key belongs to another order (which is not named to this caller).
     #[error("the payment key belongs to another order")]
     PaymentKeyInUse,
+    /// The order's stock reservation lapsed before it was paid: nothing was charged.
+    #[error(
+        "the stock reservation of order {order_id} expired at {expired_at}; nothing was charged"
+    )]
+    ReservationExpired {
+        /// The order.
+        order_id: String,
+        /// When the reservation lapsed (RFC 3339).
+        expired_at: String,
+    },
     /// A dependency failed.
     #[error(transparent)]
     Unavailable(#[from] anyhow::Error),
@@ -197,7 +207,11 @@ impl Payflow {
                 ReserveError::Exists(o) => PayflowError::Invalid(format!("order {o} exists")),
                 ReserveError::Infra(e) => PayflowError::Unavailable(e),
             })?;
-        let total = match self.orders.create(&order_id, user_id, &lines).await {
+        let total = match self
+            .orders
+            .create(&order_id, user_id, &lines, expires_at)
+            .await
+        {
             Ok(total) => total,
             Err(e) => {
                 // No order, no reservation.
@@ -251,6 +265,23 @@ impl Payflow {
                 }),
                 Err(e) => Err(e.into()),
             };
+        }
+        if order.reservation_lapsed {
+            // The stock is no longer held: a charge now could only be refunded. A payment that
+            // started before the lapse is joined below; none is started after it.
+            match self.payments.status(&pay.order_id).await {
+                Ok(_) => {}
+                Err(ClientError::NotFound(_)) => {
+                    return Err(PayflowError::ReservationExpired {
+                        order_id: order.order_id,
+                        expired_at: order
+                            .reservation_expires_at
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         // The key is bound to this order before anything starts: a key of another order is
         // refused here, and a race between two orders for one key has one winner. A repeat of a

@@ -191,6 +191,66 @@ async fn a_payment_key_of_another_order_answers_409_and_starts_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_reservation_lapsed_is_refused_before_any_charge() {
+    let api = Api::start().await;
+    let products = api.stack.products(&[4]).await;
+    let (status, order) = api
+        .post(
+            "/api/v1/orders",
+            json!({ "userId": "USR-HTTP-LAPSED", "reservationTtlSecs": 1,
+                    "items": [{ "productId": products[0].product_id, "quantity": 2 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    let (_, shown) = api.get(&format!("/api/v1/orders/{id}")).await;
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert_eq!(
+        time(&shown["reservationExpiresAt"]),
+        time(&order["reservationExpiresAt"]),
+        "the order shows until when its stock is held: {shown}"
+    );
+    eventually(Duration::from_secs(10), "the reservation to lapse", || async {
+        let row = api
+            .stack
+            .row(
+                "SELECT reservation_expires_at <= now() AS lapsed FROM orders.orders WHERE order_id = $1",
+                &id,
+            )
+            .await;
+        (row["lapsed"] == true).then_some(())
+    })
+    .await;
+
+    let key = own_key("tpk_http_lapsed");
+    let pay = json!({ "orderId": id, "paymentMethod": "CARD", "amount": order["totalAmount"], "paymentKey": key });
+    for _ in 0..2 {
+        let (status, body) = api.post("/api/v1/payments", pay.clone()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"], "RESERVATION_EXPIRED");
+        assert_eq!(body["orderId"], id.as_str());
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was charged"),
+            "{body}"
+        );
+    }
+    api.assert_untouched(&id).await;
+    let keys = api
+        .stack
+        .rows(
+            "SELECT order_id FROM payment.payment_keys WHERE payment_key = $1",
+            &key,
+        )
+        .await;
+    assert!(keys.is_empty(), "the key is not bound: {keys:?}");
+    let (_, shown) = api.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(shown["status"], "PAYMENT_WAIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     let api = Api::start().await;
     let order = api.order("USR-HTTP-BAD").await;

@@ -318,7 +318,9 @@ async fn a_flaky_pg_is_retried_and_charges_exactly_once() {
     check_history(&stack, &order.order_id, "flaky_pg_retried").await;
 }
 
-/// Pays an order whose reservation expired before the stock could be confirmed.
+/// Pays an order whose reservation expired before the stock could be confirmed. The payment
+/// starts through the client library, as when the reservation lapses between the API's check
+/// and the stock step (the API itself refuses an order whose reservation has already lapsed).
 async fn pay_expired(
     stack: &Stack,
     products: &[Product],
@@ -345,7 +347,19 @@ async fn pay_expired(
         },
     )
     .await;
-    let decision = stack.pay(&order, PaymentMethod::Card, Some(key)).await;
+    let decision = stack
+        .payflow
+        .payments
+        .pay(PaymentRequest {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            payment_method: PaymentMethod::Card,
+            amount: order.total_amount,
+            payment_key: Some(key.to_owned()),
+            timings: stack.payflow.timings,
+        })
+        .await
+        .expect("pay");
     assert!(
         decision.approved,
         "the PG approves before the stock step: {decision:?}"
@@ -463,6 +477,64 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
         "saga tracker records of the stock_expired_refunded path"
     );
     check_history(&stack, &order_id, "stock_expired_refunded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before() {
+    let stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            pg_timeout_secs: 30,
+            ..fast_timings()
+        }),
+        pg_request_timeout_ms: 10_000,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack
+        .order_with_ttl("USR-EXP-JOIN", &[(&products[0], 1)], 1_500)
+        .await;
+    // The PG holds the confirm well past the reservation's lapse.
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 5_000 }))
+        .await;
+    let first = stack.pay(&order, PaymentMethod::Card, None);
+    let repeat = async {
+        eventually(Duration::from_secs(10), "the reservation to lapse", || async {
+            let row = stack
+                .row(
+                    "SELECT reservation_expires_at <= now() AS lapsed FROM orders.orders WHERE order_id = $1",
+                    &order.order_id,
+                )
+                .await;
+            (row["lapsed"] == true).then_some(())
+        })
+        .await;
+        let status = stack
+            .payflow
+            .payments
+            .status(&order.order_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            status.stage,
+            PaymentStage::PaymentWait,
+            "the first request is still at the PG"
+        );
+        stack.pay(&order, PaymentMethod::Card, None).await
+    };
+    let (first, repeat) = tokio::join!(first, repeat);
+    assert!(first.approved, "{first:?}");
+    assert_eq!(repeat, first, "the repeat answers the payment under way");
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 0 }))
+        .await;
+    // The stock lapsed under it: the payment is refunded, once.
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.failure_code.as_deref(), Some("RESERVATION_EXPIRED"));
+    let books = stack.books(&order.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1));
+    assert_conserved(&stack, &products).await;
 }
 
 /// Redis' clock in milliseconds, as the reservation scripts read it.

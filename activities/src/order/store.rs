@@ -34,6 +34,12 @@ pub struct OrderRow {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Last change.
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Until when the order's stock is reserved (none for orders from before it was recorded).
+    pub reservation_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// True once that time has passed, by the database's clock (the one the stock
+    /// confirmation and the expiry sweep go by).
+    #[serde(skip)]
+    pub reservation_lapsed: bool,
 }
 
 /// The `orders` schema: what the order service's activities and the API (creating and
@@ -122,12 +128,14 @@ impl OrderStore {
             .collect())
     }
 
-    /// The preceding step's half: the order in `PAYMENT_WAIT` with its lines.
+    /// The preceding step's half: the order in `PAYMENT_WAIT` with its lines, its stock held
+    /// until `reservation_expires_at` (epoch milliseconds).
     pub async fn create(
         &self,
         order_id: &str,
         user_id: &str,
         lines: &[PricedLine],
+        reservation_expires_at: i64,
     ) -> Result<i64, sqlx::Error> {
         let total: i64 = lines
             .iter()
@@ -135,12 +143,14 @@ impl OrderStore {
             .sum();
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "INSERT INTO orders.orders (order_id, user_id, status, total_amount) VALUES ($1, $2, $4, $3)",
+            "INSERT INTO orders.orders (order_id, user_id, status, total_amount, reservation_expires_at)
+             VALUES ($1, $2, $4, $3, $5)",
         )
         .bind(order_id)
         .bind(user_id)
         .bind(total)
         .bind(OrderStatus::PaymentWait.as_str())
+        .bind(chrono::DateTime::from_timestamp_millis(reservation_expires_at))
         .execute(&mut *tx)
         .await?;
         for l in lines {
@@ -161,7 +171,8 @@ impl OrderStore {
     /// An order, if it exists.
     pub async fn get(&self, order_id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT order_id, user_id, status, total_amount, payment_id, cancel_reason, created_at, updated_at
+            "SELECT order_id, user_id, status, total_amount, payment_id, cancel_reason, created_at, updated_at,
+                    reservation_expires_at, COALESCE(reservation_expires_at <= now(), false) AS reservation_lapsed
                FROM orders.orders WHERE order_id = $1",
         )
         .bind(order_id)

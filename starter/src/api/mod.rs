@@ -280,6 +280,14 @@ impl From<PayflowError> for ApiError {
             e @ PayflowError::PaymentKeyInUse => {
                 ApiError::Conflict("PAYMENT_KEY_IN_USE", e.to_string(), Value::Null)
             }
+            PayflowError::ReservationExpired {
+                ref order_id,
+                ref expired_at,
+            } => ApiError::Conflict(
+                "RESERVATION_EXPIRED",
+                e.to_string(),
+                json!({ "orderId": order_id, "expiredAt": expired_at }),
+            ),
             PayflowError::UnknownProducts(p) => ApiError::BadRequest(
                 "UNKNOWN_PRODUCTS",
                 format!("unknown products: {}", p.join(", ")),
@@ -406,6 +414,7 @@ struct OrderView {
     cancel_reason: Option<String>,
     created_at: String,
     updated_at: String,
+    reservation_expires_at: Option<String>,
     payment: Option<PaymentView>,
 }
 
@@ -422,6 +431,7 @@ async fn get_order(
         cancel_reason: order.cancel_reason,
         created_at: order.created_at.to_rfc3339(),
         updated_at: order.updated_at.to_rfc3339(),
+        reservation_expires_at: order.reservation_expires_at.map(|t| t.to_rfc3339()),
         payment: payment.map(PaymentView::from),
     }))
 }
