@@ -1423,6 +1423,35 @@ pub async fn check_history(stack: &Stack, order_id: &str, name: &str) {
     }
 }
 
+/// True once the saga's deadline (its timer summarised "saga deadline") has fired in the
+/// history of an order's payment: the deadline's own record, not a guess from the clock.
+pub async fn deadline_fired(stack: &Stack, order_id: &str) -> bool {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    let workflow_id = payflow_workflows::ids::payment_workflow_id(order_id);
+    let Ok(named) =
+        payflow_starter::replay::fetch(stack.payflow.payments.temporal(), &workflow_id).await
+    else {
+        return false;
+    };
+    let events = named.history.events;
+    let deadline = events.iter().find(|e| {
+        matches!(
+            e.attributes,
+            Some(Attributes::TimerStartedEventAttributes(_))
+        ) && e
+            .user_metadata
+            .as_ref()
+            .and_then(|m| m.summary.as_ref())
+            .is_some_and(|s| String::from_utf8_lossy(&s.data).contains("saga deadline"))
+    });
+    deadline.is_some_and(|started| {
+        events.iter().any(|e| {
+            matches!(&e.attributes, Some(Attributes::TimerFiredEventAttributes(a))
+                if a.started_event_id == started.event_id)
+        })
+    })
+}
+
 /// A TCP gate in front of a service, for start-up and outage tests: open, it forwards every
 /// connection to the service; closed, its port refuses connections and the connections it
 /// carried are cut.

@@ -3,8 +3,8 @@
 
 use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reservation::Reserve};
 use payflow_tests::{
-    DECLINED_STEPS, Stack, StackOptions, VOIDED_STEPS, assert_conserved, avro_str, check_history,
-    eventually, fast_timings, own_key, platform_view, steps,
+    DECLINED_STEPS, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS, assert_conserved, avro_str,
+    check_history, deadline_fired, eventually, fast_timings, own_key, platform_view, steps,
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
@@ -838,6 +838,65 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
         "saga tracker records of the deadline_after_approval path"
     );
     check_history(&stack, &order.order_id, "deadline_after_approval").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
+    // No order worker: the payment is approved and the stock confirmed, then the order's
+    // completion waits for the order service past the deadline.
+    let mut stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            deadline_secs: 2,
+            ..fast_timings()
+        }),
+        services: Some(vec![Service::Workflow, Service::Payment, Service::Product]),
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[4]).await;
+    let order = stack.order("USR-DL3", &[(&products[0], 2)]).await;
+    let decision = stack.pay(&order, PaymentMethod::Card, None).await;
+    assert!(decision.approved);
+
+    eventually(
+        Duration::from_secs(30),
+        "the saga deadline to fire",
+        || async { deadline_fired(&stack, &order.order_id).await.then_some(()) },
+    )
+    .await;
+    // Undoing now would need the same order service the completion waits for, and would take
+    // back a payment and stock that are both done: the deadline leaves the completion to finish.
+    stack.worker_config.services = vec![
+        Service::Workflow,
+        Service::Payment,
+        Service::Order,
+        Service::Product,
+    ];
+    stack.restart_worker().await;
+
+    let outcome = stack.outcome(&order.order_id).await;
+    check_history(&stack, &order.order_id, "deadline_during_completion").await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
+    assert_eq!(outcome.failure_code, None);
+    assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
+    let books = stack.books(&order.order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 0),
+        "charged once, nothing refunded"
+    );
+    let pushes = stack.pushes("USR-DL3").await;
+    assert_eq!(pushes.len(), 1, "one push: {pushes:?}");
+    assert_eq!(pushes[0].title, "주문이 완료되었습니다");
+    let events = stack.events_of(&order.order_id).await;
+    assert_eq!(types_of(&events), ["payment.completed", "stock.confirmed"]);
+    assert_conserved(&stack, &products).await;
+    assert_eq!(stack.ledger(&products[0].product_id).await.available, 2);
+    assert_eq!(
+        platform_view(&stack, &order.order_id).await,
+        steps(&SUCCESS_STEPS),
+        "saga tracker records of a completion that outlived the deadline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

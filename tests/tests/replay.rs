@@ -10,13 +10,17 @@
 //! recorded before v6), `v6/` from after `late-charge-check-v6` (a void that
 //! found nothing looks again after the PG's processing window and cancels a charge the PG
 //! completed late: `v6/late_charge_voided`; only a void that found nothing consults that patch,
-//! so the other paths record what v5 did). Each must replay against the current workflow
+//! so the other paths record what v5 did; `v6/deadline_during_completion` is the deadline firing
+//! while the order's completion waited, recorded before v7), `v7/` from after
+//! `completion-outlives-deadline-v7` (that deadline lets the completion finish:
+//! `v7/deadline_during_completion`; no other path consults the patch). Each must replay
+//! against the current workflow
 //! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v6 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v8 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -84,6 +88,18 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
         names.contains(&"v5/late_approval_taken_back.json".to_owned()),
         "no golden history of a void that found nothing before late-charge-check-v6: {names:?}"
     );
+    // Recorded before completion-outlives-deadline-v7 (at aae1c18): the deadline fired while
+    // the order's completion waited, and the old code cancelled it and refunded; without the
+    // marker it must do so again. v7 is the same run under the patch: the order completes.
+    for name in [
+        "v6/deadline_during_completion.json",
+        "v7/deadline_during_completion.json",
+    ] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "no golden history {name} of the deadline firing during the completion: {names:?}"
+        );
+    }
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
     }

@@ -87,6 +87,16 @@ pub const PUBLISH_ATTENTION_PATCH: &str = "publish-attention-v5";
 /// a void found nothing, so no other run records it.
 pub const LATE_CHARGE_PATCH: &str = "late-charge-check-v6";
 
+/// The deadline no longer undoes an order that is only waiting to be completed. Once the PG
+/// approved, the payment is recorded and the stock is confirmed, the order's completion is all
+/// that is left; undoing it would need the same order service the completion waits for, and
+/// would take back a charge and stock that are both done (and could cross the customer's
+/// "completed" push with a "refunded" one). So when the deadline fires in that step, the step
+/// runs on to completion; an operator's cancel still stops it. Before this patch the deadline
+/// cancelled the completion and refunded. Checked only when the deadline fires during the
+/// completion, so no other run records it.
+pub const COMPLETION_OUTLIVES_DEADLINE_PATCH: &str = "completion-outlives-deadline-v7";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {

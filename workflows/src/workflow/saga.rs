@@ -3,7 +3,8 @@
 //! attention, search attributes).
 
 use super::{
-    EVENT_OUTBOX_PATCH, LEAN_SAGA_PATCH, PLATFORM_EVENTS_PATCH, PaymentWorkflow, failure::Failure,
+    COMPLETION_OUTLIVES_DEADLINE_PATCH, EVENT_OUTBOX_PATCH, LEAN_SAGA_PATCH, PLATFORM_EVENTS_PATCH,
+    PaymentWorkflow, failure::Failure,
 };
 use crate::{errors::codes, ids, queues::TaskQueues, search, types::*};
 use futures_util::FutureExt;
@@ -112,7 +113,14 @@ impl Saga {
         let result = match first {
             Some(result) => result,
             None => {
-                forward_token.cancel_with_reason("saga deadline");
+                // With the stock confirmed only the order's completion is left: it finishes
+                // (see the patch) rather than being undone.
+                let completing = self
+                    .ctx
+                    .state(|s| s.status.stage == PaymentStage::StockConfirmed);
+                if !(completing && self.ctx.patched(COMPLETION_OUTLIVES_DEADLINE_PATCH)) {
+                    forward_token.cancel_with_reason("saga deadline");
+                }
                 // The cancelled steps report back; a step that finished just as the deadline
                 // fired still counts.
                 forward.await
