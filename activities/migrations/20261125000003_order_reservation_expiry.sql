@@ -6,5 +6,7 @@ ALTER TABLE orders.orders ADD COLUMN reservation_expires_at TIMESTAMPTZ;
 UPDATE orders.orders o
    SET reservation_expires_at = r.expires_at
   FROM (SELECT order_id, min(expires_at) AS expires_at
-          FROM product.stock_reservations GROUP BY order_id) r
+          FROM product.stock_reservations
+         WHERE order_id IN (SELECT order_id FROM orders.orders WHERE status = 'PAYMENT_WAIT')
+         GROUP BY order_id) r
  WHERE r.order_id = o.order_id AND o.status = 'PAYMENT_WAIT';

@@ -80,9 +80,9 @@ pub enum PayflowError {
     /// The payment key belongs to another order (which is not named to this caller).
     #[error("the payment key belongs to another order")]
     PaymentKeyInUse,
-    /// The order's stock reservation lapsed before it was paid: nothing was charged.
+    /// The order's stock reservation lapsed before it was paid: no payment was started.
     #[error(
-        "the stock reservation of order {order_id} expired at {expired_at}; nothing was charged"
+        "the stock reservation of order {order_id} expired at {expired_at}; no payment was started"
     )]
     ReservationExpired {
         /// The order.

@@ -494,22 +494,17 @@ async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before(
     let order = stack
         .order_with_ttl("USR-EXP-JOIN", &[(&products[0], 1)], 1_500)
         .await;
-    // The PG holds the confirm well past the reservation's lapse.
+    // The PG holds the confirm well past the reservation's lapse (and its grace).
     stack
-        .configure_sandbox(serde_json::json!({ "latencyMs": 5_000 }))
+        .configure_sandbox(serde_json::json!({ "latencyMs": 8_000 }))
         .await;
     let first = stack.pay(&order, PaymentMethod::Card, None);
     let repeat = async {
-        eventually(Duration::from_secs(10), "the reservation to lapse", || async {
-            let row = stack
-                .row(
-                    "SELECT reservation_expires_at <= now() AS lapsed FROM orders.orders WHERE order_id = $1",
-                    &order.order_id,
-                )
-                .await;
-            (row["lapsed"] == true).then_some(())
+        eventually(Duration::from_secs(10), "the payment to start", || async {
+            stack.payflow.payments.status(&order.order_id).await.ok()
         })
         .await;
+        wait_for_lapse(&stack, &order.order_id).await;
         let status = stack
             .payflow
             .payments
@@ -535,6 +530,24 @@ async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before(
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
     assert_conserved(&stack, &products).await;
+}
+
+/// The payment's status (the workflow's `status` query).
+async fn status_of(stack: &Stack, order_id: &str) -> payflow_workflows::types::PaymentStatus {
+    stack.payflow.payments.status(order_id).await.unwrap()
+}
+
+/// Waits until the API counts the order's reservation as lapsed.
+async fn wait_for_lapse(stack: &Stack, order_id: &str) {
+    eventually(
+        Duration::from_secs(15),
+        "the reservation to lapse",
+        || async {
+            let order = stack.payflow.orders.get(order_id).await.unwrap()?;
+            order.reservation_lapsed.then_some(())
+        },
+    )
+    .await;
 }
 
 /// Redis' clock in milliseconds, as the reservation scripts read it.
@@ -857,6 +870,15 @@ async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
     let order = stack.order("USR-DL3", &[(&products[0], 2)]).await;
     let decision = stack.pay(&order, PaymentMethod::Card, None).await;
     assert!(decision.approved);
+    eventually(
+        Duration::from_secs(2),
+        "the stock to be confirmed",
+        || async {
+            (status_of(&stack, &order.order_id).await.stage == PaymentStage::StockConfirmed)
+                .then_some(())
+        },
+    )
+    .await;
 
     eventually(
         Duration::from_secs(30),
@@ -864,6 +886,25 @@ async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
         || async { deadline_fired(&stack, &order.order_id).await.then_some(()) },
     )
     .await;
+    // The customer is charged and the order is not complete: operators are told.
+    let waiting = eventually(Duration::from_secs(10), "the attention flag", || async {
+        let s = status_of(&stack, &order.order_id).await;
+        s.needs_attention.then_some(s)
+    })
+    .await;
+    assert_eq!(
+        waiting.stage,
+        PaymentStage::StockConfirmed,
+        "nothing undone"
+    );
+    assert!(
+        waiting
+            .attention_reasons
+            .iter()
+            .any(|r| r.contains("saga deadline")),
+        "{:?}",
+        waiting.attention_reasons
+    );
     // Undoing now would need the same order service the completion waits for, and would take
     // back a payment and stock that are both done: the deadline leaves the completion to finish.
     stack.worker_config.services = vec![
@@ -878,6 +919,10 @@ async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
     check_history(&stack, &order.order_id, "deadline_during_completion").await;
     assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
     assert_eq!(outcome.failure_code, None);
+    assert!(
+        !status_of(&stack, &order.order_id).await.needs_attention,
+        "resolved with the completion"
+    );
     assert_eq!(stack.order_status(&order.order_id).await, "ORDER_COMPLETED");
     let books = stack.books(&order.order_id).await;
     assert_eq!(

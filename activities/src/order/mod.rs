@@ -5,7 +5,7 @@ mod push;
 mod store;
 
 pub use push::{PushClient, PushConfig};
-pub use store::{OrderRow, OrderStore};
+pub use store::{OrderRow, OrderStore, RESERVATION_LAPSE_GRACE_SECS};
 
 use crate::{
     failure::{Transient, retryable},

@@ -13,6 +13,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 use temporalio_sdk::activities::ActivityError;
 
+/// How long past `reservation_expires_at` an order still counts as held (clock skew between
+/// Redis, which times reservations, and PostgreSQL, which the API asks).
+pub const RESERVATION_LAPSE_GRACE_SECS: f64 = 2.0;
+
 /// An order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,8 +40,11 @@ pub struct OrderRow {
     pub updated_at: chrono::DateTime<chrono::Utc>,
     /// Until when the order's stock is reserved (none for orders from before it was recorded).
     pub reservation_expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// True once that time has passed, by the database's clock (the one the stock
-    /// confirmation and the expiry sweep go by).
+    /// True once that time has passed by more than [`RESERVATION_LAPSE_GRACE_SECS`] on the
+    /// database's clock. The time itself comes from Redis' clock, which decides the expiry
+    /// (the stock confirmation's claim and the sweep); the grace keeps a database clock a
+    /// little ahead of Redis' from refusing an order whose stock is still held (a payment in
+    /// the grace that finds its stock gone is refunded, the stock-failure path).
     #[serde(skip)]
     pub reservation_lapsed: bool,
 }
@@ -172,10 +179,12 @@ impl OrderStore {
     pub async fn get(&self, order_id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT order_id, user_id, status, total_amount, payment_id, cancel_reason, created_at, updated_at,
-                    reservation_expires_at, COALESCE(reservation_expires_at <= now(), false) AS reservation_lapsed
+                    reservation_expires_at,
+                    COALESCE(reservation_expires_at + make_interval(secs => $2) <= now(), false) AS reservation_lapsed
                FROM orders.orders WHERE order_id = $1",
         )
         .bind(order_id)
+        .bind(RESERVATION_LAPSE_GRACE_SECS)
         .fetch_optional(&self.db)
         .await
     }

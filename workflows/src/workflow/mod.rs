@@ -92,9 +92,11 @@ pub const LATE_CHARGE_PATCH: &str = "late-charge-check-v6";
 /// that is left; undoing it would need the same order service the completion waits for, and
 /// would take back a charge and stock that are both done (and could cross the customer's
 /// "completed" push with a "refunded" one). So when the deadline fires in that step, the step
-/// runs on to completion; an operator's cancel still stops it. Before this patch the deadline
-/// cancelled the completion and refunded. Checked only when the deadline fires during the
-/// completion, so no other run records it.
+/// runs on to completion, with the attention flag raised until it is done (the customer is
+/// charged and the order is not complete); an operator's cancel still stops it. Before this
+/// patch the deadline cancelled the completion and refunded (the refund did not wait for the
+/// order service; only the order's cancellation did). Checked only when the deadline fires
+/// during the completion, so no other run records it.
 pub const COMPLETION_OUTLIVES_DEADLINE_PATCH: &str = "completion-outlives-deadline-v7";
 
 /// The payment workflow. Its state is what the `status` query shows.

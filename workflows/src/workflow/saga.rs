@@ -42,6 +42,8 @@ pub(super) mod attention_keys {
     pub(in crate::workflow) const REFUND: &str = "refund";
     /// Publishing events.
     pub(in crate::workflow) const PUBLISH: &str = "publish";
+    /// The order's completion, still waiting after the deadline.
+    pub(in crate::workflow) const COMPLETION: &str = "completion";
 }
 
 impl Saga {
@@ -118,12 +120,27 @@ impl Saga {
                 let completing = self
                     .ctx
                     .state(|s| s.status.stage == PaymentStage::StockConfirmed);
-                if !(completing && self.ctx.patched(COMPLETION_OUTLIVES_DEADLINE_PATCH)) {
+                let outlives = completing && self.ctx.patched(COMPLETION_OUTLIVES_DEADLINE_PATCH);
+                if outlives {
+                    // Charged, stock taken, order not complete: operators see it until it is.
+                    self.attention(
+                        attention_keys::COMPLETION,
+                        Some(
+                            "the saga deadline passed while the order's completion waited for \
+                             the order service"
+                                .to_owned(),
+                        ),
+                    );
+                } else {
                     forward_token.cancel_with_reason("saga deadline");
                 }
                 // The cancelled steps report back; a step that finished just as the deadline
                 // fired still counts.
-                forward.await
+                let result = forward.await;
+                if outlives {
+                    self.attention(attention_keys::COMPLETION, None);
+                }
+                result
             }
         };
 
