@@ -94,16 +94,19 @@ pub struct StackOptions {
     pub pg_request_timeout_ms: u64,
 }
 
+/// Every service a worker can host: what the default stack's worker runs.
+pub const EVERY_SERVICE: [Service; 4] = [
+    Service::Workflow,
+    Service::Payment,
+    Service::Product,
+    Service::Order,
+];
+
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
             timings: Some(fast_timings()),
-            services: Some(vec![
-                Service::Workflow,
-                Service::Payment,
-                Service::Product,
-                Service::Order,
-            ]),
+            services: Some(EVERY_SERVICE.to_vec()),
             metrics: false,
             sandbox: SandboxConfig {
                 timeout_hold: Duration::from_secs(30),
@@ -453,6 +456,12 @@ impl Stack {
             .expect("restart the worker");
         self.worker = Some(w);
         self.metrics_addr = m;
+    }
+
+    /// Restarts the worker with every service (after a test started it without one).
+    pub async fn restart_worker_with_every_service(&mut self) {
+        self.worker_config.services = EVERY_SERVICE.to_vec();
+        self.restart_worker().await;
     }
 
     /// Restarts the PG/push sandbox on its address: what it remembers is what its journal kept.

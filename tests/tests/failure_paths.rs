@@ -3,8 +3,9 @@
 
 use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reservation::Reserve};
 use payflow_tests::{
-    DECLINED_STEPS, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS, assert_conserved, avro_str,
-    check_history, deadline_fired, eventually, fast_timings, own_key, platform_view, steps,
+    DECLINED_STEPS, EVERY_SERVICE, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS,
+    assert_conserved, avro_str, check_history, deadline_fired, eventually, fast_timings, own_key,
+    platform_view, steps,
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
@@ -532,6 +533,25 @@ async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before(
     assert_conserved(&stack, &products).await;
 }
 
+/// A stack whose saga deadline passes after 2 s, with a worker that lacks `missing`, so a step
+/// of that service waits past the deadline.
+async fn deadline_stack_without(missing: Service) -> Stack {
+    Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            deadline_secs: 2,
+            ..fast_timings()
+        }),
+        services: Some(
+            EVERY_SERVICE
+                .into_iter()
+                .filter(|s| *s != missing)
+                .collect(),
+        ),
+        ..StackOptions::default()
+    })
+    .await
+}
+
 /// The payment's status (the workflow's `status` query).
 async fn status_of(stack: &Stack, order_id: &str) -> payflow_workflows::types::PaymentStatus {
     stack.payflow.payments.status(order_id).await.unwrap()
@@ -791,15 +811,7 @@ async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ran() {
     // No product worker: the stock confirmation cannot run.
-    let mut stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            deadline_secs: 2,
-            ..fast_timings()
-        }),
-        services: Some(vec![Service::Workflow, Service::Payment, Service::Order]),
-        ..StackOptions::default()
-    })
-    .await;
+    let mut stack = deadline_stack_without(Service::Product).await;
     let products = stack.products(&[4]).await;
     let order = stack.order("USR-DL2", &[(&products[0], 2)]).await;
     let decision = stack.pay(&order, PaymentMethod::Card, None).await;
@@ -812,13 +824,7 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
         (s.stage == PaymentStage::Compensating).then_some(())
     })
     .await;
-    stack.worker_config.services = vec![
-        Service::Workflow,
-        Service::Payment,
-        Service::Order,
-        Service::Product,
-    ];
-    stack.restart_worker().await;
+    stack.restart_worker_with_every_service().await;
 
     let outcome = stack.outcome(&order.order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
@@ -857,15 +863,7 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
 async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
     // No order worker: the payment is approved and the stock confirmed, then the order's
     // completion waits for the order service past the deadline.
-    let mut stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            deadline_secs: 2,
-            ..fast_timings()
-        }),
-        services: Some(vec![Service::Workflow, Service::Payment, Service::Product]),
-        ..StackOptions::default()
-    })
-    .await;
+    let mut stack = deadline_stack_without(Service::Order).await;
     let products = stack.products(&[4]).await;
     let order = stack.order("USR-DL3", &[(&products[0], 2)]).await;
     let decision = stack.pay(&order, PaymentMethod::Card, None).await;
@@ -907,13 +905,7 @@ async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
     );
     // Undoing now would need the same order service the completion waits for, and would take
     // back a payment and stock that are both done: the deadline leaves the completion to finish.
-    stack.worker_config.services = vec![
-        Service::Workflow,
-        Service::Payment,
-        Service::Order,
-        Service::Product,
-    ];
-    stack.restart_worker().await;
+    stack.restart_worker_with_every_service().await;
 
     let outcome = stack.outcome(&order.order_id).await;
     check_history(&stack, &order.order_id, "deadline_during_completion").await;

@@ -89,13 +89,7 @@ async fn the_status_query_shows_each_stage_as_the_payment_moves() {
     assert!(paid.stage_times.contains_key("PAYMENT_COMPLETED"));
 
     // The product service comes up; the payment finishes.
-    stack.worker_config.services = vec![
-        Service::Workflow,
-        Service::Payment,
-        Service::Order,
-        Service::Product,
-    ];
-    stack.restart_worker().await;
+    stack.restart_worker_with_every_service().await;
     stack.outcome(&order.order_id).await;
     let done = stack
         .payflow
