@@ -25,7 +25,7 @@
 //! Inspection for tests and demos: `GET /sandbox/orders/{orderId}` (charges, cancellations,
 //! payments), `GET /sandbox/pushes?userId=..`, `POST /sandbox/config` (`latencyMs`,
 //! `errorRate`, `timeoutRate`, `timeoutHoldMs`, `lateRate`, `lateHoldMs`, `pushFailures`: the
-//! next n pushes fail).
+//! next n pushes fail; `secretKey`: the merchant key from now on, as when the PG rotates it).
 //! `timeoutRate` makes that share of new charges behave like `tpk_timeout`: charged, answered
 //! only after the hold time (the network losing the PG's answer); `lateRate` makes that share
 //! behave like `tpk_late` (the PG still working on the charge when payflow gives up).
@@ -827,6 +827,9 @@ struct ConfigBody {
     timeout_hold_ms: Option<u64>,
     late_rate: Option<f64>,
     late_hold_ms: Option<u64>,
+    /// The merchant secret key from now on (the PG rotating it): requests with the old one are
+    /// refused with `401 UNAUTHORIZED_KEY`.
+    secret_key: Option<String>,
 }
 
 async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>) -> StatusCode {
@@ -851,6 +854,9 @@ async fn set_config(State(sandbox): State<Sandbox>, Json(body): Json<ConfigBody>
     }
     if let Some(ms) = body.timeout_hold_ms {
         config.timeout_hold = Duration::from_millis(ms);
+    }
+    if let Some(key) = body.secret_key {
+        config.secret_key = key;
     }
     StatusCode::NO_CONTENT
 }

@@ -132,6 +132,71 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
     check_history(&stack, &order.order_id, "pg_timeout").await;
 }
 
+/// The PG charged, but its answer was lost; the retry is refused for a reason that says nothing
+/// of the first attempt (the PG rotated the merchant key in between). The refusal is not taken
+/// for "nothing charged": the workflow voids, is listed for operators while the PG refuses the
+/// key, and takes the charge back once the key is right again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_refused_after_a_lost_answer_voids_the_charge_of_the_first_attempt() {
+    let stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            pg_timeout_secs: 30,
+            ..fast_timings()
+        }),
+        pg_request_timeout_ms: 3_000,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-ROTATED", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+
+    let key = own_key("tpk_timeout");
+    let paying = stack.pay(&order, PaymentMethod::Card, Some(&key));
+    let pg_side = async {
+        // The first confirm is charged and its answer held past payflow's timeout; the key
+        // changes before the retry (3 s later) reaches the PG.
+        eventually(
+            Duration::from_secs(10),
+            "the first attempt's charge",
+            || async { (stack.books(order_id).await.charges == 1).then_some(()) },
+        )
+        .await;
+        stack
+            .configure_sandbox(serde_json::json!({ "secretKey": "test_sk_rotated" }))
+            .await;
+        let status = eventually(Duration::from_secs(60), "the void to be listed", || async {
+            let s = stack.payflow.payments.status(order_id).await.ok()?;
+            s.needs_attention.then_some(s)
+        })
+        .await;
+        assert_eq!(status.stage, PaymentStage::Compensating);
+        assert!(
+            status.attention_reasons[0].starts_with("void at PG keeps failing"),
+            "{status:?}"
+        );
+        assert_eq!(stack.books(order_id).await.cancels, 0);
+        stack
+            .configure_sandbox(serde_json::json!({ "secretKey": "test_sk_payflow" }))
+            .await;
+    };
+    let (decision, ()) = tokio::join!(paying, pg_side);
+    assert!(!decision.approved, "{decision:?}");
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_ERROR"));
+
+    let outcome = stack.outcome(order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    let books = stack.books(order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 1), "{books:?}");
+    assert!(!status_of(&stack, order_id).await.needs_attention);
+    assert_eq!(
+        stack.payment_failure(order_id).await,
+        ("FAILED".to_owned(), Some("PG_ERROR".to_owned()))
+    );
+    assert_conserved(&stack, &products).await;
+    check_history(&stack, order_id, "void_refused_then_restored").await;
+}
+
 /// The PG step times out while the PG is still working on the charge: the void finds nothing
 /// at the PG yet, the payment is declared failed, and only then does the PG charge. The
 /// attempt that gets that late approval takes the charge back itself: a customer whose order

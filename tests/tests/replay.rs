@@ -13,14 +13,17 @@
 //! so the other paths record what v5 did; `v6/deadline_during_completion` is the deadline firing
 //! while the order's completion waited, recorded before v7), `v7/` from after
 //! `completion-outlives-deadline-v7` (that deadline lets the completion finish:
-//! `v7/deadline_during_completion`; no other path consults the patch). Each must replay
-//! against the current workflow
-//! code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
+//! `v7/deadline_during_completion`; no other path consults the patch), `v8/` from after
+//! `void-attention-v8` (every void consults it: `v8/void_refused_then_restored` is a void the PG
+//! refused until its key was set back, listed for operators meanwhile; `v8/pg_timeout`,
+//! `v8/deadline_before_pg_decided`, `v8/late_approval_taken_back` and `v8/late_charge_voided`
+//! are the other voids under the patch, whose v4-v6 histories replay the unpatched branch). Each
+//! must replay against the current workflow code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v8 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v9 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -98,6 +101,24 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
         assert!(
             names.contains(&name.to_owned()),
             "no golden history {name} of the deadline firing during the completion: {names:?}"
+        );
+    }
+    // Every void consults void-attention-v8: each void path before it (v4-v6) replays the
+    // unpatched branch, and again under it, with a void the PG refused for a while.
+    for name in [
+        "v4/pg_timeout.json",
+        "v4/deadline_before_pg_decided.json",
+        "v5/late_approval_taken_back.json",
+        "v6/late_charge_voided.json",
+        "v8/pg_timeout.json",
+        "v8/deadline_before_pg_decided.json",
+        "v8/late_approval_taken_back.json",
+        "v8/late_charge_voided.json",
+        "v8/void_refused_then_restored.json",
+    ] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "no golden history {name} of a void before or after void-attention-v8: {names:?}"
         );
     }
     for result in replay(histories, Default::default()).await.unwrap() {

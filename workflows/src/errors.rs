@@ -4,10 +4,15 @@
 /// The PG declined (insufficient funds, card limit, invalid or expired card). Not retryable.
 /// The failure's message is the PG's code, e.g. `INSUFFICIENT_FUNDS`.
 pub const PAYMENT_DECLINED: &str = "PaymentDeclined";
-/// The PG refused the request for another reason (4xx), or payflow refused to send it (the
-/// payment key belongs to another order). Not retryable, and nothing was charged: a definite
-/// failure. The failure's message is `CODE: message`.
+/// The PG refused the request for another reason (4xx) on the payment's first attempt, or
+/// payflow refused to send it (the payment key belongs to another order). Not retryable, and
+/// nothing was charged: a definite failure. The failure's message is `CODE: message`.
 pub const PG_REJECTED: &str = "PgRejected";
+/// The PG refused a retried approval (4xx) after an earlier attempt of the same payment may
+/// have reached it: the refusal does not say what became of that attempt (a rotated secret key,
+/// a gateway's error page), so the outcome is unknown and the workflow voids. Not retryable.
+/// The failure's message is `CODE: message`.
+pub const PG_OUTCOME_UNKNOWN: &str = "PgOutcomeUnknown";
 /// The PG refused a refund (4xx other than "already cancelled"). Not retryable.
 pub const REFUND_REJECTED: &str = "RefundRejected";
 /// The order's stock reservation expired before it was confirmed. Not retryable.

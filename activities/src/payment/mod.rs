@@ -87,8 +87,8 @@ impl PaymentActivities {
                 ));
             }
         };
-        let status: PaymentRecordStatus = row.0.parse().transient("payment status")?;
-        match (status, row.1, row.2) {
+        let status: PaymentRecordStatus = row.status.parse().transient("payment status")?;
+        match (status, row.approval_number, row.approved_at) {
             (status, Some(number), Some(at)) if status.was_approved() => {
                 return Ok(PgApproval {
                     approval_number: number,
@@ -158,13 +158,20 @@ impl PaymentActivities {
                 Err(non_retryable(errors::PAYMENT_DECLINED, err.to_string()))
             }
             Err(err @ PgError::Rejected { .. }) => {
-                tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, reason = %err, "PG rejected");
+                tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, reason = %err, first_attempt = row.first, "PG rejected");
                 let PgError::Rejected { code, message, .. } = err else {
                     unreachable!("matched above")
                 };
-                // `CODE: message`, as for declines: the workflow reports the PG's code.
+                // `CODE: message`, as for declines: the workflow reports the PG's code. The
+                // refusal speaks for this request only (a rotated secret key, a gateway's error
+                // page): after an earlier attempt that may have reached the PG and charged, the
+                // outcome is unknown, and the workflow voids, asking the PG what it holds.
                 Err(non_retryable(
-                    errors::PG_REJECTED,
+                    if row.first {
+                        errors::PG_REJECTED
+                    } else {
+                        errors::PG_OUTCOME_UNKNOWN
+                    },
                     format!("{code}: {message}"),
                 ))
             }
@@ -563,12 +570,25 @@ impl PaymentActivities {
     }
 }
 
-/// What an earlier attempt left: status, approval number, approval time.
-type AttemptRow = (
-    String,
-    Option<String>,
-    Option<chrono::DateTime<chrono::Utc>>,
-);
+/// The attempt's row, as [`record_attempt`] found or wrote it.
+struct AttemptRow {
+    status: String,
+    approval_number: Option<String>,
+    approved_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Written by this attempt: no earlier attempt of the payment can have reached the PG.
+    first: bool,
+}
+
+/// [`record_attempt`]'s statement's answer: the key's owner and, if the key is this order's,
+/// the attempt's row.
+#[derive(sqlx::FromRow)]
+struct AttemptAnswer {
+    owner: Option<String>,
+    status: Option<String>,
+    approval_number: Option<String>,
+    approved_at: Option<chrono::DateTime<chrono::Utc>>,
+    first: Option<bool>,
+}
 
 /// What [`record_attempt`] found.
 enum Attempt {
@@ -583,12 +603,7 @@ enum Attempt {
 /// nothing when the key is another order's.
 async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx::Error> {
     keys::until_settled(|| async {
-        let (owner, status, number, at): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<chrono::DateTime<chrono::Utc>>,
-        ) = sqlx::query_as(
+        let answer: AttemptAnswer = sqlx::query_as(
             "WITH bound AS (
                  INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($6, $2)
                  ON CONFLICT (payment_key) DO NOTHING
@@ -603,8 +618,9 @@ async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx
                      (payment_id, order_id, user_id, status, amount, method, payment_key)
                  SELECT $1, $2, $3, 'IN_PROGRESS', $4, $5, $6 FROM owner WHERE order_id = $2
                  ON CONFLICT (payment_id) DO UPDATE SET updated_at = payment.payments.updated_at
-                 RETURNING status, pg_approval_number, approved_at)
-             SELECT (SELECT order_id FROM owner), a.status, a.pg_approval_number, a.approved_at
+                 RETURNING status, pg_approval_number, approved_at, xmax = 0 AS first)
+             SELECT (SELECT order_id FROM owner) AS owner, a.status,
+                    a.pg_approval_number AS approval_number, a.approved_at, a.first
                FROM (SELECT 1) AS one LEFT JOIN attempt AS a ON true",
         )
         .bind(&p.payment_id)
@@ -615,19 +631,27 @@ async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx
         .bind(&p.payment_key)
         .fetch_one(db)
         .await?;
-        let Some(owner) = owner else {
+        let Some(owner) = answer.owner else {
             return Ok(None);
         };
-        Ok(Some(match (keys::binding(&owner, &p.order_id), status) {
-            (KeyBinding::Bound, Some(status)) => Attempt::Recorded((status, number, at)),
-            // The insert is conditional on the key being this order's only.
-            (KeyBinding::Bound, None) => {
-                return Err(sqlx::Error::Protocol(
-                    "the payment attempt row was not written".into(),
-                ));
-            }
-            (KeyBinding::InUse, _) => Attempt::KeyInUse,
-        }))
+        Ok(Some(
+            match (keys::binding(&owner, &p.order_id), answer.status) {
+                // `xmax = 0`: the row was inserted by this statement, not updated in place.
+                (KeyBinding::Bound, Some(status)) => Attempt::Recorded(AttemptRow {
+                    status,
+                    approval_number: answer.approval_number,
+                    approved_at: answer.approved_at,
+                    first: answer.first.unwrap_or(false),
+                }),
+                // The insert is conditional on the key being this order's only.
+                (KeyBinding::Bound, None) => {
+                    return Err(sqlx::Error::Protocol(
+                        "the payment attempt row was not written".into(),
+                    ));
+                }
+                (KeyBinding::InUse, _) => Attempt::KeyInUse,
+            },
+        ))
     })
     .await
 }

@@ -4,7 +4,7 @@
 //! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
 
 use super::{
-    LATE_CHARGE_PATCH,
+    LATE_CHARGE_PATCH, VOID_ATTENTION_PATCH,
     failure::{Compensation, Failure, Money, Notice, failure_message},
     saga::{Saga, attention_keys},
 };
@@ -15,6 +15,10 @@ use crate::{
 };
 use std::time::Duration;
 use temporalio_workflow::{TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join};
+
+/// Tries of a void before it is listed for operators (about 3 s of quick failures, or longer
+/// while each try waits for the PG to time out).
+const VOID_TRIES_UNLISTED: u32 = 5;
 
 impl Saga {
     /// Compensates `failure`: before an approval, void if needed and fail the payment; after
@@ -51,14 +55,7 @@ impl Saga {
                 reason: plan.pg_reason(),
                 late: false,
             };
-            let voided = self
-                .must(
-                    PaymentActivities::void,
-                    void.clone(),
-                    &self.queues.payment,
-                    "void at PG",
-                )
-                .await;
+            let voided = self.void(void.clone(), "void at PG").await;
             if voided.is_some_and(|v| !v.cancelled) {
                 found_nothing = Some(void);
             }
@@ -135,14 +132,7 @@ impl Saga {
             )
             .await;
         let late = VoidPayment { late: true, ..void };
-        let voided = self
-            .must(
-                PaymentActivities::void,
-                late,
-                &self.queues.payment,
-                "void late charge",
-            )
-            .await;
+        let voided = self.void(late, "void late charge").await;
         // A reference is the PG's answer to this look's own cancel; a payment someone else
         // cancelled (the approval attempt that heard the late approval) is answered without one.
         if voided.is_some_and(|v| v.cancelled && v.reference.is_some()) {
@@ -314,6 +304,38 @@ impl Saga {
         };
         self.track(saga_steps::COMPENSATION_ORDER, status, Some(reason));
         cancelled
+    }
+
+    /// Voids at the PG until it answers. The customer may be charged until then, so a void that
+    /// keeps failing (the PG away, or refusing payflow's secret key) is listed for operators
+    /// while it lasts and goes on trying; the try that gets through takes it off the list
+    /// ([`VOID_ATTENTION_PATCH`]; before it, the void retried without a word).
+    async fn void(&self, void: VoidPayment, summary: &'static str) -> Option<PgCancellation> {
+        let queue = &self.queues.payment;
+        if !self.ctx.patched(VOID_ATTENTION_PATCH) {
+            return self
+                .must(PaymentActivities::void, void, queue, summary)
+                .await;
+        }
+        let options = self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED);
+        let error = match self
+            .ctx
+            .execute_activity(PaymentActivities::void, void.clone(), options)
+            .await
+        {
+            Ok(voided) => return Some(voided),
+            Err(err) => failure_message(&err),
+        };
+        self.attention(
+            attention_keys::VOID,
+            Some(format!("{summary} keeps failing, still trying: {error}")),
+        );
+        let voided = self
+            .must(PaymentActivities::void, void, queue, summary)
+            .await;
+        // A void that failed for good is listed by `must` under its own reason.
+        self.attention(attention_keys::VOID, None);
+        voided
     }
 
     /// Runs a compensation step until it succeeds. `None` when it failed for good; the failure

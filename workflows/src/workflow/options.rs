@@ -106,6 +106,21 @@ impl Saga {
             .build()
     }
 
+    /// A compensation step's first `tries` (see [`Saga::service_options`]), after which the
+    /// workflow says so and goes on trying.
+    pub(super) fn bounded_service_options(
+        &self,
+        queue: &str,
+        summary: &str,
+        tries: u32,
+    ) -> ActivityOptions {
+        let mut options = self.service_options(queue, summary, None);
+        if let Some(policy) = options.retry_policy.as_mut() {
+            policy.set_maximum_attempts(tries);
+        }
+        options
+    }
+
     /// Publishing as a regular activity on the workflow's queue (before the lean saga).
     pub(super) fn publish_activity_options(&self, summary: &str) -> ActivityOptions {
         ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))

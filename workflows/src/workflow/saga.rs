@@ -44,6 +44,8 @@ pub(super) mod attention_keys {
     pub(in crate::workflow) const PUBLISH: &str = "publish";
     /// The order's completion, still waiting after the deadline.
     pub(in crate::workflow) const COMPLETION: &str = "completion";
+    /// A void at the PG that keeps failing.
+    pub(in crate::workflow) const VOID: &str = "void";
 }
 
 impl Saga {
