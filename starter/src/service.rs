@@ -290,14 +290,16 @@ impl Payflow {
             .payment_key
             .clone()
             .unwrap_or_else(|| ids::default_payment_key(&order.order_id));
-        if self
+        let repeat = match self
             .payment_keys
             .present(&payment_key, &order.order_id)
             .await?
-            == Presented::InUse
         {
-            return Err(PayflowError::PaymentKeyInUse);
-        }
+            Presented::InUse => return Err(PayflowError::PaymentKeyInUse),
+            Presented::Bound => false,
+            Presented::Started | Presented::OrderPaying => true,
+        };
+        let order_id = order.order_id.clone();
         let decision = self
             .payments
             .pay(PaymentRequest {
@@ -309,6 +311,13 @@ impl Payflow {
                 timings: self.timings,
             })
             .await?;
+        if repeat && decision.approved {
+            // A repeat gets the first request's answer back, the approval, even while the
+            // payment is being undone (a refund after a failed stock step, with the order still
+            // waiting to be cancelled): the status says whether the approval still stands.
+            let status = self.payments.status(&order_id).await?;
+            return Ok(crate::client::decision_from_status(&status));
+        }
         Ok(decision)
     }
 

@@ -2,6 +2,7 @@
 //! stock, no stock stays held without an order, and every order ends in a final state.
 
 use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reservation::Reserve};
+use payflow_starter::service::Pay;
 use payflow_tests::{
     DECLINED_STEPS, EVERY_SERVICE, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS,
     assert_conserved, avro_str, check_history, deadline_fired, eventually, fast_timings, own_key,
@@ -9,7 +10,7 @@ use payflow_tests::{
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
-    ManualRefund, OrderItem, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
+    ManualRefund, OrderItem, OrderStatus, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
 };
 use std::time::Duration;
 
@@ -763,6 +764,23 @@ async fn a_refund_that_keeps_failing_waits_for_an_operator_to_retry_it() {
     let (order_id, payment_id) = pay_expired(&stack, &products, "USR-RF1", key).await;
     wait_for_attention(&stack, &order_id).await;
     assert_eq!(stack.books(&order_id).await.cancels, 0);
+
+    // A repeat of the customer's request meanwhile hears that the payment is being undone, not
+    // the approval the first request heard (the order is still waiting for its cancellation).
+    let order = stack.payflow.orders.get(&order_id).await.unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::PaymentWait);
+    let repeat = stack
+        .payflow
+        .pay(Pay {
+            order_id: order_id.clone(),
+            payment_method: PaymentMethod::Card,
+            amount: order.total_amount,
+            payment_key: Some(key.clone()),
+        })
+        .await
+        .unwrap();
+    assert!(!repeat.approved, "{repeat:?}");
+    assert_eq!(repeat.failure_code.as_deref(), Some("RESERVATION_EXPIRED"));
 
     // The operator fixes the cause at the PG and asks the workflow to try again.
     stack.fix_refunds(key).await;

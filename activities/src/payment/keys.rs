@@ -21,6 +21,9 @@ pub enum KeyBinding {
 pub enum Presented {
     /// The key is bound to this order (now or before).
     Bound,
+    /// The key is this order's and the order's payment has reached the PG step under it: the
+    /// request repeats that payment.
+    Started,
     /// The key belongs to another order.
     InUse,
     /// This order's payment is already at the PG under another key: the request is a repeat
@@ -42,7 +45,8 @@ impl PaymentKeys {
 
     /// Binds `payment_key` to `order_id` for a payment request, unless it belongs to another
     /// order, in one round trip. Idempotent: presenting a key to its own order again answers
-    /// [`Presented::Bound`] and writes nothing. A key is bound only while the order's payment
+    /// [`Presented::Bound`] (or [`Presented::Started`] once its payment reached the PG step)
+    /// and writes nothing. A key is bound only while the order's payment
     /// has not reached the PG under another key: a repeated request carrying another key (a
     /// client's mistake, or another order's key) binds nothing and answers
     /// [`Presented::OrderPaying`], so it cannot take that key from the order it belongs to.
@@ -52,7 +56,7 @@ impl PaymentKeys {
         order_id: &str,
     ) -> Result<Presented, sqlx::Error> {
         until_settled(|| async {
-            let (owner, paying): (Option<String>, bool) = sqlx::query_as(
+            let (owner, paying, started): (Option<String>, bool, bool) = sqlx::query_as(
                 "WITH paying AS (
                      SELECT EXISTS (SELECT 1 FROM payment.payments
                                      WHERE order_id = $2 AND payment_key <> $1) AS yes),
@@ -65,16 +69,20 @@ impl PaymentKeys {
                          UNION ALL
                          SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
                          LIMIT 1),
-                        (SELECT yes FROM paying)",
+                        (SELECT yes FROM paying),
+                        EXISTS (SELECT 1 FROM payment.payments
+                                 WHERE order_id = $2 AND payment_key = $1)",
             )
             .bind(payment_key)
             .bind(order_id)
             .fetch_one(&self.db)
             .await?;
             Ok(match owner {
-                Some(owner) if binding(&owner, order_id) == KeyBinding::Bound => {
-                    Some(Presented::Bound)
-                }
+                Some(owner) if binding(&owner, order_id) == KeyBinding::Bound => Some(if started {
+                    Presented::Started
+                } else {
+                    Presented::Bound
+                }),
                 Some(_) => Some(Presented::InUse),
                 None if paying => Some(Presented::OrderPaying),
                 None => None,
