@@ -276,7 +276,8 @@ pub struct KafkaArgs {
         long = "schema-registry-auto-register",
         env = "SCHEMA_REGISTRY_AUTO_REGISTER",
         default_value_t = true,
-        action = clap::ArgAction::Set
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub auto_register: bool,
 }

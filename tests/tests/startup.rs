@@ -97,6 +97,21 @@ async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
     wait_for_line(&mut lines, &["DATABASE_URL"]).await;
 }
 
+/// `PAYFLOW_LOG_JSON=1`, as docker-compose.yml sets it: the worker starts and logs JSON lines
+/// (a switch's variable takes 1/0, true/false, yes/no, on/off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_by_its_environment_to_log_json_starts_and_logs_json() {
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_LOG_JSON", "1".to_owned()),
+        ("PAYFLOW_SERVICES", "payment,order".to_owned()),
+    ]);
+    let line = wait_for_line(&mut lines, &["worker started"]).await;
+    let json: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(json["level"], "INFO", "{line}");
+    assert!(worker.try_wait().unwrap().is_none(), "the worker is up");
+    worker.kill().await.unwrap();
+}
+
 /// `host:port` of the test database.
 fn pg_target() -> String {
     database_url()

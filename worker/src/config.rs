@@ -134,7 +134,7 @@ pub struct WorkerConfig {
     )]
     pub services: Vec<Service>,
     /// Apply database migrations at start.
-    #[arg(long, env = "PAYFLOW_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "PAYFLOW_MIGRATE", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub migrate: bool,
     /// Serve Prometheus metrics (`/metrics`) here; empty to disable.
     #[arg(long, env = "PAYFLOW_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -145,7 +145,7 @@ pub struct WorkerConfig {
     pub health_listen: String,
     /// Host the workflow with activities that do no IO (`payflow bench --noop`: Temporal's own
     /// ceiling on this machine). Use a task queue prefix of its own.
-    #[arg(long, env = "PAYFLOW_NOOP")]
+    #[arg(long, env = "PAYFLOW_NOOP", value_parser = clap::builder::BoolishValueParser::new())]
     pub noop: bool,
     /// How often the product worker gives back expired reservations, in milliseconds.
     #[arg(long, env = "PAYFLOW_SWEEP_INTERVAL_MS", default_value_t = 1000)]

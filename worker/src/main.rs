@@ -12,8 +12,8 @@ use payflow_worker::{config::WorkerConfig, run_worker};
 struct Args {
     #[command(flatten)]
     config: WorkerConfig,
-    /// Log as JSON lines.
-    #[arg(long, env = "PAYFLOW_LOG_JSON")]
+    /// Log as JSON lines (`PAYFLOW_LOG_JSON`: 1/0, true/false, yes/no, on/off).
+    #[arg(long, env = "PAYFLOW_LOG_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
 }
 
