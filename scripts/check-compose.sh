@@ -44,9 +44,10 @@ for n, line in enumerate(lines):
     for ref in re.findall(r"--from=(\S+)", line):
         if ref not in stages:
             errors.append(f"COPY --from={ref} names no earlier stage")
-users = [l.split()[1].split(":")[0] for l in lines if l.upper().startswith("USER ") and len(l.split()) > 1]
+final_stage = lines[max(i for i, l in enumerate(lines) if l.upper().startswith("FROM ")):]
+users = [l.split()[1].split(":")[0] for l in final_stage if l.upper().startswith("USER ") and len(l.split()) > 1]
 if not users or users[-1] in ("root", "0"):
-    errors.append("the image runs as root (no USER, or the last one is root)")
+    errors.append("the image runs as root (no USER in its final stage, or the last one is root)")
 if errors:
     sys.exit("Dockerfile: " + "; ".join(errors))
 print(f"Dockerfile: {len(lines)} instructions, stages {', '.join(s for s in stages if s)} - ok")

@@ -153,10 +153,7 @@ impl PaymentClient {
             // state still answers.
             Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
                 ..
-            })) => {
-                let status = self.status(&order_id).await?;
-                Ok(decision_from_status(&status))
-            }
+            })) => self.current_decision(&order_id).await,
             Err(e) => Err(ClientError::Temporal(e.into())),
         }
     }
@@ -171,6 +168,12 @@ impl PaymentClient {
                 WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
                 other => ClientError::Temporal(other.into()),
             })
+    }
+
+    /// What the payment answers a repeated request now, from its status (see
+    /// [`decision_from_status`]).
+    pub async fn current_decision(&self, order_id: &str) -> Result<PaymentDecision, ClientError> {
+        Ok(decision_from_status(&self.status(order_id).await?))
     }
 
     /// Every event and tracker record Kafka took for the payment, as published (the

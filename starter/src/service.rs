@@ -257,8 +257,8 @@ impl Payflow {
         }
         if order.status != OrderStatus::PaymentWait {
             // Already paid (or cancelled): the existing payment answers, if there is one.
-            return match self.payments.status(&pay.order_id).await {
-                Ok(status) => Ok(crate::client::decision_from_status(&status)),
+            return match self.payments.current_decision(&pay.order_id).await {
+                Ok(decision) => Ok(decision),
                 Err(ClientError::NotFound(_)) => Err(PayflowError::OrderNotPayable {
                     order_id: order.order_id,
                     status: order.status,
@@ -315,8 +315,7 @@ impl Payflow {
             // A repeat gets the first request's answer back, the approval, even while the
             // payment is being undone (a refund after a failed stock step, with the order still
             // waiting to be cancelled): the status says whether the approval still stands.
-            let status = self.payments.status(&order_id).await?;
-            return Ok(crate::client::decision_from_status(&status));
+            return Ok(self.payments.current_decision(&order_id).await?);
         }
         Ok(decision)
     }

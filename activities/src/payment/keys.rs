@@ -57,21 +57,21 @@ impl PaymentKeys {
     ) -> Result<Presented, sqlx::Error> {
         until_settled(|| async {
             let (owner, paying, started): (Option<String>, bool, bool) = sqlx::query_as(
-                "WITH paying AS (
-                     SELECT EXISTS (SELECT 1 FROM payment.payments
-                                     WHERE order_id = $2 AND payment_key <> $1) AS yes),
+                "WITH payment AS (
+                     SELECT coalesce(bool_or(payment_key <> $1), false) AS other_key,
+                            coalesce(bool_or(payment_key = $1), false) AS this_key
+                       FROM payment.payments WHERE order_id = $2),
                  bound AS (
                      INSERT INTO payment.payment_keys (payment_key, order_id)
-                     SELECT $1, $2 FROM paying WHERE NOT paying.yes
+                     SELECT $1, $2 FROM payment WHERE NOT payment.other_key
                      ON CONFLICT (payment_key) DO NOTHING
                      RETURNING order_id)
                  SELECT (SELECT order_id FROM bound
                          UNION ALL
                          SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
                          LIMIT 1),
-                        (SELECT yes FROM paying),
-                        EXISTS (SELECT 1 FROM payment.payments
-                                 WHERE order_id = $2 AND payment_key = $1)",
+                        (SELECT other_key FROM payment),
+                        (SELECT this_key FROM payment)",
             )
             .bind(payment_key)
             .bind(order_id)

@@ -165,15 +165,18 @@ impl PaymentActivities {
                 // `CODE: message`, as for declines: the workflow reports the PG's code. The
                 // refusal speaks for this request only (a rotated secret key, a gateway's error
                 // page): after an earlier attempt that may have reached the PG and charged, the
-                // outcome is unknown, and the workflow voids, asking the PG what it holds.
-                Err(non_retryable(
-                    if row.first {
-                        errors::PG_REJECTED
-                    } else {
-                        errors::PG_OUTCOME_UNKNOWN
-                    },
-                    format!("{code}: {message}"),
-                ))
+                // outcome is unknown, and the workflow voids, asking the PG what it holds. The
+                // customer hears no more of it than the code.
+                Err(if row.first {
+                    non_retryable(errors::PG_REJECTED, format!("{code}: {message}"))
+                } else {
+                    non_retryable(
+                        errors::PG_OUTCOME_UNKNOWN,
+                        format!(
+                            "no answer from the PG to this payment (its retry was refused: {code})"
+                        ),
+                    )
+                })
             }
             Err(err @ PgError::Unavailable(_)) => Err(retryable("PG approval", err)),
         }
@@ -280,6 +283,11 @@ impl PaymentActivities {
             )
             .await
             .map_err(|e| match e {
+                // payflow's credentials refused (a rotated key): tried again, as the look-up is,
+                // until they are right; the workflow lists a void that keeps failing.
+                PgError::Rejected {
+                    status: 401 | 403, ..
+                } => retryable("PG void", e),
                 // Nothing the PG would accept can be cancelled: record it and let the operator see.
                 PgError::Rejected { .. } => non_retryable(errors::PG_REJECTED, e.to_string()),
                 other => retryable("PG void", other),

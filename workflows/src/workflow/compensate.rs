@@ -14,7 +14,16 @@ use crate::{
     types::*,
 };
 use std::time::Duration;
-use temporalio_workflow::{TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join};
+use temporalio_common::error::RetryState;
+use temporalio_workflow::{
+    ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join,
+};
+
+/// Whether a step failed because its tries ran out (rather than for good, or timed out).
+fn tries_ran_out(err: &ActivityExecutionError) -> bool {
+    matches!(err, ActivityExecutionError::Failed(failed)
+        if failed.retry_state() == RetryState::MaximumAttemptsReached)
+}
 
 /// Tries of a void before it is listed for operators (about 3 s of quick failures, or longer
 /// while each try waits for the PG to time out).
@@ -312,24 +321,27 @@ impl Saga {
     /// ([`VOID_ATTENTION_PATCH`]; before it, the void retried without a word).
     async fn void(&self, void: VoidPayment, summary: &'static str) -> Option<PgCancellation> {
         let queue = &self.queues.payment;
-        if !self.ctx.patched(VOID_ATTENTION_PATCH) {
+        if !self.outbox || !self.ctx.patched(VOID_ATTENTION_PATCH) {
             return self
                 .must(PaymentActivities::void, void, queue, summary)
                 .await;
         }
         let options = self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED);
-        let error = match self
+        match self
             .ctx
             .execute_activity(PaymentActivities::void, void.clone(), options)
             .await
         {
             Ok(voided) => return Some(voided),
-            Err(err) => failure_message(&err),
-        };
-        self.attention(
-            attention_keys::VOID,
-            Some(format!("{summary} keeps failing, still trying: {error}")),
-        );
+            Err(err) if !tries_ran_out(&err) => return self.failed_for_good(summary, &err),
+            Err(err) => self.attention(
+                attention_keys::VOID,
+                Some(format!(
+                    "{summary} keeps failing, still trying: {}",
+                    failure_message(&err)
+                )),
+            ),
+        }
         let voided = self
             .must(PaymentActivities::void, void, queue, summary)
             .await;
@@ -356,14 +368,17 @@ impl Saga {
             Ok(output) => Some(output),
             // Only a non-retryable failure ends an unlimited retry; the step's input was
             // wrong for its state (e.g. the order no longer exists). Record it and go on.
-            Err(err) => {
-                self.attention(
-                    summary,
-                    Some(format!("{summary} failed: {}", failure_message(&err))),
-                );
-                None
-            }
+            Err(err) => self.failed_for_good(summary, &err),
         }
+    }
+
+    /// Lists a compensation step that failed for good for operators.
+    fn failed_for_good<T>(&self, summary: &'static str, err: &ActivityExecutionError) -> Option<T> {
+        self.attention(
+            summary,
+            Some(format!("{summary} failed: {}", failure_message(err))),
+        );
+        None
     }
 
     async fn notify(&self, notice: Notice) {

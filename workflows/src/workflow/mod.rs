@@ -102,8 +102,10 @@ pub const COMPLETION_OUTLIVES_DEADLINE_PATCH: &str = "completion-outlives-deadli
 /// A void at the PG that keeps failing (the PG away, or refusing payflow's secret key after a
 /// rotation) raises the attention flag after a few tries while it goes on trying, and lowers it
 /// once the void gets through: until then the customer may be charged for an order that is
-/// being cancelled. Before this patch the void retried without limit and without a word.
-/// Checked only when a void runs, so no other run records it.
+/// being cancelled. Before this patch the void retried without limit and without a word. A void
+/// that fails for good (not for want of tries) is listed as before. Checked only when a void
+/// runs, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`] (attention kept per
+/// problem).
 pub const VOID_ATTENTION_PATCH: &str = "void-attention-v8";
 
 /// The payment workflow. Its state is what the `status` query shows.

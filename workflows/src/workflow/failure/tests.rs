@@ -52,6 +52,11 @@ fn a_timeout_or_an_unknown_pg_error_may_have_charged() {
     ));
     for error in [
         app("SomethingElse", "boom"),
+        // A retry refused after an earlier attempt that may have charged.
+        app(
+            errors::PG_OUTCOME_UNKNOWN,
+            "no answer from the PG to this payment (its retry was refused: UNAUTHORIZED_KEY)",
+        ),
         StepError {
             timeout: false,
             kind: None,
@@ -76,10 +81,9 @@ fn a_pg_rejection_is_definite_and_a_message_without_a_code_is_its_own_code() {
         "PAYMENT_KEY_IN_USE: another order's key",
     );
     assert!(Failure::is_pg_rejection(&rejected));
-    assert!(!Failure::is_pg_rejection(&app(
-        errors::PAYMENT_DECLINED,
-        "X"
-    )));
+    for other in [errors::PAYMENT_DECLINED, errors::PG_OUTCOME_UNKNOWN] {
+        assert!(!Failure::is_pg_rejection(&app(other, "X")));
+    }
     assert_eq!(
         Failure::definite_pg(&rejected).code(),
         codes::PAYMENT_KEY_IN_USE
