@@ -1435,30 +1435,69 @@ pub async fn check_history(stack: &Stack, order_id: &str, name: &str) {
 /// True once the saga's deadline (its timer summarised "saga deadline") has fired in the
 /// history of an order's payment: the deadline's own record, not a guess from the clock.
 pub async fn deadline_fired(stack: &Stack, order_id: &str) -> bool {
+    timer_fates(stack, order_id, "saga deadline", false).await.0 > 0
+}
+
+/// How the timers of an order's payment whose summary contains `summary` ended, from its
+/// history: (fired, cancelled). With `after_cancel_request`, only those started after the
+/// workflow was asked to cancel.
+pub async fn timer_fates(
+    stack: &Stack,
+    order_id: &str,
+    summary: &str,
+    after_cancel_request: bool,
+) -> (usize, usize) {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
     let workflow_id = payflow_workflows::ids::payment_workflow_id(order_id);
     let Ok(named) =
         payflow_starter::replay::fetch(stack.payflow.payments.temporal(), &workflow_id).await
     else {
-        return false;
+        return (0, 0);
     };
     let events = named.history.events;
-    let deadline = events.iter().find(|e| {
-        matches!(
-            e.attributes,
-            Some(Attributes::TimerStartedEventAttributes(_))
-        ) && e
-            .user_metadata
-            .as_ref()
-            .and_then(|m| m.summary.as_ref())
-            .is_some_and(|s| String::from_utf8_lossy(&s.data).contains("saga deadline"))
-    });
-    deadline.is_some_and(|started| {
-        events.iter().any(|e| {
-            matches!(&e.attributes, Some(Attributes::TimerFiredEventAttributes(a))
-                if a.started_event_id == started.event_id)
+    let from = match after_cancel_request {
+        false => 0,
+        true => events
+            .iter()
+            .position(|e| {
+                matches!(
+                    e.attributes,
+                    Some(Attributes::WorkflowExecutionCancelRequestedEventAttributes(
+                        _
+                    ))
+                )
+            })
+            .unwrap_or(events.len()),
+    };
+    let started: Vec<i64> = events[from..]
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.attributes,
+                Some(Attributes::TimerStartedEventAttributes(_))
+            ) && e
+                .user_metadata
+                .as_ref()
+                .and_then(|m| m.summary.as_ref())
+                .is_some_and(|s| String::from_utf8_lossy(&s.data).contains(summary))
         })
-    })
+        .map(|e| e.event_id)
+        .collect();
+    let ended = |fired: bool| {
+        events
+            .iter()
+            .filter(|e| match &e.attributes {
+                Some(Attributes::TimerFiredEventAttributes(a)) => {
+                    fired && started.contains(&a.started_event_id)
+                }
+                Some(Attributes::TimerCanceledEventAttributes(a)) => {
+                    !fired && started.contains(&a.started_event_id)
+                }
+                _ => false,
+            })
+            .count()
+    };
+    (ended(true), ended(false))
 }
 
 /// A TCP gate in front of a service, for start-up and outage tests: open, it forwards every

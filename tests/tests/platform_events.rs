@@ -6,7 +6,7 @@ use payflow_activities::events::{Encoding, EventActivities, avro, registry::valu
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
     SUCCESS_STEPS, Stack, StackOptions, check_history, eventually, java_partition, metric, murmur2,
-    platform_view, steps,
+    platform_view, steps, timer_fates,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -225,6 +225,66 @@ async fn events_followed(stack: &Stack, order: &CreatedOrder) {
         .await
         .expect("status");
     assert_eq!((status.unpublished_events, status.publish_error), (0, None));
+}
+
+/// An operator cancels a payment while the registry is away: the compensation's events wait in
+/// the outbox, and the publisher still rests between tries on its durable timer. (Before patch
+/// publish-pause-outlives-cancel-v9 the cancel ended every pause at once, and the publisher
+/// tried again without rest, growing the history toward Temporal's limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_operator_cancel_the_publisher_still_rests_between_tries() {
+    let mut stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-CANCEL-OUT", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+    // The PG takes its time, so the cancel lands while it decides.
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 2_000 }))
+        .await;
+    let cancel = async {
+        eventually(Duration::from_secs(10), "the payment to start", || async {
+            stack.payflow.payments.status(order_id).await.ok()
+        })
+        .await;
+        stack
+            .payflow
+            .payments
+            .cancel(order_id, "operator: customer called")
+            .await
+            .expect("cancel");
+    };
+    let (decision, ()) = tokio::join!(stack.pay(&order, PaymentMethod::Card, None), cancel);
+    assert_eq!(decision.failure_code.as_deref(), Some("OPERATOR_CANCELLED"));
+
+    // The compensation is done and its events wait: two pauses between tries ran their course.
+    eventually(
+        Duration::from_secs(60),
+        "two pauses after the cancel",
+        || async {
+            let (fired, _) = timer_fates(&stack, order_id, "again", true).await;
+            (fired >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(stack.records().await.is_empty(), "nothing went out yet");
+    stack.registry.restart().await;
+    let outcome = stack.outcome(order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    let (_, cut_short) = timer_fates(&stack, order_id, "again", true).await;
+    assert_eq!(cut_short, 0, "no pause was cut short by the cancel");
+    let mut types: Vec<String> = stack
+        .events_of(order_id)
+        .await
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["order.cancelled", "payment.failed"]);
+    check_history(&stack, order_id, "cancelled_while_registry_away").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

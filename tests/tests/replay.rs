@@ -17,13 +17,16 @@
 //! `void-attention-v8` (every void consults it: `v8/void_refused_then_restored` is a void the PG
 //! refused until its key was set back, listed for operators meanwhile; `v8/pg_timeout`,
 //! `v8/deadline_before_pg_decided`, `v8/late_approval_taken_back` and `v8/late_charge_voided`
-//! are the other voids under the patch, whose v4-v6 histories replay the unpatched branch). Each
-//! must replay against the current workflow code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
+//! are the other voids under the patch, whose v4-v6 histories replay the unpatched branch;
+//! `v8/cancelled_while_registry_away` is an operator's cancel while the registry was away,
+//! recorded before v9: its publisher retried without rest), `v9/` from after
+//! `publish-pause-outlives-cancel-v9` (the same run rests between tries; no other path consults
+//! the patch). Each must replay against the current workflow code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
 //! as it would break running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v9 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v10 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -119,6 +122,17 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
         assert!(
             names.contains(&name.to_owned()),
             "no golden history {name} of a void before or after void-attention-v8: {names:?}"
+        );
+    }
+    // Recorded before publish-pause-outlives-cancel-v9: after the cancel the publisher retried
+    // without a pause; without the marker it must do so again. v9 is the same run under it.
+    for name in [
+        "v8/cancelled_while_registry_away.json",
+        "v9/cancelled_while_registry_away.json",
+    ] {
+        assert!(
+            names.contains(&name.to_owned()),
+            "no golden history {name} of a cancel while events waited: {names:?}"
         );
     }
     for result in replay(histories, Default::default()).await.unwrap() {

@@ -108,6 +108,13 @@ pub const COMPLETION_OUTLIVES_DEADLINE_PATCH: &str = "completion-outlives-deadli
 /// problem).
 pub const VOID_ATTENTION_PATCH: &str = "void-attention-v8";
 
+/// A pause between publish tries outlives an operator's cancel. Before this patch the pause ran
+/// on the workflow's cancellation token, so once a payment was cancelled every pause ended at
+/// once: while Kafka or the registry was away, the publisher tried again without rest, growing
+/// the history toward the size at which Temporal terminates a workflow (and its unpublished
+/// events with it). Checked only when a cancelled run pauses, so no other run records it.
+pub const PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH: &str = "publish-pause-outlives-cancel-v9";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {

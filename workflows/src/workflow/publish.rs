@@ -4,7 +4,7 @@
 //! Kafka in order, so no step waits for Kafka. Older generations publish inline (kept for replay).
 
 use super::{
-    PUBLISH_ATTENTION_PATCH,
+    PUBLISH_ATTENTION_PATCH, PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH,
     failure::failure_message,
     options::{outbox_options, publish_options},
     saga::{Saga, attention_keys},
@@ -79,12 +79,25 @@ impl Saga {
                         .timer(
                             TimerOptions::builder(pause)
                                 .summary(format!("publish {summary} again"))
+                                .cancellation_token(self.pause_token())
                                 .build(),
                         )
                         .await;
                     pause = (pause * 2).min(Duration::from_secs(30));
                 }
             }
+        }
+    }
+
+    /// The token of a pause between publish tries: its own once the run was cancelled
+    /// ([`PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH`]), so an operator's cancel does not end every
+    /// pause at once; the workflow's (as before the patch) otherwise.
+    fn pause_token(&self) -> WorkflowCancellationToken {
+        let run = self.ctx.cancellation_token();
+        if run.is_cancelled() && self.ctx.patched(PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH) {
+            WorkflowCancellationToken::new()
+        } else {
+            run
         }
     }
 
