@@ -199,6 +199,16 @@ impl TestRegistry {
     pub async fn schema(&self, id: u32) -> Option<String> {
         registry_schema(&self.url, id).await
     }
+
+    /// The subjects it holds (`GET /subjects`).
+    pub async fn subjects(&self) -> Vec<String> {
+        reqwest::get(format!("{}/subjects", self.url))
+            .await
+            .expect("registry reachable")
+            .json()
+            .await
+            .expect("a subject list")
+    }
 }
 
 impl Drop for TestRegistry {

@@ -2,11 +2,13 @@
 //! partitioning, the schema registry taken away during payments, and single-object encoding
 //! as an option.
 
-use payflow_activities::events::{Encoding, EventActivities, avro, registry::value_subject};
+use payflow_activities::events::{
+    Encoding, EventActivities, PublishError, avro, registry::value_subject,
+};
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
-    SUCCESS_STEPS, Stack, StackOptions, check_history, eventually, java_partition, metric, murmur2,
-    platform_view, steps, timer_fates,
+    SUCCESS_STEPS, Stack, StackOptions, TestRegistry, check_history, eventually, java_partition,
+    metric, murmur2, platform_view, steps, timer_fates,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -70,6 +72,53 @@ async fn records_land_on_the_partition_java_producers_choose() {
         seen.insert(at.partition);
     }
     assert!(seen.len() > 1, "the keys spread over partitions: {seen:?}");
+}
+
+/// With `SCHEMA_REGISTRY_AUTO_REGISTER=false` (credentials that may only read the registry), a
+/// schema missing from its subject waits for a person: publishing fails as no retry can lift
+/// (the workflow raises its attention flag on such a failure) and names `payflow admin setup`,
+/// and succeeds once the setup has registered the schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_payflow_may_not_register_waits_for_the_setup() {
+    let stack = Stack::without_worker().await;
+    let registry = TestRegistry::start(true).await.unwrap();
+    let mut reader = stack.worker_config.kafka.clone();
+    reader.registry_url = registry.url.clone();
+    reader.auto_register = false;
+    let events = EventActivities::new(stack.kafka.clone(), reader.registry().unwrap()).unwrap();
+    let batch = [DomainEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        event_timestamp: 1,
+        order_id: "ORD-READONLY".into(),
+        body: EventBody::PaymentFailed {
+            payment_id: "PAY-ORD-READONLY".into(),
+            user_id: "USR-R".into(),
+            failure_reason: "TEST".into(),
+            failed_at: 1,
+        },
+    }];
+    let refused = events.publish_events(&batch).await.unwrap_err();
+    assert!(
+        matches!(&refused, PublishError::Registry(e) if !e.is_transient()),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("payflow admin setup"),
+        "{refused}"
+    );
+    assert!(
+        registry.subjects().await.is_empty(),
+        "payflow registered nothing"
+    );
+
+    // The setup (credentials that may write) registers every schema; publishing goes on.
+    let mut admin = reader.clone();
+    admin.auto_register = true;
+    EventActivities::ensure_topics(&stack.kafka, admin.registry().unwrap().as_ref())
+        .await
+        .unwrap();
+    let published = events.publish_events(&batch).await.expect("published");
+    assert_eq!(published.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,6 +256,39 @@ async fn readyz_and_the_metrics_say_degraded_while_the_registry_is_away_after_st
     worker.kill().await.unwrap();
 }
 
+/// With `SCHEMA_REGISTRY_AUTO_REGISTER=false` the worker registers nothing at start (the
+/// credentials may only read; `payflow admin setup` registers): it creates its topics, looks
+/// the ids up, and serves, instead of waiting forever for a registration it may not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_may_not_register_schemas_registers_none_and_serves() {
+    let registry = TestRegistry::start(true).await.unwrap();
+    let health = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "workflow".to_owned()),
+        ("SCHEMA_REGISTRY_URL", registry.url.clone()),
+        ("SCHEMA_REGISTRY_AUTO_REGISTER", "false".to_owned()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+    ]);
+    // The warm-up, after the topics, looks each id up and finds none.
+    wait_for_line(&mut lines, &["schema id not known yet"]).await;
+    assert!(
+        registry.subjects().await.is_empty(),
+        "the worker registered nothing"
+    );
+    let (code, body) = eventually(Duration::from_secs(20), "/readyz", || async {
+        readyz_answer(&format!("http://{health}/readyz"))
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    worker.kill().await.unwrap();
+}
+
 /// A rolling deploy: the new version has migrated the database, and a worker of the version
 /// before it restarts meanwhile. It starts and serves; it does not refuse the migration it
 /// does not know.

@@ -322,7 +322,11 @@ async fn prepare_events(
 ) {
     let mut wait = Duration::from_millis(500);
     loop {
-        match EventActivities::ensure_topics(&kafka, registry.as_ref()).await {
+        // Registering is `payflow admin setup`'s; the worker registers only where it may
+        // (SCHEMA_REGISTRY_AUTO_REGISTER): credentials that may only read must not keep it
+        // waiting. Either way the ids are looked up (and cached) by the warm-up below.
+        let registering = registry.as_ref().filter(|r| r.auto_registers());
+        match EventActivities::ensure_topics(&kafka, registering).await {
             Ok(()) => {
                 health.up("Kafka and schema registry");
                 break;

@@ -50,9 +50,10 @@ impl RegistryError {
     /// Whether a later try may succeed without a person.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) | Self::NotRegistered(_) => true,
-            // Bad credentials or an incompatible schema need a person.
-            Self::Refused { .. } => false,
+            Self::Unavailable(_) => true,
+            // Bad credentials, an incompatible schema, or a schema payflow may not register
+            // (`payflow admin setup` does) need a person.
+            Self::Refused { .. } | Self::NotRegistered(_) => false,
         }
     }
 }
@@ -82,6 +83,11 @@ impl SchemaRegistry {
             http,
             ids: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Whether payflow registers a schema missing from its subject on first use.
+    pub fn auto_registers(&self) -> bool {
+        self.config.auto_register
     }
 
     /// The id of `schema` under `subject`: from the cache, else looked up (and registered if
@@ -178,18 +184,26 @@ impl SchemaRegistry {
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             return Err(RegistryError::Unavailable(format!("{what}: HTTP {status}")));
         }
-        let body: Value = response
-            .json()
+        let text = response
+            .text()
             .await
             .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
         if !status.is_success() {
+            // A gateway's refusal (401/403 from a proxy) may not be JSON: still a refusal.
             return Err(RegistryError::Refused {
                 what: what.to_owned(),
                 status: status.as_u16(),
-                message: body["message"].as_str().unwrap_or_default().to_owned(),
+                message: body
+                    .as_ref()
+                    .and_then(|b| b["message"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
-        Ok(Some(body))
+        body.map(Some).ok_or_else(|| {
+            RegistryError::Unavailable(format!("{what}: an answer that is not JSON"))
+        })
     }
 }
 
@@ -202,4 +216,57 @@ fn schema_id(body: &Value, subject: &str) -> Result<u32, RegistryError> {
             status: 200,
             message: "the answer holds no schema id".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway in front of the registry refuses payflow's credentials with a page, not
+    /// JSON: that is a refusal only a person can lift, not an outage to wait out.
+    #[tokio::test]
+    async fn a_refusal_that_is_not_json_is_still_a_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let page = "<html><body>403 Forbidden</body></html>";
+            let answer = format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{page}",
+                page.len()
+            );
+            while let Ok((socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                // The whole request fits one read; then the page goes out.
+                while socket.readable().await.is_ok() {
+                    match socket.try_read(&mut request) {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => break,
+                    }
+                }
+                let mut sent = 0;
+                while sent < answer.len() && socket.writable().await.is_ok() {
+                    match socket.try_write(&answer.as_bytes()[sent..]) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => break,
+                    }
+                }
+            }
+        });
+        let registry = SchemaRegistry::new(RegistryConfig {
+            url,
+            username: Some("payflow".into()),
+            password: None,
+            auto_register: true,
+        })
+        .unwrap();
+        let refused = registry.id("t-value", "\"string\"").await.unwrap_err();
+        assert!(
+            matches!(refused, RegistryError::Refused { status: 403, .. }),
+            "{refused:?}"
+        );
+        assert!(!refused.is_transient());
+    }
 }
