@@ -258,12 +258,11 @@ impl Payflow {
         if order.status != OrderStatus::PaymentWait {
             // Already paid (or cancelled): the existing payment answers, if there is one.
             return match self.payments.current_decision(&pay.order_id).await {
-                Ok(decision) => Ok(decision),
                 Err(ClientError::NotFound(_)) => Err(PayflowError::OrderNotPayable {
                     order_id: order.order_id,
                     status: order.status,
                 }),
-                Err(e) => Err(e.into()),
+                other => Ok(other?),
             };
         }
         if order.reservation_lapsed {
@@ -299,7 +298,6 @@ impl Payflow {
             Presented::Bound => false,
             Presented::Started | Presented::OrderPaying => true,
         };
-        let order_id = order.order_id.clone();
         let decision = self
             .payments
             .pay(PaymentRequest {
@@ -315,7 +313,7 @@ impl Payflow {
             // A repeat gets the first request's answer back, the approval, even while the
             // payment is being undone (a refund after a failed stock step, with the order still
             // waiting to be cancelled): the status says whether the approval still stands.
-            return Ok(self.payments.current_decision(&order_id).await?);
+            return Ok(self.payments.current_decision(&decision.order_id).await?);
         }
         Ok(decision)
     }

@@ -1445,17 +1445,28 @@ pub async fn check_history(stack: &Stack, order_id: &str, name: &str) {
 /// True once the saga's deadline (its timer summarised "saga deadline") has fired in the
 /// history of an order's payment: the deadline's own record, not a guess from the clock.
 pub async fn deadline_fired(stack: &Stack, order_id: &str) -> bool {
-    timer_fates(stack, order_id, "saga deadline", false).await.0 > 0
+    timer_fates(stack, order_id, "saga deadline", TimersFrom::Start)
+        .await
+        .0
+        > 0
+}
+
+/// Which timers [`timer_fates`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimersFrom {
+    /// Every one.
+    Start,
+    /// Those started after the workflow was asked to cancel.
+    CancelRequest,
 }
 
 /// How the timers of an order's payment whose summary contains `summary` ended, from its
-/// history: (fired, cancelled). With `after_cancel_request`, only those started after the
-/// workflow was asked to cancel.
+/// history: (fired, cancelled).
 pub async fn timer_fates(
     stack: &Stack,
     order_id: &str,
     summary: &str,
-    after_cancel_request: bool,
+    from: TimersFrom,
 ) -> (usize, usize) {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
     let workflow_id = payflow_workflows::ids::payment_workflow_id(order_id);
@@ -1465,9 +1476,9 @@ pub async fn timer_fates(
         return (0, 0);
     };
     let events = named.history.events;
-    let from = match after_cancel_request {
-        false => 0,
-        true => events
+    let from = match from {
+        TimersFrom::Start => 0,
+        TimersFrom::CancelRequest => events
             .iter()
             .position(|e| {
                 matches!(

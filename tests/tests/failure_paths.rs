@@ -155,9 +155,8 @@ async fn a_retry_refused_after_a_lost_answer_voids_the_charge_of_the_first_attem
     let key = own_key("tpk_timeout");
     let paying = stack.pay(&order, PaymentMethod::Card, Some(&key));
     let pg_side = async {
-        // The first confirm is charged and its answer held past payflow's timeout (3 s); then
-        // the key changes. A retry that came before it waits for the held answer and times out
-        // too; the next one is refused.
+        // The first confirm is charged and its answer held past payflow's timeout (3 s); the
+        // key changes meanwhile, so the retry is refused.
         eventually(
             Duration::from_secs(10),
             "the first attempt's charge",

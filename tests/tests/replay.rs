@@ -1,28 +1,34 @@
 //! Determinism guard. `tests/histories/` holds histories of every path, exactly as
-//! `temporal workflow show -o json` (and the Web UI's Download) writes them: `v1/` from before
-//! the `lean-saga-v2` patch, `v2/` from after it, `v3/` from after `platform-events-v3` (saga
-//! tracker records, no `order.cancelled` after an approval) and `pg-rejection-final` (a PG
-//! rejection is a definite failure: `v3/pg_rejected`), `v4/` from after `event-outbox-v4` (events
-//! drained from an outbox beside the steps, attention kept per problem), `v5/` from after
-//! `publish-attention-v5` (a publication only a person can unblock raises the attention flag:
-//! `v5/publish_refused_then_lifted`; other paths never consult that patch, so their v4
-//! histories are what v5 records too; `v5/late_approval_taken_back` is a void that found nothing,
-//! recorded before v6), `v6/` from after `late-charge-check-v6` (a void that
-//! found nothing looks again after the PG's processing window and cancels a charge the PG
-//! completed late: `v6/late_charge_voided`; only a void that found nothing consults that patch,
-//! so the other paths record what v5 did; `v6/deadline_during_completion` is the deadline firing
-//! while the order's completion waited, recorded before v7), `v7/` from after
-//! `completion-outlives-deadline-v7` (that deadline lets the completion finish:
-//! `v7/deadline_during_completion`; no other path consults the patch), `v8/` from after
-//! `void-attention-v8` (every void consults it: `v8/void_refused_then_restored` is a void the PG
-//! refused until its key was set back, listed for operators meanwhile; `v8/pg_timeout`,
-//! `v8/deadline_before_pg_decided`, `v8/late_approval_taken_back` and `v8/late_charge_voided`
-//! are the other voids under the patch, whose v4-v6 histories replay the unpatched branch;
-//! `v8/cancelled_while_registry_away` is an operator's cancel while the registry was away,
-//! recorded before v9: its publisher retried without rest), `v9/` from after
-//! `publish-pause-outlives-cancel-v9` (the same run rests between tries; no other path consults
-//! the patch). Each must replay against the current workflow code: a change to the workflow's decisions that is not behind `ctx.patched(..)` breaks them,
-//! as it would break running payments after a deploy.
+//! `temporal workflow show -o json` (and the Web UI's Download) writes them, one directory per
+//! generation of the workflow:
+//!
+//! - `v1/`: before the `lean-saga-v2` patch; `v2/`: after it.
+//! - `v3/`: after `platform-events-v3` (saga tracker records, no `order.cancelled` after an
+//!   approval) and `pg-rejection-final` (a PG rejection is a definite failure: `v3/pg_rejected`).
+//! - `v4/`: after `event-outbox-v4` (events drained from an outbox beside the steps, attention
+//!   kept per problem).
+//! - `v5/`: after `publish-attention-v5` (a publication only a person can unblock raises the
+//!   attention flag: `v5/publish_refused_then_lifted`; other paths never consult it, so their v4
+//!   histories are what v5 records too). `v5/late_approval_taken_back`, a void that found
+//!   nothing, was recorded before v6.
+//! - `v6/`: after `late-charge-check-v6` (a void that found nothing looks again and cancels a
+//!   charge the PG completed late: `v6/late_charge_voided`). `v6/deadline_during_completion`,
+//!   the deadline firing while the order's completion waited, was recorded before v7.
+//! - `v7/`: after `completion-outlives-deadline-v7` (that deadline lets the completion finish:
+//!   `v7/deadline_during_completion`).
+//! - `v8/`: after `void-attention-v8`, which every void of an outbox run consults:
+//!   `v8/void_refused_then_restored` (a void the PG refused until its key was set back, listed
+//!   for operators meanwhile) and the other void paths under it (`pg_timeout`,
+//!   `deadline_before_pg_decided`, `late_approval_taken_back`, `late_charge_voided`), whose
+//!   v4-v6 histories replay the unpatched branch. `v8/cancelled_while_registry_away`, an
+//!   operator's cancel while the registry was away, was recorded before v9: its publisher
+//!   retried without rest.
+//! - `v9/`: after `publish-pause-outlives-cancel-v9` (the same run rests between tries).
+//!
+//! A patch no path of a generation consults leaves that path's history as the generation
+//! before recorded it. Each history must replay against the current workflow code: a change to
+//! the workflow's decisions that is not behind `ctx.patched(..)` breaks them, as it would break
+//! running payments after a deploy.
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):

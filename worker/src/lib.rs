@@ -308,8 +308,9 @@ fn spawn_sweeper(product: ProductActivities, every: Duration) -> tokio::task::Jo
     })
 }
 
-/// Creates the topics and registers the schemas (retrying with backoff while Kafka or the
-/// registry is unavailable), then warms the producer: the first payment does not pay for
+/// Creates the topics and, where it may (`SCHEMA_REGISTRY_AUTO_REGISTER`), registers the
+/// schemas (retrying with backoff while Kafka or the registry is unavailable), then warms the
+/// producer and looks the schema ids up: the first payment does not pay for
 /// connecting. Then, for as long as the worker runs, asks the brokers and the registry every
 /// few seconds whether they answer, so `/readyz` says `degraded` while either is away after
 /// start too (the workflows run on; their events follow, and ids already known need no

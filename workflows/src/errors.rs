@@ -11,7 +11,7 @@ pub const PG_REJECTED: &str = "PgRejected";
 /// The PG refused a retried approval (4xx) after an earlier attempt of the same payment may
 /// have reached it: the refusal does not say what became of that attempt (a rotated secret key,
 /// a gateway's error page), so the outcome is unknown and the workflow voids. Not retryable.
-/// The failure's message is `CODE: message`.
+/// The failure's message names the PG's code only (the customer reads it).
 pub const PG_OUTCOME_UNKNOWN: &str = "PgOutcomeUnknown";
 /// The PG refused a refund (4xx other than "already cancelled"). Not retryable.
 pub const REFUND_REJECTED: &str = "RefundRejected";

@@ -194,11 +194,10 @@ impl SchemaRegistry {
             return Err(RegistryError::Refused {
                 what: what.to_owned(),
                 status: status.as_u16(),
-                message: body
-                    .as_ref()
-                    .and_then(|b| b["message"].as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
+                message: match body.as_ref().and_then(|b| b["message"].as_str()) {
+                    Some(message) => message.to_owned(),
+                    None => text.chars().take(100).collect(),
+                },
             });
         }
         body.map(Some).ok_or_else(|| {
@@ -226,33 +225,33 @@ mod tests {
     /// JSON: that is a refusal only a person can lift, not an outage to wait out.
     #[tokio::test]
     async fn a_refusal_that_is_not_json_is_still_a_refusal() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let page = "<html><body>403 Forbidden</body></html>";
-            let answer = format!(
-                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
-                 connection: close\r\n\r\n{page}",
-                page.len()
-            );
-            while let Ok((socket, _)) = listener.accept().await {
-                let mut request = [0u8; 4096];
-                // The whole request fits one read; then the page goes out.
-                while socket.readable().await.is_ok() {
-                    match socket.try_read(&mut request) {
-                        Ok(_) => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
+        std::thread::spawn(move || {
+            for socket in listener.incoming() {
+                let Ok(mut socket) = socket else { return };
+                // The whole request (headers, then the body its length names) before the page.
+                let mut reader = BufReader::new(socket.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
                     }
                 }
-                let mut sent = 0;
-                while sent < answer.len() && socket.writable().await.is_ok() {
-                    match socket.try_write(&answer.as_bytes()[sent..]) {
-                        Ok(n) => sent += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
-                    }
-                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let page = "<html><body>403 Forbidden</body></html>";
+                let _ = write!(
+                    socket,
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
             }
         });
         let registry = SchemaRegistry::new(RegistryConfig {
@@ -264,7 +263,8 @@ mod tests {
         .unwrap();
         let refused = registry.id("t-value", "\"string\"").await.unwrap_err();
         assert!(
-            matches!(refused, RegistryError::Refused { status: 403, .. }),
+            matches!(&refused, RegistryError::Refused { status: 403, message, .. }
+                if message.contains("403 Forbidden")),
             "{refused:?}"
         );
         assert!(!refused.is_transient());

@@ -21,8 +21,8 @@ pub enum KeyBinding {
 pub enum Presented {
     /// The key is bound to this order (now or before).
     Bound,
-    /// The key is this order's and the order's payment has reached the PG step under it: the
-    /// request repeats that payment.
+    /// The key is this order's and the order's payment has reached the PG step (under this key
+    /// or another): the request repeats that payment.
     Started,
     /// The key belongs to another order.
     InUse,
@@ -71,7 +71,7 @@ impl PaymentKeys {
                          SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
                          LIMIT 1),
                         (SELECT other_key FROM payment),
-                        (SELECT this_key FROM payment)",
+                        (SELECT other_key OR this_key FROM payment)",
             )
             .bind(payment_key)
             .bind(order_id)

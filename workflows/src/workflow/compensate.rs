@@ -19,7 +19,8 @@ use temporalio_workflow::{
     ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join,
 };
 
-/// Whether a step failed because its tries ran out (rather than for good, or timed out).
+/// Whether a step failed because its tries ran out (its last try failing or timing out), rather
+/// than for good.
 fn tries_ran_out(err: &ActivityExecutionError) -> bool {
     matches!(err, ActivityExecutionError::Failed(failed)
         if failed.retry_state() == RetryState::MaximumAttemptsReached)
