@@ -139,15 +139,7 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
 /// key, and takes the charge back once the key is right again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_refused_after_a_lost_answer_voids_the_charge_of_the_first_attempt() {
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            pg_timeout_secs: 30,
-            ..fast_timings()
-        }),
-        pg_request_timeout_ms: 3_000,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = slow_pg_stack(3_000).await;
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-ROTATED", &[(&products[0], 1)]).await;
     let order_id = &order.order_id;
@@ -548,15 +540,7 @@ async fn an_expired_reservation_refunds_the_payment_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before() {
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            pg_timeout_secs: 30,
-            ..fast_timings()
-        }),
-        pg_request_timeout_ms: 10_000,
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = slow_pg_stack(10_000).await;
     let products = stack.products(&[5]).await;
     let order = stack
         .order_with_ttl("USR-EXP-JOIN", &[(&products[0], 1)], 1_500)
@@ -597,6 +581,20 @@ async fn a_repeat_after_the_reservation_lapsed_joins_the_payment_started_before(
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 1));
     assert_conserved(&stack, &products).await;
+}
+
+/// A stack whose PG step may take 30 s in all, each PG request `request_timeout_ms`: room for
+/// a PG that holds its answers.
+async fn slow_pg_stack(request_timeout_ms: u64) -> Stack {
+    Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            pg_timeout_secs: 30,
+            ..fast_timings()
+        }),
+        pg_request_timeout_ms: request_timeout_ms,
+        ..StackOptions::default()
+    })
+    .await
 }
 
 /// A stack whose saga deadline passes after 2 s, with a worker that lacks `missing`, so a step

@@ -70,6 +70,16 @@ fn golden() -> Vec<NamedHistory> {
         .collect()
 }
 
+/// Fails unless every one of `required` is among the golden histories' `names`.
+fn require(names: &[String], required: &[&str], what: &str) {
+    for name in required {
+        assert!(
+            names.iter().any(|n| n == name),
+            "no golden history {name} of {what}: {names:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_recorded_path_replays_against_the_current_workflow() {
     let histories = golden();
@@ -80,67 +90,66 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
             assert!(names.contains(&name), "no golden history {name}: {names:?}");
         }
     }
-    for name in ["v3/pg_rejected.json", "v4/pg_rejected.json"] {
-        assert!(
-            names.contains(&name.to_owned()),
-            "no golden history {name} of the pg-rejection-final path: {names:?}"
-        );
-    }
-    assert!(
-        names.contains(&"v5/publish_refused_then_lifted.json".to_owned()),
-        "no golden history of the publish-attention-v5 path: {names:?}"
+    require(
+        &names,
+        &["v3/pg_rejected.json", "v4/pg_rejected.json"],
+        "the pg-rejection-final path",
     );
-    assert!(
-        names.contains(&"v6/late_charge_voided.json".to_owned()),
-        "no golden history of the late-charge-check-v6 path: {names:?}"
+    require(
+        &names,
+        &["v5/publish_refused_then_lifted.json"],
+        "the publish-attention-v5 path",
+    );
+    require(
+        &names,
+        &["v6/late_charge_voided.json"],
+        "the late-charge-check-v6 path",
     );
     // Recorded before late-charge-check-v6 (at e00ee59): its void found nothing at the PG, the
     // branch that now consults the patch; without the marker it must close as it did.
-    assert!(
-        names.contains(&"v5/late_approval_taken_back.json".to_owned()),
-        "no golden history of a void that found nothing before late-charge-check-v6: {names:?}"
+    require(
+        &names,
+        &["v5/late_approval_taken_back.json"],
+        "a void that found nothing before late-charge-check-v6",
     );
     // Recorded before completion-outlives-deadline-v7 (at aae1c18): the deadline fired while
     // the order's completion waited, and the old code cancelled it and refunded; without the
     // marker it must do so again. v7 is the same run under the patch: the order completes.
-    for name in [
-        "v6/deadline_during_completion.json",
-        "v7/deadline_during_completion.json",
-    ] {
-        assert!(
-            names.contains(&name.to_owned()),
-            "no golden history {name} of the deadline firing during the completion: {names:?}"
-        );
-    }
-    // Every void consults void-attention-v8: each void path before it (v4-v6) replays the
-    // unpatched branch, and again under it, with a void the PG refused for a while.
-    for name in [
-        "v4/pg_timeout.json",
-        "v4/deadline_before_pg_decided.json",
-        "v5/late_approval_taken_back.json",
-        "v6/late_charge_voided.json",
-        "v8/pg_timeout.json",
-        "v8/deadline_before_pg_decided.json",
-        "v8/late_approval_taken_back.json",
-        "v8/late_charge_voided.json",
-        "v8/void_refused_then_restored.json",
-    ] {
-        assert!(
-            names.contains(&name.to_owned()),
-            "no golden history {name} of a void before or after void-attention-v8: {names:?}"
-        );
-    }
+    require(
+        &names,
+        &[
+            "v6/deadline_during_completion.json",
+            "v7/deadline_during_completion.json",
+        ],
+        "the deadline firing during the completion",
+    );
+    // Every void of an outbox run consults void-attention-v8: each void path before it (v4-v6)
+    // replays the unpatched branch, and again under it, with a void the PG refused for a while.
+    require(
+        &names,
+        &[
+            "v4/pg_timeout.json",
+            "v4/deadline_before_pg_decided.json",
+            "v5/late_approval_taken_back.json",
+            "v6/late_charge_voided.json",
+            "v8/pg_timeout.json",
+            "v8/deadline_before_pg_decided.json",
+            "v8/late_approval_taken_back.json",
+            "v8/late_charge_voided.json",
+            "v8/void_refused_then_restored.json",
+        ],
+        "a void before or after void-attention-v8",
+    );
     // Recorded before publish-pause-outlives-cancel-v9: after the cancel the publisher retried
     // without a pause; without the marker it must do so again. v9 is the same run under it.
-    for name in [
-        "v8/cancelled_while_registry_away.json",
-        "v9/cancelled_while_registry_away.json",
-    ] {
-        assert!(
-            names.contains(&name.to_owned()),
-            "no golden history {name} of a cancel while events waited: {names:?}"
-        );
-    }
+    require(
+        &names,
+        &[
+            "v8/cancelled_while_registry_away.json",
+            "v9/cancelled_while_registry_away.json",
+        ],
+        "a cancel while events waited",
+    );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
     }
