@@ -17,6 +17,7 @@
 //! | `tpk_late` | charges only after the late hold (default 60 s), even if the client has given up, then answers |
 //! | `tpk_flaky_<n>` | answers 503 `n` times, then approves |
 //! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
+//! | `tpk_timeout_uncancelable`, `tpk_uncancelable` | as `tpk_timeout`, or approves; its cancels answer `403 NOT_CANCELABLE_PAYMENT` |
 //! | anything else | approves |
 //!
 //! Everything from the first `.` of a key on is ignored when the behaviour is picked, so a test
@@ -646,6 +647,11 @@ async fn cancel(
                 StatusCode::BAD_REQUEST,
                 "ALREADY_CANCELED_PAYMENT",
                 "이미 취소된 결제 입니다.",
+            )),
+            Some(_) if behaviour(&payment_key).ends_with("_uncancelable") => Some(error(
+                StatusCode::FORBIDDEN,
+                "NOT_CANCELABLE_PAYMENT",
+                "취소 할 수 없는 결제 입니다.",
             )),
             Some(_) if behaviour(&payment_key).starts_with("tpk_refund_fail") && !fixed => None,
             Some(mut p) => {

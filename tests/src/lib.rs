@@ -977,6 +977,13 @@ pub fn distinct(records: Vec<Record>) -> Result<Vec<Record>, String> {
     Ok(out)
 }
 
+/// The types of `records`, sorted.
+pub fn types_of(records: &[Record]) -> Vec<String> {
+    let mut types: Vec<String> = records.iter().map(|r| r.event_type().to_owned()).collect();
+    types.sort();
+    types
+}
+
 /// What an order's distinct records say: its domain event types (sorted) and its saga tracker
 /// records as `(step, status)` in publication order.
 pub fn event_path(records: &[Record]) -> (Vec<String>, Vec<(String, String)>) {

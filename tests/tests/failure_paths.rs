@@ -6,19 +6,13 @@ use payflow_starter::service::Pay;
 use payflow_tests::{
     DECLINED_STEPS, EVERY_SERVICE, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS,
     assert_conserved, avro_str, check_history, deadline_fired, eventually, fast_timings, own_key,
-    platform_view, steps,
+    platform_view, steps, types_of,
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
     ManualRefund, OrderItem, OrderStatus, PaymentMethod, PaymentRequest, PaymentStage, SagaTimings,
 };
 use std::time::Duration;
-
-fn types_of(events: &[payflow_tests::Record]) -> Vec<String> {
-    let mut t: Vec<String> = events.iter().map(|e| e.event_type().to_owned()).collect();
-    t.sort();
-    t
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
@@ -131,6 +125,48 @@ async fn a_pg_that_never_answers_is_voided_before_the_payment_is_declared_failed
         "saga tracker records of the pg_timeout path"
     );
     check_history(&stack, &order.order_id, "pg_timeout").await;
+}
+
+/// The PG's answer is lost and the void meets a PG that will not cancel the charge
+/// (`NOT_CANCELABLE_PAYMENT`): asking again cannot help, so the workflow does not loop on it. The
+/// order is cancelled and its stock returned; the charge stands, listed for operators, and the
+/// saga tracker says the payment's compensation failed rather than that it was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_the_pg_will_not_cancel_is_listed_and_tracked_as_not_compensated() {
+    let stack = Stack::start().await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-NOCANCEL", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+
+    let key = own_key("tpk_timeout_uncancelable");
+    let decision = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
+    assert!(!decision.approved);
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+
+    let outcome = stack.outcome(order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    let books = stack.books(order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 0), "{books:?}");
+    let status = status_of(&stack, order_id).await;
+    assert!(status.needs_attention, "{status:?}");
+    assert_eq!(status.attention_reasons.len(), 1, "{status:?}");
+    assert!(
+        status.attention_reasons[0].starts_with("void at PG failed")
+            && status.attention_reasons[0].contains("NOT_CANCELABLE_PAYMENT"),
+        "{status:?}"
+    );
+    assert_eq!(
+        platform_view(&stack, order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "FAILED"),
+            ("COMPENSATION_PAYMENT", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+            ("COMPENSATION_ORDER", "COMPENSATED"),
+        ]),
+    );
+    assert_conserved(&stack, &products).await;
+    check_history(&stack, order_id, "void_refused_for_good").await;
 }
 
 /// The PG charged, but its answer was lost; the retry is refused for a reason that says nothing

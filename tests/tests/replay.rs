@@ -24,6 +24,9 @@
 //!   operator's cancel while the registry was away, was recorded before v9: its publisher
 //!   retried without rest.
 //! - `v9/`: after `publish-pause-outlives-cancel-v9` (the same run rests between tries).
+//!   `v9/void_refused_for_good`, a void the PG refused for good, was recorded before v10: the
+//!   tracker said `COMPENSATED`.
+//! - `v10/`: after `compensation-failure-tracked-v10` (the same run records `FAILED`).
 //!
 //! A patch no path of a generation consults leaves that path's history as the generation
 //! before recorded it. Each history must replay against the current workflow code: a change to
@@ -32,7 +35,7 @@
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v10 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v11 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -149,6 +152,16 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
             "v9/cancelled_while_registry_away.json",
         ],
         "a cancel while events waited",
+    );
+    // Recorded before compensation-failure-tracked-v10: a void that failed for good was tracked
+    // COMPENSATED, with no marker; v10 is the same run under the patch.
+    require(
+        &names,
+        &[
+            "v9/void_refused_for_good.json",
+            "v10/void_refused_for_good.json",
+        ],
+        "a void that failed for good",
     );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);

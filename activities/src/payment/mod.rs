@@ -283,8 +283,14 @@ impl PaymentActivities {
             )
             .await
             .map_err(|e| match e {
-                // payflow's credentials refused (a rotated key): tried again, as the look-up is,
-                // until they are right; the workflow lists a void that keeps failing.
+                // The PG says this payment cannot be cancelled: asking again cannot help. The
+                // workflow lists it for operators (the customer is charged).
+                PgError::Rejected { ref code, .. } if code.starts_with("NOT_CANCELABLE_") => {
+                    non_retryable(errors::PG_REJECTED, e.to_string())
+                }
+                // payflow's credentials refused (a rotated key), or too many requests: tried
+                // again, as the look-up is, until they are right; the workflow lists a void that
+                // keeps failing.
                 PgError::Rejected {
                     status: 401 | 403, ..
                 } => retryable("PG void", e),

@@ -4,7 +4,7 @@
 //! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
 
 use super::{
-    LATE_CHARGE_PATCH, VOID_ATTENTION_PATCH,
+    COMPENSATION_FAILURE_TRACKED_PATCH, LATE_CHARGE_PATCH, VOID_ATTENTION_PATCH,
     failure::{Compensation, Failure, Money, Notice, failure_message},
     saga::{Saga, attention_keys},
 };
@@ -66,14 +66,11 @@ impl Saga {
                 late: false,
             };
             let voided = self.void(void.clone(), "void at PG").await;
+            let status = self.compensation_status(voided.is_some());
             if voided.is_some_and(|v| !v.cancelled) {
                 found_nothing = Some(void);
             }
-            self.track(
-                saga_steps::COMPENSATION_PAYMENT,
-                SagaStatus::Compensated,
-                Some(code),
-            );
+            self.track(saga_steps::COMPENSATION_PAYMENT, status, Some(code));
         }
         self.ctx.state_mut(|s| {
             s.status.failure_code = Some(code.clone());
@@ -101,7 +98,7 @@ impl Saga {
         )
         .await;
         let failed_at = self.now_millis();
-        let (_, _) = join!(
+        let (_, released) = join!(
             self.publish(EventBody::PaymentFailed {
                 payment_id: self.payment.payment_id.clone(),
                 user_id: self.payment.user_id.clone(),
@@ -110,11 +107,8 @@ impl Saga {
             }),
             self.release_stock(),
         );
-        self.track(
-            saga_steps::COMPENSATION_STOCK,
-            SagaStatus::Compensated,
-            Some(code),
-        );
+        let status = self.compensation_status(released);
+        self.track(saga_steps::COMPENSATION_STOCK, status, Some(code));
         self.cancel_order(plan.order_reason, plan.order_event_reason)
             .await;
         self.notify(plan.notice).await;
@@ -169,12 +163,9 @@ impl Saga {
             })
             .await;
         }
-        self.release_stock().await;
-        self.track(
-            saga_steps::COMPENSATION_STOCK,
-            SagaStatus::Compensated,
-            Some(code),
-        );
+        let released = self.release_stock().await;
+        let status = self.compensation_status(released);
+        self.track(saga_steps::COMPENSATION_STOCK, status, Some(code));
         let (reference, refunded_by) = self.refund(approval_number, &plan).await;
         self.track(
             saga_steps::COMPENSATION_PAYMENT,
@@ -266,7 +257,8 @@ impl Saga {
         }
     }
 
-    async fn release_stock(&self) {
+    /// Returns the stock; answers whether it did (`false`: it failed for good and is listed).
+    async fn release_stock(&self) -> bool {
         self.must(
             ProductActivities::release,
             ReleaseStock {
@@ -275,7 +267,18 @@ impl Saga {
             &self.queues.product,
             "release stock",
         )
-        .await;
+        .await
+        .is_some()
+    }
+
+    /// The tracker's status of a void or a stock release: `FAILED` when it failed for good
+    /// ([`COMPENSATION_FAILURE_TRACKED_PATCH`]), `COMPENSATED` otherwise.
+    fn compensation_status(&self, done: bool) -> SagaStatus {
+        if !done && self.outbox && self.ctx.patched(COMPENSATION_FAILURE_TRACKED_PATCH) {
+            SagaStatus::Failed
+        } else {
+            SagaStatus::Compensated
+        }
     }
 
     async fn cancel_order(&self, reason: &str, event_reason: OrderCancellationReason) {

@@ -115,6 +115,14 @@ pub const VOID_ATTENTION_PATCH: &str = "void-attention-v8";
 /// events with it). Checked only when a cancelled run pauses, so no other run records it.
 pub const PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH: &str = "publish-pause-outlives-cancel-v9";
 
+/// The saga tracker records `FAILED`, not `COMPENSATED`, for a void or a stock release that
+/// failed for good (the PG refusing to cancel a charge, say), as it already did for an order
+/// cancellation: the platform's saga dashboards then show the compensation that did not happen,
+/// as the attention flag does. Before this patch such a step was recorded `COMPENSATED`. Checked
+/// only when a compensation step failed for good, so no other run records it. Only with
+/// [`EVENT_OUTBOX_PATCH`].
+pub const COMPENSATION_FAILURE_TRACKED_PATCH: &str = "compensation-failure-tracked-v10";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {
