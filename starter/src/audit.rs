@@ -1,9 +1,12 @@
 //! `payflow events audit`: knowing that events arrived. A broker can acknowledge a record and
-//! lose it (seen with the dev stack's Tansu after a crash). The audit lists the payments that
-//! ended since a moment, asks each workflow which events and tracker records Kafka took
-//! (its `events` query: ids and content exactly as published), reads the topics back, and
-//! reports every one that is not there; with `--republish` it publishes the missing ones again
-//! with their original event ids (consumers deduplicate by them), in each order's order.
+//! lose it (seen with the dev stack's Tansu after a crash), and a payment an operator terminated
+//! ends with the events it had not handed to Kafka yet. The audit lists the payments that ended
+//! since a moment, asks each workflow which events and tracker records Kafka took (its `events`
+//! query: ids and content exactly as published) and which it never published (`unpublished`),
+//! reads the topics back, and reports every one that is not there; with `--republish` it
+//! publishes the missing ones again with their original event ids (consumers deduplicate by
+//! them), in each order's order. A payment whose workflow cannot answer (its history no longer
+//! replays, say) is reported, and the others are audited all the same.
 
 use crate::client::PaymentClient;
 use futures::StreamExt;
@@ -22,29 +25,39 @@ use temporalio_client::WorkflowListOptions;
 pub struct AuditReport {
     /// Payments that ended since the moment given.
     pub payments: usize,
-    /// Events and tracker records they published.
+    /// Events and tracker records they published or should have.
     pub expected: usize,
+    /// Of those, never handed to Kafka: their workflow ended first (terminated).
+    pub unpublished: usize,
     /// Of those, found on their topics.
     pub found: usize,
     /// Not found: `(order id, event type, event id)`.
     pub missing: Vec<(String, String, String)>,
     /// Published again (with `--republish`).
     pub republished: usize,
+    /// Payments whose workflow could not say what it published: `(order id, error)`.
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl AuditReport {
     /// A few lines for people.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "payments ended {}; events expected {}; found {}; missing {}; republished {}",
+            "payments ended {}; events expected {} (never published {}); found {}; missing {}; \
+             republished {}; payments unreadable {}",
             self.payments,
             self.expected,
+            self.unpublished,
             self.found,
             self.missing.len(),
-            self.republished
+            self.republished,
+            self.unreadable.len()
         );
         for (order, ty, id) in &self.missing {
             out.push_str(&format!("\n  missing {ty} of {order} (event id {id})"));
+        }
+        for (order, error) in &self.unreadable {
+            out.push_str(&format!("\n  unreadable {order}: {error}"));
         }
         out
     }
@@ -75,8 +88,18 @@ pub async fn audit(
         }
     }
     let mut expected: Vec<DomainEvent> = Vec::new();
+    let mut unpublished = 0;
+    let mut unreadable = Vec::new();
     for order in &orders {
-        expected.extend(payments.events(order).await?);
+        // Published first, then the rest: each order's events in their order.
+        match futures::try_join!(payments.events(order), payments.unpublished(order)) {
+            Ok((published, rest)) => {
+                unpublished += rest.len();
+                expected.extend(published);
+                expected.extend(rest);
+            }
+            Err(err) => unreadable.push((order.clone(), format!("{err:#}"))),
+        }
     }
 
     // The topics from a little before the earliest event: a payment that ended since then may
@@ -107,6 +130,7 @@ pub async fn audit(
     Ok(AuditReport {
         payments: orders.len(),
         expected: expected.len(),
+        unpublished,
         found: expected.len() - missing.len(),
         missing: missing
             .iter()
@@ -119,5 +143,6 @@ pub async fn audit(
             })
             .collect(),
         republished,
+        unreadable,
     })
 }

@@ -117,7 +117,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
     /// Check that every event of the payments that ended since a moment is on its topic;
-    /// exits 1 if any is missing (and was not republished).
+    /// exits 1 if any is missing (and was not republished) or a payment cannot say what it
+    /// published.
     Audit {
         /// RFC 3339 time (`2026-11-24T09:00:00Z`) or an age (`90s`, `30m`, `6h`, `2d`).
         #[arg(long, value_parser = parse_since)]
@@ -572,7 +573,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = crate::audit::audit(&payments, &kafka, producer.as_ref(), since).await?;
             print(json, &report, crate::audit::AuditReport::text);
-            if report.missing.len() > report.republished {
+            if report.missing.len() > report.republished || !report.unreadable.is_empty() {
                 std::process::exit(1);
             }
         }

@@ -43,7 +43,9 @@ use temporalio_client::{
         WorkflowUpdateWithStartError,
     },
 };
-use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{
+    HasWorkflowDefinition, QueryDefinition, search_attributes::SearchAttributes,
+};
 
 /// The update every request for a payment shares: the server answers repeats (even after the
 /// workflow finished) from the stored outcome, so a retried request never starts anything.
@@ -160,9 +162,17 @@ impl PaymentClient {
 
     /// The payment's current state (the workflow's `status` query).
     pub async fn status(&self, order_id: &str) -> Result<PaymentStatus, ClientError> {
+        self.query(order_id, PaymentWorkflow::status).await
+    }
+
+    /// Asks the payment's workflow one of its queries (state only, so a closed one answers too).
+    async fn query<Q>(&self, order_id: &str, query: Q) -> Result<Q::Output, ClientError>
+    where
+        Q: QueryDefinition<Workflow = <PaymentWorkflow as HasWorkflowDefinition>::Run, Input = ()>,
+    {
         self.client
             .get_workflow_handle::<PaymentWorkflow>(payment_workflow_id(order_id))
-            .query(PaymentWorkflow::status, (), WorkflowQueryOptions::default())
+            .query(query, (), WorkflowQueryOptions::default())
             .await
             .map_err(|e| match e {
                 WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
@@ -179,14 +189,13 @@ impl PaymentClient {
     /// Every event and tracker record Kafka took for the payment, as published (the
     /// workflow's `events` query).
     pub async fn events(&self, order_id: &str) -> Result<Vec<DomainEvent>, ClientError> {
-        self.client
-            .get_workflow_handle::<PaymentWorkflow>(payment_workflow_id(order_id))
-            .query(PaymentWorkflow::events, (), WorkflowQueryOptions::default())
-            .await
-            .map_err(|e| match e {
-                WorkflowQueryError::NotFound(_) => ClientError::NotFound(order_id.to_owned()),
-                other => ClientError::Temporal(other.into()),
-            })
+        self.query(order_id, PaymentWorkflow::events).await
+    }
+
+    /// The events and tracker records the payment has not handed to Kafka (yet, or ever: a
+    /// workflow terminated before it published them), in order (its `unpublished` query).
+    pub async fn unpublished(&self, order_id: &str) -> Result<Vec<DomainEvent>, ClientError> {
+        self.query(order_id, PaymentWorkflow::unpublished).await
     }
 
     /// Waits for the payment's final state.

@@ -8,7 +8,7 @@ use payflow_activities::events::{
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
     SUCCESS_STEPS, Stack, StackOptions, TestRegistry, TimersFrom, check_history, eventually,
-    java_partition, metric, murmur2, platform_view, steps, timer_fates,
+    java_partition, metric, murmur2, platform_view, steps, timer_fates, types_of,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -326,14 +326,10 @@ async fn after_an_operator_cancel_the_publisher_still_rests_between_tries() {
     stack.registry.restart().await;
     let outcome = stack.outcome(order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
-    let mut types: Vec<String> = stack
-        .events_of(order_id)
-        .await
-        .iter()
-        .map(|e| e.event_type().to_owned())
-        .collect();
-    types.sort();
-    assert_eq!(types, ["order.cancelled", "payment.failed"]);
+    assert_eq!(
+        types_of(&stack.events_of(order_id).await),
+        ["order.cancelled", "payment.failed"]
+    );
     check_history(&stack, order_id, "cancelled_while_registry_away").await;
 }
 
@@ -560,4 +556,98 @@ async fn the_audit_finds_events_a_broker_lost_and_republishes_them_with_their_id
     republished.sort();
     expected.sort();
     assert_eq!(republished, expected);
+}
+
+/// A payment an operator terminated while the registry was away ends with its events never
+/// handed to Kafka; a workflow that cannot answer (it never got past its first task) is reported
+/// without stopping the audit. The audit lists the first payment's events as missing,
+/// republishes them with their ids once the registry is back, and finds them afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_republishes_what_a_terminated_payment_never_published_and_reports_what_it_cannot_read()
+ {
+    let mut stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-TERM", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    let payments = &stack.payflow.payments;
+    // Completed; its events wait for the registry (two events, six tracker records).
+    eventually(Duration::from_secs(30), "the order to complete", || async {
+        let s = payments.status(order_id).await.ok()?;
+        (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
+    })
+    .await;
+    let workflows = payments.temporal();
+    let terminate = |workflow_id: String| async move {
+        workflows
+            .get_workflow_handle::<payflow_workflows::PaymentWorkflow>(workflow_id)
+            .terminate(
+                temporalio_client::WorkflowTerminateOptions::builder()
+                    .reason("operator: test".to_owned())
+                    .build(),
+            )
+            .await
+            .expect("terminate");
+    };
+    terminate(payflow_workflows::payment_workflow_id(order_id)).await;
+    // A payment workflow whose input does not decode: its first task never completes, so no
+    // worker can answer a query about it (terminated before or after a worker tried).
+    let broken = format!("{order_id}-BROKEN");
+    let started = std::process::Command::new("temporal")
+        .args([
+            "workflow",
+            "start",
+            "--address",
+            &payflow_tests::temporal_address(),
+        ])
+        .args([
+            "--type",
+            "PaymentWorkflow",
+            "--task-queue",
+            &payments.queues().workflow,
+        ])
+        .args([
+            "--workflow-id",
+            &payflow_workflows::payment_workflow_id(&broken),
+        ])
+        .args(["--input", "\"not a payment request\""])
+        .output()
+        .expect("run the temporal CLI");
+    assert!(started.status.success(), "{started:?}");
+    terminate(payflow_workflows::payment_workflow_id(&broken)).await;
+
+    let report = eventually(Duration::from_secs(20), "both payments listed", || async {
+        let r = audit(payments, &stack.kafka, None, since).await.ok()?;
+        (r.payments == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        (report.expected, report.unpublished, report.found),
+        (8, 8, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.missing.len(), 8, "{report:?}");
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert_eq!(report.unreadable[0].0, broken, "{report:?}");
+
+    stack.registry.restart().await;
+    let registry = stack.worker_config.kafka.registry().expect("registry");
+    let producer = EventActivities::new(stack.kafka.clone(), registry).expect("producer");
+    let report = audit(payments, &stack.kafka, Some(&producer), since)
+        .await
+        .unwrap();
+    assert_eq!(report.republished, 8, "{report:?}");
+    let again = audit(payments, &stack.kafka, None, since).await.unwrap();
+    assert_eq!((again.found, again.missing.len()), (8, 0), "{again:?}");
+    // On their topics, in order, decoded by Confluent's reader.
+    assert_eq!(platform_view(&stack, order_id).await, steps(&SUCCESS_STEPS));
+    assert_eq!(
+        types_of(&stack.events_of(order_id).await),
+        ["payment.completed", "stock.confirmed"]
+    );
 }

@@ -133,12 +133,11 @@ pub struct PaymentWorkflow {
     manual_refund: Option<ManualRefund>,
     /// Problems waiting for an operator, keyed by what failed, oldest first.
     attention: Vec<(String, String)>,
-    /// Events not handed to Kafka yet, in order ([`EVENT_OUTBOX_PATCH`]).
+    /// Events not handed to Kafka yet, in order, the batch being published first
+    /// ([`EVENT_OUTBOX_PATCH`]).
     outbox: Vec<DomainEvent>,
     /// The business steps are over: nothing more goes into the outbox.
     outbox_closed: bool,
-    /// Events of the batch being published.
-    publishing: usize,
     /// Every event and tracker record Kafka took, in order (the `events` query).
     published: Vec<DomainEvent>,
 }
@@ -177,7 +176,6 @@ impl PaymentWorkflow {
             attention: Vec::new(),
             outbox: Vec::new(),
             outbox_closed: false,
-            publishing: 0,
             published: Vec::new(),
         }
     }
@@ -192,7 +190,7 @@ impl PaymentWorkflow {
     #[query(name = "status")]
     pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentStatus {
         let mut status = self.status.clone();
-        status.unpublished_events = (self.outbox.len() + self.publishing) as u32;
+        status.unpublished_events = self.outbox.len() as u32;
         status
     }
 
@@ -202,6 +200,14 @@ impl PaymentWorkflow {
     #[query(name = "events")]
     pub fn events(&self, _ctx: &WorkflowContextView) -> Vec<DomainEvent> {
         self.published.clone()
+    }
+
+    /// The events and tracker records not handed to Kafka yet, in order: empty once a run closed
+    /// normally; what a run that was terminated never published (the reconciliation publishes
+    /// them). State only, so every generation of the workflow answers it.
+    #[query(name = "unpublished")]
+    pub fn unpublished(&self, _ctx: &WorkflowContextView) -> Vec<DomainEvent> {
+        self.outbox.clone()
     }
 
     /// Waits until the PG step is decided and answers the decision. The API sends it with the

@@ -28,16 +28,16 @@ impl Saga {
                 .ctx
                 .wait_condition_with_options(|s| !s.outbox.is_empty() || s.outbox_closed, options)
                 .await;
-            let batch = self.ctx.state_mut(|s| {
-                s.publishing = s.outbox.len();
-                std::mem::take(&mut s.outbox)
-            });
+            // The batch stays in the outbox until Kafka took it, so a run that ends while it
+            // waits (terminated by an operator) still shows it (the `unpublished` query).
+            let batch = self.ctx.state(|s| s.outbox.clone());
             if batch.is_empty() {
                 return;
             }
+            let sent = batch.len();
             self.deliver(batch).await;
             self.ctx.state_mut(|s| {
-                s.publishing = 0;
+                s.outbox.drain(..sent);
                 s.status.publish_error = None;
             });
         }
