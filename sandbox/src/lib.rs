@@ -17,7 +17,7 @@
 //! | `tpk_late` | charges only after the late hold (default 60 s), even if the client has given up, then answers |
 //! | `tpk_flaky_<n>` | answers 503 `n` times, then approves |
 //! | `tpk_refund_fail` | approves; its cancels/refunds fail with 500 until fixed (`POST /sandbox/payments/{key}/fix-refunds`) |
-//! | `tpk_timeout_uncancelable`, `tpk_uncancelable` | as `tpk_timeout`, or approves; its cancels answer `403 NOT_CANCELABLE_PAYMENT` |
+//! | `*_uncancelable` (e.g. `tpk_timeout_uncancelable`) | as the key without the suffix; its cancels answer `403 NOT_CANCELABLE_PAYMENT` |
 //! | anything else | approves |
 //!
 //! Everything from the first `.` of a key on is ignored when the behaviour is picked, so a test

@@ -80,25 +80,26 @@ pub async fn audit(
     let mut listed = payments
         .temporal()
         .list_workflows(query, WorkflowListOptions::builder().build());
-    let mut orders = Vec::new();
+    // Each closed run itself: a reset may have started another run under the same id.
+    let mut runs = Vec::new();
     while let Some(execution) = listed.next().await {
         let execution = execution?;
         if let Some(order) = execution.id().strip_prefix("payment-") {
-            orders.push(order.to_owned());
+            runs.push((order.to_owned(), execution.run_id().to_owned()));
         }
     }
     let mut expected: Vec<DomainEvent> = Vec::new();
     let mut unpublished = 0;
     let mut unreadable = Vec::new();
-    for order in &orders {
+    for (order, run) in &runs {
         // Published first, then the rest: each order's events in their order.
-        match futures::try_join!(payments.events(order), payments.unpublished(order)) {
+        match payments.event_log(order, run).await {
             Ok((published, rest)) => {
                 unpublished += rest.len();
                 expected.extend(published);
                 expected.extend(rest);
             }
-            Err(err) => unreadable.push((order.clone(), format!("{err:#}"))),
+            Err(err) => unreadable.push((order.clone(), format!("{:#}", anyhow::Error::from(err)))),
         }
     }
 
@@ -128,7 +129,7 @@ pub async fn audit(
         republished = missing.len();
     }
     Ok(AuditReport {
-        payments: orders.len(),
+        payments: runs.len(),
         expected: expected.len(),
         unpublished,
         found: expected.len() - missing.len(),

@@ -35,9 +35,9 @@ use payflow_workflows::{
 };
 use std::time::Duration;
 use temporalio_client::{
-    Client, RpcOptions, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowUpdateWithStartOptions,
+    Client, NamespacedClient, RpcOptions, WorkflowCancelOptions, WorkflowExecutionInfo,
+    WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowUpdateWithStartOptions,
     errors::{
         WorkflowGetResultError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError,
         WorkflowUpdateWithStartError,
@@ -162,16 +162,26 @@ impl PaymentClient {
 
     /// The payment's current state (the workflow's `status` query).
     pub async fn status(&self, order_id: &str) -> Result<PaymentStatus, ClientError> {
-        self.query(order_id, PaymentWorkflow::status).await
+        self.query(order_id, None, PaymentWorkflow::status).await
     }
 
-    /// Asks the payment's workflow one of its queries (state only, so a closed one answers too).
-    async fn query<Q>(&self, order_id: &str, query: Q) -> Result<Q::Output, ClientError>
+    /// Asks the payment's workflow one of its queries (state only, so a closed one answers too):
+    /// its run `run_id`, or its latest.
+    async fn query<Q>(
+        &self,
+        order_id: &str,
+        run_id: Option<&str>,
+        query: Q,
+    ) -> Result<Q::Output, ClientError>
     where
         Q: QueryDefinition<Workflow = <PaymentWorkflow as HasWorkflowDefinition>::Run, Input = ()>,
     {
-        self.client
-            .get_workflow_handle::<PaymentWorkflow>(payment_workflow_id(order_id))
+        let run = WorkflowExecutionInfo::builder()
+            .namespace(self.client.namespace())
+            .workflow_id(payment_workflow_id(order_id))
+            .maybe_run_id(run_id.map(str::to_owned))
+            .build();
+        WorkflowHandle::<_, PaymentWorkflow>::new(self.client.clone(), run)
             .query(query, (), WorkflowQueryOptions::default())
             .await
             .map_err(|e| match e {
@@ -189,13 +199,21 @@ impl PaymentClient {
     /// Every event and tracker record Kafka took for the payment, as published (the
     /// workflow's `events` query).
     pub async fn events(&self, order_id: &str) -> Result<Vec<DomainEvent>, ClientError> {
-        self.query(order_id, PaymentWorkflow::events).await
+        self.query(order_id, None, PaymentWorkflow::events).await
     }
 
-    /// The events and tracker records the payment has not handed to Kafka (yet, or ever: a
-    /// workflow terminated before it published them), in order (its `unpublished` query).
-    pub async fn unpublished(&self, order_id: &str) -> Result<Vec<DomainEvent>, ClientError> {
-        self.query(order_id, PaymentWorkflow::unpublished).await
+    /// What the run `run_id` of the payment published (its `events` query) and what it has not
+    /// handed to Kafka (yet, or ever: a run terminated before it published them; its
+    /// `unpublished` query), each in order.
+    pub async fn event_log(
+        &self,
+        order_id: &str,
+        run_id: &str,
+    ) -> Result<(Vec<DomainEvent>, Vec<DomainEvent>), ClientError> {
+        futures::try_join!(
+            self.query(order_id, Some(run_id), PaymentWorkflow::events),
+            self.query(order_id, Some(run_id), PaymentWorkflow::unpublished),
+        )
     }
 
     /// Waits for the payment's final state.

@@ -474,6 +474,24 @@ impl Stack {
         self.restart_worker().await;
     }
 
+    /// Terminates the payment workflow of `order_id`, as an operator can (`temporal workflow
+    /// terminate`): it ends where it is, with no compensation.
+    pub async fn terminate(&self, order_id: &str) -> anyhow::Result<()> {
+        self.payflow
+            .payments
+            .temporal()
+            .get_workflow_handle::<payflow_workflows::PaymentWorkflow>(
+                payflow_workflows::payment_workflow_id(order_id),
+            )
+            .terminate(
+                temporalio_client::WorkflowTerminateOptions::builder()
+                    .reason("operator: terminated by a test".to_owned())
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Restarts the PG/push sandbox on its address: what it remembers is what its journal kept.
     pub async fn restart_sandbox(&mut self) {
         if let Some(stop) = self.sandbox_stop.take() {

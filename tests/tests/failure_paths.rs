@@ -1,8 +1,9 @@
 //! Every failure path of SPEC §3, end to end: whatever fails, no money stays charged without
 //! stock, no stock stays held without an order, and every order ends in a final state.
 
+use payflow_activities::events::EventActivities;
 use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reservation::Reserve};
-use payflow_starter::service::Pay;
+use payflow_starter::{audit::audit, service::Pay};
 use payflow_tests::{
     DECLINED_STEPS, EVERY_SERVICE, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS,
     assert_conserved, avro_str, check_history, deadline_fired, eventually, fast_timings, own_key,
@@ -841,6 +842,56 @@ async fn a_refund_that_keeps_failing_waits_for_an_operator_to_retry_it() {
     assert!(!status.needs_attention);
     assert_conserved(&stack, &products).await;
     check_history(&stack, &order_id, "refund_failed_then_retried").await;
+}
+
+/// An operator terminates a payment whose refund waits for them. The saga tracker's record of
+/// the stock's return had not gone out: it waits for the next event, which never comes. The audit
+/// finds it missing, after everything the run did publish, and republishes it, last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_record_a_terminated_payment_held_back_is_found_and_republished_last() {
+    let stack = Stack::start().await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let products = stack.products(&[3]).await;
+    let key = &own_key("tpk_refund_fail_terminated");
+    let (order_id, _) = pay_expired(&stack, &products, "USR-TRM", key).await;
+    wait_for_attention(&stack, &order_id).await;
+    let payments = &stack.payflow.payments;
+    eventually(
+        Duration::from_secs(10),
+        "all but the waiting record out",
+        || async {
+            let s = payments.status(&order_id).await.ok()?;
+            (s.unpublished_events == 1).then_some(())
+        },
+    )
+    .await;
+    stack.terminate(&order_id).await.expect("terminate");
+
+    let report = eventually(Duration::from_secs(20), "the payment listed", || async {
+        let r = audit(payments, &stack.kafka, None, since).await.ok()?;
+        (r.payments == 1).then_some(r)
+    })
+    .await;
+    assert_eq!(report.unpublished, 1, "{report:?}");
+    assert_eq!(report.found, report.expected - 1, "{report:?}");
+    assert_eq!(report.missing.len(), 1, "{report:?}");
+    assert_eq!(report.missing[0].1, "saga.tracker", "{report:?}");
+    let registry = stack.worker_config.kafka.registry().expect("registry");
+    let producer = EventActivities::new(stack.kafka.clone(), registry).expect("producer");
+    let republished = audit(payments, &stack.kafka, Some(&producer), since)
+        .await
+        .unwrap();
+    assert_eq!(republished.republished, 1, "{republished:?}");
+    assert_eq!(
+        platform_view(&stack, &order_id).await,
+        steps(&[
+            ("PAYMENT_COMPLETION", "STARTED"),
+            ("PAYMENT_COMPLETION", "COMPLETED"),
+            ("STOCK_CONFIRMATION", "STARTED"),
+            ("STOCK_CONFIRMATION", "FAILED"),
+            ("COMPENSATION_STOCK", "COMPENSATED"),
+        ]),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

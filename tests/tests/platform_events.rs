@@ -582,19 +582,7 @@ async fn the_audit_republishes_what_a_terminated_payment_never_published_and_rep
         (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
     })
     .await;
-    let workflows = payments.temporal();
-    let terminate = |workflow_id: String| async move {
-        workflows
-            .get_workflow_handle::<payflow_workflows::PaymentWorkflow>(workflow_id)
-            .terminate(
-                temporalio_client::WorkflowTerminateOptions::builder()
-                    .reason("operator: test".to_owned())
-                    .build(),
-            )
-            .await
-            .expect("terminate");
-    };
-    terminate(payflow_workflows::payment_workflow_id(order_id)).await;
+    stack.terminate(order_id).await.expect("terminate");
     // A payment workflow whose input does not decode: its first task never completes, so no
     // worker can answer a query about it (terminated before or after a worker tried).
     let broken = format!("{order_id}-BROKEN");
@@ -619,7 +607,8 @@ async fn the_audit_republishes_what_a_terminated_payment_never_published_and_rep
         .output()
         .expect("run the temporal CLI");
     assert!(started.status.success(), "{started:?}");
-    terminate(payflow_workflows::payment_workflow_id(&broken)).await;
+    // Whether a worker failed its first task already or not, it is still running.
+    stack.terminate(&broken).await.expect("terminate");
 
     let report = eventually(Duration::from_secs(20), "both payments listed", || async {
         let r = audit(payments, &stack.kafka, None, since).await.ok()?;

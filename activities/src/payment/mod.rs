@@ -288,9 +288,8 @@ impl PaymentActivities {
                 PgError::Rejected { ref code, .. } if code.starts_with("NOT_CANCELABLE_") => {
                     non_retryable(errors::PG_REJECTED, e.to_string())
                 }
-                // payflow's credentials refused (a rotated key), or too many requests: tried
-                // again, as the look-up is, until they are right; the workflow lists a void that
-                // keeps failing.
+                // payflow's credentials refused (a rotated key): tried again, as the look-up is,
+                // until they are right; the workflow lists a void that keeps failing.
                 PgError::Rejected {
                     status: 401 | 403, ..
                 } => retryable("PG void", e),

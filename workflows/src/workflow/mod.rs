@@ -138,6 +138,8 @@ pub struct PaymentWorkflow {
     outbox: Vec<DomainEvent>,
     /// The business steps are over: nothing more goes into the outbox.
     outbox_closed: bool,
+    /// Saga tracker records waiting for the next event (they go out with it).
+    tracked: Vec<DomainEvent>,
     /// Every event and tracker record Kafka took, in order (the `events` query).
     published: Vec<DomainEvent>,
 }
@@ -176,6 +178,7 @@ impl PaymentWorkflow {
             attention: Vec::new(),
             outbox: Vec::new(),
             outbox_closed: false,
+            tracked: Vec::new(),
             published: Vec::new(),
         }
     }
@@ -190,7 +193,7 @@ impl PaymentWorkflow {
     #[query(name = "status")]
     pub fn status(&self, _ctx: &WorkflowContextView) -> PaymentStatus {
         let mut status = self.status.clone();
-        status.unpublished_events = self.outbox.len() as u32;
+        status.unpublished_events = (self.outbox.len() + self.tracked.len()) as u32;
         status
     }
 
@@ -207,7 +210,7 @@ impl PaymentWorkflow {
     /// them). State only, so every generation of the workflow answers it.
     #[query(name = "unpublished")]
     pub fn unpublished(&self, _ctx: &WorkflowContextView) -> Vec<DomainEvent> {
-        self.outbox.clone()
+        [&self.outbox[..], &self.tracked[..]].concat()
     }
 
     /// Waits until the PG step is decided and answers the decision. The API sends it with the

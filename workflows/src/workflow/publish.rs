@@ -102,7 +102,8 @@ impl Saga {
     }
 
     /// Records a saga step's status for the saga tracker; it is published with the next
-    /// event (or at the end of the run).
+    /// event (or at the end of the run). It waits in the workflow's state, so a run that ends
+    /// before then still shows it (the `unpublished` query).
     pub(super) fn track(&self, step: &'static str, status: SagaStatus, reason: Option<&str>) {
         if !self.platform {
             return;
@@ -120,7 +121,7 @@ impl Saga {
             "failureReason": reason,
         });
         let now = self.now_millis();
-        self.tracked.borrow_mut().push(DomainEvent {
+        let record = DomainEvent {
             event_id: ids::saga_record_id(&self.workflow_id, step, status.as_str()),
             event_timestamp: now,
             order_id: self.payment.order_id.clone(),
@@ -131,12 +132,18 @@ impl Saga {
                 metadata: Some(metadata.to_string()),
                 recorded_at: now,
             },
-        });
+        };
+        self.ctx.state_mut(|s| s.tracked.push(record));
+    }
+
+    /// The tracker records waiting for the next event, taken.
+    fn take_tracked(&self) -> Vec<DomainEvent> {
+        self.ctx.state_mut(|s| std::mem::take(&mut s.tracked))
     }
 
     /// Publishes the tracker records still waiting, if any.
     pub(super) async fn flush(&self) {
-        let batch = self.tracked.take();
+        let batch = self.take_tracked();
         if batch.is_empty() {
         } else if self.outbox {
             self.ctx.state_mut(|s| s.outbox.extend(batch));
@@ -156,7 +163,7 @@ impl Saga {
             body,
         };
         if self.platform {
-            let mut batch = self.tracked.take();
+            let mut batch = self.take_tracked();
             batch.push(event);
             if self.outbox {
                 self.ctx.state_mut(|s| s.outbox.extend(batch));

@@ -9,7 +9,7 @@ use super::{
 use crate::{errors::codes, ids, queues::TaskQueues, search, types::*};
 use futures_util::FutureExt;
 use std::{
-    cell::{Cell, RefCell},
+    cell::Cell,
     pin::pin,
     time::{Duration, UNIX_EPOCH},
 };
@@ -26,8 +26,6 @@ pub(super) struct Saga {
     pub(super) platform: bool,
     /// [`EVENT_OUTBOX_PATCH`] applies (only ever with `platform`).
     pub(super) outbox: bool,
-    /// Saga tracker records not published yet; they go out with the next event.
-    pub(super) tracked: RefCell<Vec<DomainEvent>>,
     /// The forward step started and not yet ended.
     pub(super) current_step: Cell<Option<&'static str>>,
     pub(super) workflow_id: String,
@@ -62,7 +60,6 @@ impl Saga {
         Self {
             platform,
             outbox: platform && ctx.patched(EVENT_OUTBOX_PATCH),
-            tracked: RefCell::default(),
             current_step: Cell::default(),
             lean,
             workflow_id: ctx.workflow_id().to_owned(),
