@@ -12,8 +12,8 @@ use payflow_activities::{
 use payflow_workflows::{
     ids,
     types::{
-        OrderItem, OrderStatus, PaymentDecision, PaymentMethod, PaymentRequest, PaymentStatus,
-        SagaTimings, check_amount,
+        MAX_AMOUNT, OrderItem, OrderStatus, PaymentDecision, PaymentMethod, PaymentRequest,
+        PaymentStatus, SagaTimings, check_amount,
     },
 };
 use serde::Serialize;
@@ -164,13 +164,14 @@ impl Payflow {
         items: &[OrderItem],
         ttl_ms: u64,
     ) -> Result<CreatedOrder, PayflowError> {
-        if user_id.trim().is_empty() {
-            return Err(PayflowError::Invalid("userId must not be empty".into()));
-        }
+        check_id("userId", user_id)?;
         if items.is_empty() {
             return Err(PayflowError::Invalid(
                 "an order needs at least one item".into(),
             ));
+        }
+        for i in items {
+            check_id("productId", &i.product_id)?;
         }
         if let Some(i) = items.iter().find(|i| i.quantity <= 0) {
             return Err(PayflowError::Invalid(format!(
@@ -207,11 +208,18 @@ impl Payflow {
                 ReserveError::Exists(o) => PayflowError::Invalid(format!("order {o} exists")),
                 ReserveError::Infra(e) => PayflowError::Unavailable(e),
             })?;
-        let total = match self
-            .orders
-            .create(&order_id, user_id, &lines, expires_at)
-            .await
-        {
+        let created = match OrderStore::total(&lines).filter(|t| check_amount(*t).is_ok()) {
+            None => Err(PayflowError::Invalid(format!(
+                "the order's total must be from 1 to {MAX_AMOUNT} won"
+            ))),
+            Some(total) => self
+                .orders
+                .create(&order_id, user_id, &lines, total, expires_at)
+                .await
+                .map(|()| total)
+                .map_err(PayflowError::from),
+        };
+        let total = match created {
             Ok(total) => total,
             Err(e) => {
                 // No order, no reservation.
@@ -221,7 +229,7 @@ impl Payflow {
                         order_id: order_id.clone(),
                     })
                     .await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         tracing::info!(order_id = %order_id, total, "order created");
@@ -240,9 +248,10 @@ impl Payflow {
     /// Pays an order: validates against the order, then starts (or finds) its payment and
     /// answers the PG's decision. A repeated request answers the same payment.
     pub async fn pay(&self, pay: Pay) -> Result<PaymentDecision, PayflowError> {
+        check_id("orderId", &pay.order_id)?;
         check_amount(pay.amount).map_err(|e| PayflowError::Invalid(e.to_string()))?;
         if let Some(key) = &pay.payment_key {
-            check_payment_key(key)?;
+            check_payment_key(key, &pay.order_id)?;
         }
         let order = self
             .orders
@@ -323,6 +332,7 @@ impl Payflow {
         &self,
         order_id: &str,
     ) -> Result<(OrderRow, Option<PaymentStatus>), PayflowError> {
+        check_id("orderId", order_id)?;
         let order = self
             .orders
             .get(order_id)
@@ -337,15 +347,39 @@ impl Payflow {
     }
 }
 
-/// A PG payment key as the checkout widget hands it over: 1 to 200 characters, none of them
-/// whitespace or control characters. Anything else is refused before it is bound to an order
-/// or reaches the PG (whose rejection would cancel the order for good).
-pub fn check_payment_key(key: &str) -> Result<(), PayflowError> {
+/// A PG payment key as the checkout widget hands it over for `order_id`: 1 to 200 characters,
+/// none of them whitespace or control characters, and not the key payflow derives for another
+/// order paid without one (which would take that key from it). Anything else is refused before
+/// it is bound to an order or reaches the PG (whose rejection would cancel the order for good).
+pub fn check_payment_key(key: &str, order_id: &str) -> Result<(), PayflowError> {
     let length = key.chars().count();
     if length == 0 || length > 200 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(PayflowError::Invalid(
             "paymentKey must be 1 to 200 characters, without spaces".into(),
         ));
+    }
+    if key.starts_with(ids::DEFAULT_PAYMENT_KEY_PREFIX) && key != ids::default_payment_key(order_id)
+    {
+        return Err(PayflowError::Invalid(format!(
+            "paymentKey must not start with {} (payflow's own keys)",
+            ids::DEFAULT_PAYMENT_KEY_PREFIX
+        )));
+    }
+    Ok(())
+}
+
+/// The longest id payflow takes from a client (an order, a user, a product): ids are database
+/// keys, search attributes and Kafka record keys.
+pub const MAX_ID_CHARS: usize = 100;
+
+/// An id from a client: 1 to [`MAX_ID_CHARS`] characters, not only spaces, no control
+/// characters (PostgreSQL refuses a NUL, which would otherwise read as an outage).
+pub fn check_id(what: &str, id: &str) -> Result<(), PayflowError> {
+    if id.trim().is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control)
+    {
+        return Err(PayflowError::Invalid(format!(
+            "{what} must be 1 to {MAX_ID_CHARS} characters, without control characters"
+        )));
     }
     Ok(())
 }

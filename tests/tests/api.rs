@@ -310,6 +310,24 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             "INVALID_REQUEST",
         ),
         (
+            "amount beyond what the platform's events carry",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 100_000_000 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_AMOUNT",
+        ),
+        (
+            "payflow's own key of another order",
+            json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000, "paymentKey": "tpk_PAY-ORD-OTHER" }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            "order id with a NUL",
+            json!({ "orderId": format!("{id}\u{0}"), "paymentMethod": "CARD", "amount": 3000 }),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
             "payment key with a space",
             json!({ "orderId": id, "paymentMethod": "CARD", "amount": 3000, "paymentKey": "tpk a" }),
             StatusCode::BAD_REQUEST,
@@ -388,6 +406,15 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     api.assert_untouched(&id).await;
     let (got, _) = api.get("/api/v1/payments/PAY-ORD-NOPE").await;
     assert_eq!(got, StatusCode::NOT_FOUND);
+    // Ids with a NUL are bad requests, not outages to retry.
+    for path in ["/api/v1/orders/ORD%00", "/api/v1/payments/PAY-ORD%00"] {
+        let (got, answer) = api.get(path).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST")),
+            "{path}: {answer}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,13 +541,30 @@ async fn an_order_beyond_the_stock_is_refused_naming_the_short_items() {
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
     );
-    // Lines of one product that add up past what a quantity can hold, and reservations that
-    // end at once or never: refused, nothing reserved.
+    // Lines of one product that add up past what a quantity can hold, reservations that end at
+    // once or never, ids the database cannot hold (a NUL) or too long to be ids, and a total
+    // beyond what the platform's events can carry (99,999,999 won): refused, nothing reserved.
     let product = &products[1].product_id;
+    let dear = payflow_activities::product::Product {
+        product_id: format!("{product}-DEAR"),
+        name: "a dear product".into(),
+        price: 60_000_000,
+        stock: 5,
+    };
+    api.stack
+        .payflow
+        .products
+        .seed(std::slice::from_ref(&dear))
+        .await
+        .unwrap();
     let refused = [
         json!({ "userId": "USR-SHORT", "items": [
             { "productId": product, "quantity": i32::MAX },
             { "productId": product, "quantity": 2 } ] }),
+        json!({ "userId": "USR-\u{0}", "items": [{ "productId": product, "quantity": 1 }] }),
+        json!({ "userId": "U".repeat(101), "items": [{ "productId": product, "quantity": 1 }] }),
+        json!({ "userId": "USR-SHORT", "items": [{ "productId": "P\u{0}", "quantity": 1 }] }),
+        json!({ "userId": "USR-SHORT", "items": [{ "productId": dear.product_id, "quantity": 2 }] }),
         json!({ "userId": "USR-SHORT", "reservationTtlSecs": 0,
                 "items": [{ "productId": product, "quantity": 1 }] }),
         json!({ "userId": "USR-SHORT", "reservationTtlSecs": u64::MAX,
@@ -535,7 +579,7 @@ async fn an_order_beyond_the_stock_is_refused_naming_the_short_items() {
         );
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    for (p, seeded) in [(&products[0], 2), (&products[1], 5)] {
+    for (p, seeded) in [(&products[0], 2), (&products[1], 5), (&dear, 5)] {
         assert_eq!(api.stack.ledger(&p.product_id).await.available, seeded);
     }
 }

@@ -24,8 +24,12 @@ pub fn payment_id(order_id: &str) -> String {
     format!("PAY-{order_id}")
 }
 
+/// How every key of [`default_payment_key`] starts; the API refuses it on any other order's key.
+pub const DEFAULT_PAYMENT_KEY_PREFIX: &str = "tpk_PAY-";
+
 /// The payment key of an order paid without one from the PG's checkout widget. The API binds it
-/// to the order like any other key, so no other order can present it.
+/// to the order like any other key, and refuses keys of its shape for any other order, so no
+/// other order can take it.
 pub fn default_payment_key(order_id: &str) -> String {
     format!("tpk_{}", payment_id(order_id))
 }

@@ -142,12 +142,9 @@ impl OrderStore {
         order_id: &str,
         user_id: &str,
         lines: &[PricedLine],
+        total: i64,
         reservation_expires_at: i64,
-    ) -> Result<i64, sqlx::Error> {
-        let total: i64 = lines
-            .iter()
-            .map(|l| l.unit_price * i64::from(l.item.quantity))
-            .sum();
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO orders.orders (order_id, user_id, status, total_amount, reservation_expires_at)
@@ -172,7 +169,16 @@ impl OrderStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(total)
+        Ok(())
+    }
+
+    /// What `lines` cost together, in won; `None` beyond what an `i64` holds.
+    pub fn total(lines: &[PricedLine]) -> Option<i64> {
+        lines.iter().try_fold(0i64, |sum, l| {
+            l.unit_price
+                .checked_mul(i64::from(l.item.quantity))
+                .and_then(|line| sum.checked_add(line))
+        })
     }
 
     /// An order, if it exists.

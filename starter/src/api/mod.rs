@@ -576,6 +576,7 @@ async fn get_payment(
     State(state): State<ApiState>,
     Path(payment_id): Path<String>,
 ) -> Result<Json<PaymentView>, ApiError> {
+    crate::service::check_id("paymentId", &payment_id)?;
     let order_id = ids::order_id_from_payment_id(&payment_id)
         .ok_or_else(|| ApiError::NotFound(format!("payment {payment_id} not found")))?;
     let status = state

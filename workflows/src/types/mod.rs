@@ -137,15 +137,19 @@ pub struct PaymentDecision {
     pub retryable: bool,
 }
 
+/// The largest amount the platform's events can carry: their amounts are Avro `decimal(10,2)`,
+/// at most 99,999,999.99, and payflow's are whole won.
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
 /// An amount that cannot be paid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("amount must be positive")]
+#[error("amount must be from 1 to 99,999,999 won")]
 pub struct NonPositiveAmount;
 
 /// The amount rule, for every way in (API, CLI, library): whole won (KRW has no minor unit, so
-/// an `i64` of won) and positive.
+/// an `i64` of won), positive, and no more than [`MAX_AMOUNT`].
 pub fn check_amount(won: i64) -> Result<i64, NonPositiveAmount> {
-    if won > 0 {
+    if (1..=MAX_AMOUNT).contains(&won) {
         Ok(won)
     } else {
         Err(NonPositiveAmount)
