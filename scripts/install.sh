@@ -11,10 +11,13 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 [ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
-command -v psql >/dev/null || need_apt+=(postgresql postgresql-client)
+command -v psql >/dev/null || need_apt+=(postgresql-client)
+# The server, not only its client (a machine may have psql alone).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v python3 >/dev/null || need_apt+=(python3)
-python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+# Debian's python3 has `venv` but not `ensurepip`, which creating a venv needs: python3-venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"

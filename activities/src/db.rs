@@ -19,6 +19,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Whether a connection error says the configuration is wrong rather than that PostgreSQL is
+/// away: a password or role refused (SQLSTATE class 28), a database that does not exist
+/// (3D000). Waiting cannot mend either.
+pub fn misconfigured(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.code().is_some_and(|c| c.starts_with("28") || c == "3D000"))
+}
+
 /// Applies pending migrations (idempotent; safe with several workers starting at once, sqlx
 /// takes an advisory lock).
 ///

@@ -89,15 +89,45 @@ impl TemporalArgs {
         Ok(Client::new(connection, client)?)
     }
 
-    /// Connects a client, waiting (logged, with backoff) while the server is away; a
-    /// configuration error (address, codec keys) still fails at once.
+    /// Connects a client, waiting (logged, with backoff) while the server is away, until it
+    /// describes the namespace (a worker's first request, which gives up after a few seconds of
+    /// its own); a configuration error (address, codec keys, a namespace the server does not
+    /// have) still fails at once.
     pub async fn connect_patiently(&self, health: &Health) -> anyhow::Result<Client> {
+        use anyhow::Context;
+        use temporalio_client::{
+            grpc::WorkflowService,
+            tonic::{self, IntoRequest},
+        };
+        use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
         let (connection, client) = self.client_options()?;
-        let connection = until_available_reported("Temporal", health, || {
-            Connection::connect(connection.clone())
-        })
-        .await;
-        Ok(Client::new(connection, client)?)
+        let connection = until_available_reported(
+            "Temporal",
+            health,
+            || Connection::connect(connection.clone()),
+            |_| false,
+        )
+        .await?;
+        let client = Client::new(connection, client)?;
+        let namespace = self.namespace();
+        until_available_reported(
+            "Temporal",
+            health,
+            || {
+                let mut client = client.clone();
+                let request = DescribeNamespaceRequest {
+                    namespace: namespace.clone(),
+                    ..Default::default()
+                };
+                async move {
+                    WorkflowService::describe_namespace(&mut client, request.into_request()).await
+                }
+            },
+            |status: &tonic::Status| status.code() == tonic::Code::NotFound,
+        )
+        .await
+        .with_context(|| format!("TEMPORAL_NAMESPACE {namespace}"))?;
+        Ok(client)
     }
 
     /// The checked connection and client options.
@@ -316,10 +346,10 @@ impl KafkaArgs {
         if self.encoding != Encoding::Confluent {
             return Ok(None);
         }
-        let url: reqwest::Url = self
-            .registry_url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("schema registry URL {:?}: {e}", self.registry_url))?;
+        let url: reqwest::Url = self.registry_url.parse().map_err(|e| {
+            let shown = without_password(&self.registry_url);
+            anyhow::anyhow!("schema registry URL {shown:?}: {e}")
+        })?;
         Ok(Some(SchemaRegistry::new(RegistryConfig {
             url: url.as_str().trim_end_matches('/').to_owned(),
             username: self.registry_user.clone(),
@@ -331,14 +361,20 @@ impl KafkaArgs {
 
 /// Runs `connect` until it succeeds: a dependency that is away while a process starts delays
 /// what needs it and is logged (0.5 s between tries, doubling to 10 s); it never ends the
-/// process. Check the configuration first, so a bad URL still fails at once.
-pub async fn until_available<T, E, F, Fut>(dependency: &'static str, connect: F) -> T
+/// process. Check the configuration first, so a bad URL still fails at once; an answer that
+/// says the configuration is wrong (`misconfigured`: a refused password, a database that does
+/// not exist) ends the wait with an error, since waiting cannot mend it.
+pub async fn until_available<T, E, F, Fut>(
+    dependency: &'static str,
+    connect: F,
+    misconfigured: impl Fn(&E) -> bool,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    until_available_reported(dependency, &Health::default(), connect).await
+    until_available_reported(dependency, &Health::default(), connect, misconfigured).await
 }
 
 /// [`until_available`], telling `health` what it waits for.
@@ -346,7 +382,8 @@ pub async fn until_available_reported<T, E, F, Fut>(
     dependency: &'static str,
     health: &Health,
     mut connect: F,
-) -> T
+    misconfigured: impl Fn(&E) -> bool,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -357,7 +394,10 @@ where
         match connect().await {
             Ok(connected) => {
                 health.up(dependency);
-                return connected;
+                return Ok(connected);
+            }
+            Err(e) if misconfigured(&e) => {
+                anyhow::bail!("{dependency} refuses payflow's configuration: {e}")
             }
             Err(e) => {
                 health.waiting(dependency, e.to_string());

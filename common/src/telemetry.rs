@@ -1,4 +1,5 @@
-//! Logging: `RUST_LOG` when set, else the process's default filter; JSON lines on request.
+//! Logging: `RUST_LOG` when set, else the process's default filter; JSON lines on request. And
+//! the signal that stops a long-running process.
 
 use tracing_subscriber::{EnvFilter, fmt::writer::BoxMakeWriter};
 
@@ -26,5 +27,24 @@ pub fn init_logs(default_filter: &str, to: LogTo, json: bool) {
         logs.json().init();
     } else {
         logs.init();
+    }
+}
+
+/// Resolves when the process is told to stop: Ctrl-C (SIGINT), or SIGTERM (what `docker stop`,
+/// systemd and Kubernetes send; a process that ignored it would be killed with its requests in
+/// flight).
+pub async fn shutdown_signal() {
+    let sigterm = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = sigterm => {},
     }
 }

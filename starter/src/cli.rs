@@ -349,9 +349,17 @@ impl CommonArgs {
         );
         let url = &self.database.url;
         let max = self.database.max_connections;
-        let pool = until_available("PostgreSQL", || db::connect(url, max)).await;
+        let pool = until_available("PostgreSQL", || db::connect(url, max), db::misconfigured)
+            .await
+            .context("DATABASE_URL")?;
         db::migrate(&pool).await.context("apply migrations")?;
-        let redis = until_available("Redis", || Reservations::connect(&self.redis.url)).await;
+        let redis = until_available(
+            "Redis",
+            || Reservations::connect(&self.redis.url),
+            Reservations::misconfigured,
+        )
+        .await
+        .context("REDIS_URL")?;
         Ok(self.assemble(payments, pool, redis))
     }
 
@@ -552,7 +560,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("topic {} ready", kafka.topic(ty));
             }
             if registry.is_some() {
-                println!("schemas registered in {}", common.kafka.registry_url);
+                println!(
+                    "schemas registered in {}",
+                    payflow_common::config::without_password(&common.kafka.registry_url)
+                );
             }
         }
         Command::Admin {
@@ -804,7 +815,7 @@ async fn replay(common: &CommonArgs, args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let payflow = common.payflow_patiently().await?;
+    // Misconfiguration first: it fails at once, not after the dependencies came up.
     let keys: Vec<_> = args
         .api_keys
         .into_iter()
@@ -814,6 +825,7 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
         !keys.is_empty(),
         "at least one API key is required (PAYFLOW_API_KEYS)"
     );
+    let payflow = common.payflow_patiently().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -829,9 +841,11 @@ async fn serve(common: &CommonArgs, args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         args.codec_cors_origins,
     );
-    crate::api::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    crate::api::serve(
+        listener,
+        state,
+        payflow_common::telemetry::shutdown_signal(),
+    )
     .await?;
     Ok(())
 }

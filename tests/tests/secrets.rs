@@ -64,9 +64,14 @@ async fn no_configured_secret_reaches_the_logs() {
         ));
     }
 
-    // The Web UI's codec calls: the capability URL, and a wrong token in it.
-    for token in [CODEC_TOKEN, "not-the-token"] {
-        http.post(format!("{base}/codec/{token}/decode"))
+    // The Web UI's codec calls: the capability URL, a wrong token in it, and the token with
+    // no action after it (a mistyped URL).
+    for path in [
+        format!("{CODEC_TOKEN}/decode"),
+        "not-the-token/decode".to_owned(),
+        CODEC_TOKEN.to_owned(),
+    ] {
+        http.post(format!("{base}/codec/{path}"))
             .json(&json!({ "payloads": [] }))
             .send()
             .await

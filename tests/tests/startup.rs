@@ -97,6 +97,30 @@ async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
     wait_for_line(&mut lines, &["DATABASE_URL"]).await;
 }
 
+/// A database that does not exist, a Redis password refused or a Temporal namespace the server
+/// does not have is not an outage: waiting cannot mend it, so the worker stops at once and says
+/// which setting is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_a_refused_redis_password_or_an_unknown_namespace_fails_at_once() {
+    let database = database_url();
+    let (server, _) = database.rsplit_once('/').expect("a database URL");
+    let redis = redis_url().replacen("redis://", "redis://:not-the-password@", 1);
+    for (setting, value) in [
+        ("DATABASE_URL", format!("{server}/payflow_no_such_database")),
+        ("REDIS_URL", redis),
+        ("TEMPORAL_NAMESPACE", "payflow-no-such-namespace".to_owned()),
+    ] {
+        let (mut worker, mut lines) = spawn_worker(&[(setting, value)]);
+        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the worker exits at once on a wrong {setting}"))
+            .unwrap();
+        assert!(!status.success(), "{setting}");
+        wait_for_line(&mut lines, &[setting]).await;
+        wait_for_line(&mut lines, &["refuses payflow's configuration"]).await;
+    }
+}
+
 /// `PAYFLOW_LOG_JSON=1`, as docker-compose.yml sets it: the worker starts and logs JSON lines
 /// (a switch's variable takes 1/0, true/false, yes/no, on/off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

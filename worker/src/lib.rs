@@ -95,10 +95,14 @@ impl PayflowWorker {
             .any(|s| config.hosts(*s));
         let pool = if needs_db {
             let url = &config.database.url;
-            let pool = until_available_reported("PostgreSQL", &health, || {
-                db::connect(url, config.database.max_connections)
-            })
-            .await;
+            let pool = until_available_reported(
+                "PostgreSQL",
+                &health,
+                || db::connect(url, config.database.max_connections),
+                db::misconfigured,
+            )
+            .await
+            .context("DATABASE_URL")?;
             if config.migrate {
                 db::migrate(&pool).await.context("apply migrations")?;
             }
@@ -140,8 +144,14 @@ impl PayflowWorker {
         if config.hosts(Service::Product) {
             let pool = pool.clone().expect("database pool");
             let url = &config.redis.url;
-            let redis =
-                until_available_reported("Redis", &health, || Reservations::connect(url)).await;
+            let redis = until_available_reported(
+                "Redis",
+                &health,
+                || Reservations::connect(url),
+                Reservations::misconfigured,
+            )
+            .await
+            .context("REDIS_URL")?;
             let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
             sweeper = Some(spawn_sweeper(
                 product.clone(),

@@ -25,23 +25,5 @@ async fn main() -> anyhow::Result<()> {
         LogTo::Stdout,
         args.log_json,
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let sigterm = async {
-        #[cfg(unix)]
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await
-    };
-    run_worker(args.config, async {
-        tokio::select! {
-            _ = shutdown => {},
-            _ = sigterm => {},
-        }
-    })
-    .await
+    run_worker(args.config, payflow_common::telemetry::shutdown_signal()).await
 }

@@ -225,6 +225,13 @@ impl Reservations {
         redis::Client::open(url).map(|_| ())
     }
 
+    /// Whether a connection error says the configuration is wrong rather than that Redis is
+    /// away: its password refused, or one required and not given. Waiting cannot mend either.
+    pub fn misconfigured(e: &redis::RedisError) -> bool {
+        e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+    }
+
     /// Connects (the connection manager reconnects by itself).
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;

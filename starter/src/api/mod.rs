@@ -127,7 +127,9 @@ fn loggable_path(path: &str) -> String {
             let action = rest.rsplit('/').next().unwrap_or_default();
             format!("/codec/***/{action}")
         }
-        _ => path.to_owned(),
+        // A token with no action after it is still a token.
+        Some(_) => "/codec/***".to_owned(),
+        None => path.to_owned(),
     }
 }
 
