@@ -1,6 +1,7 @@
 //! PostgreSQL: the pool and the migrations (`activities/migrations`, one schema per service).
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+pub use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
 
 /// Checks a database URL without connecting (a malformed one is a configuration error).
@@ -17,6 +18,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .acquire_timeout(Duration::from_secs(5))
         .connect(url)
         .await
+}
+
+/// PostgreSQL answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
 
 /// Whether a connection error says the configuration is wrong rather than that PostgreSQL is

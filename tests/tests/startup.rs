@@ -224,6 +224,39 @@ async fn expect_dependency(health: &str, metrics: &str, dependency: &str, state:
     assert_eq!(dependency_gauge(metrics, dependency).await, Some(gauge));
 }
 
+/// PostgreSQL going away after the worker started shows on `/readyz` (`degraded`) and on the
+/// dependency gauge, and clears once it is back; the worker stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_the_metrics_say_degraded_while_postgresql_is_away_after_start() {
+    let target = pg_target();
+    let mut pg = TcpGate::closed(&target).await;
+    pg.open().await;
+    let health = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "payment".to_owned()),
+        (
+            "DATABASE_URL",
+            database_url().replace(&target, &pg.addr.to_string()),
+        ),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+        ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    expect_dependency(&health, &metrics, "PostgreSQL", "up").await;
+
+    pg.close();
+    expect_dependency(&health, &metrics, "PostgreSQL", "waiting").await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
+    );
+
+    pg.open().await;
+    expect_dependency(&health, &metrics, "PostgreSQL", "up").await;
+    worker.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
     let broker = OwnBroker::start().await;

@@ -39,10 +39,11 @@ use temporalio_sdk::{
 };
 
 /// A started worker process: Temporal workers for the hosted services, plus the product
-/// service's expiry sweeper.
+/// service's expiry sweeper and the checks of the stores they need.
 pub struct PayflowWorker {
     workers: Vec<Worker>,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    /// The sweeper and the store checks: stopped with the workers.
+    background: Vec<tokio::task::JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
     _runtime: Runtime,
 }
@@ -112,7 +113,8 @@ impl PayflowWorker {
         };
 
         let mut workers = Vec::new();
-        let mut sweeper = None;
+        let mut background = Vec::new();
+        let mut redis_checked = None;
         if config.hosts(Service::Workflow) {
             let kafka = config.kafka.config();
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
@@ -152,8 +154,9 @@ impl PayflowWorker {
             )
             .await
             .context("REDIS_URL")?;
+            redis_checked = Some(redis.clone());
             let product = ProductActivities::new(redis, pool).with_metrics(metrics.clone());
-            sweeper = Some(spawn_sweeper(
+            background.push(spawn_sweeper(
                 product.clone(),
                 Duration::from_millis(config.sweep_interval_ms),
             ));
@@ -171,6 +174,7 @@ impl PayflowWorker {
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         anyhow::ensure!(!workers.is_empty(), "no services to host");
+        background.push(spawn_store_checks(pool, redis_checked, health.clone()));
         health.started();
         tracing::info!(
             services = ?config.services,
@@ -180,7 +184,7 @@ impl PayflowWorker {
         );
         Ok(Self {
             workers,
-            sweeper,
+            background,
             metrics_addr,
             _runtime: runtime,
         })
@@ -213,7 +217,7 @@ impl PayflowWorker {
         tracing::info!(prefix = %config.temporal.task_queue_prefix, "worker started (no-op activities)");
         Ok(Self {
             workers,
-            sweeper: None,
+            background: Vec::new(),
             metrics_addr,
             _runtime: runtime,
         })
@@ -224,29 +228,45 @@ impl PayflowWorker {
         self.metrics_addr
     }
 
-    /// Polls until `shutdown` resolves, then drains in-flight tasks and stops.
+    /// Polls until `shutdown` resolves, then drains in-flight tasks and stops. A worker that
+    /// stops on its own (a fatal poll error) stops the others too and the process exits with
+    /// its error: a process that kept serving some task queues and not others would look
+    /// healthy while payments stall, and its supervisor would not restart it.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        use futures::StreamExt;
         let handles: Vec<_> = self.workers.iter().map(|w| w.shutdown_handle()).collect();
-        let runs = futures::future::join_all(self.workers.iter_mut().map(|w| w.run()));
-        let stop = async {
-            shutdown.await;
-            tracing::info!("shutting down");
-            for h in &handles {
-                h();
+        let stop_all = || handles.iter().for_each(|h| h());
+        let mut runs: futures::stream::FuturesUnordered<_> =
+            self.workers.iter_mut().map(|w| w.run()).collect();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let (mut stopping, mut failed) = (false, None);
+        while !runs.is_empty() {
+            tokio::select! {
+                () = &mut shutdown, if !stopping => {
+                    tracing::info!("shutting down");
+                    stopping = true;
+                    stop_all();
+                }
+                Some(result) = runs.next() => {
+                    if !stopping {
+                        tracing::error!(result = ?result.as_ref().err(), "a worker stopped by itself; stopping the others");
+                        stopping = true;
+                        stop_all();
+                    }
+                    if let Err(e) = result {
+                        failed.get_or_insert(e);
+                    }
+                }
             }
-            std::future::pending::<()>().await
-        };
-        let results = tokio::select! {
-            results = runs => results,
-            _ = stop => unreachable!("stop never completes"),
-        };
-        if let Some(s) = self.sweeper.take() {
-            s.abort();
         }
-        for r in results {
-            r?;
+        drop(runs);
+        for task in self.background.drain(..) {
+            task.abort();
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -381,6 +401,58 @@ async fn prepare_events(
         }
     }
 }
+
+/// Asks PostgreSQL and Redis (those the hosted services use) every [`STORE_CHECK_EVERY`]
+/// whether they answer, so `/readyz` (`degraded`) and `payflow_dependency_up` show an outage
+/// after start, as they do Kafka's; the activities meanwhile retry on their own.
+fn spawn_store_checks(
+    pool: Option<db::PgPool>,
+    redis: Option<Reservations>,
+    health: health::Health,
+) -> tokio::task::JoinHandle<()> {
+    async fn answers<T, E: std::fmt::Display>(
+        check: impl Future<Output = Result<T, E>>,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(STORE_CHECK_EVERY, check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {STORE_CHECK_EVERY:?}")),
+        }
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let postgres = async {
+                match &pool {
+                    Some(pool) => Some(answers(db::ping(pool)).await),
+                    None => None,
+                }
+            };
+            let redis = async {
+                match &redis {
+                    Some(redis) => Some(answers(redis.ping()).await),
+                    None => None,
+                }
+            };
+            let (postgres, redis) = tokio::join!(postgres, redis);
+            for (dependency, answer) in [("PostgreSQL", postgres), ("Redis", redis)] {
+                match answer {
+                    Some(Ok(())) => health.up(dependency),
+                    Some(Err(e)) => {
+                        tracing::warn!(dependency, error = %e, "dependency not answering");
+                        health.waiting(dependency, e);
+                    }
+                    None => {}
+                }
+            }
+        }
+    })
+}
+
+/// How often the worker asks whether PostgreSQL and Redis answer.
+const STORE_CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// How often a workflow worker asks whether the Kafka brokers and the registry answer.
 const KAFKA_CHECK_EVERY: Duration = Duration::from_secs(3);

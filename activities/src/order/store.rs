@@ -64,7 +64,7 @@ impl OrderStore {
 
     /// The database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.db).await.map(|_| ())
+        crate::db::ping(&self.db).await
     }
 
     /// Moves an order to `to` from a state that may become it ([`OrderStatus::can_become`]);
