@@ -12,8 +12,10 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 [ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
-# The server, not only its client (a machine may have psql alone).
-compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+# The server, not only its client (a machine may have psql alone), unless one already answers
+# on the default port (in a container, say).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || port_open 127.0.0.1:5432 \
+  || need_apt+=(postgresql)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v python3 >/dev/null || need_apt+=(python3)
 # Debian's python3 has `venv` but not `ensurepip`, which creating a venv needs: python3-venv.

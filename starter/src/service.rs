@@ -208,7 +208,7 @@ impl Payflow {
                 ReserveError::Exists(o) => PayflowError::Invalid(format!("order {o} exists")),
                 ReserveError::Infra(e) => PayflowError::Unavailable(e),
             })?;
-        let created = match OrderStore::total(&lines).filter(|t| check_amount(*t).is_ok()) {
+        let created = match OrderStore::total(&lines).filter(|t| (1..=MAX_AMOUNT).contains(t)) {
             None => Err(PayflowError::Invalid(format!(
                 "the order's total must be from 1 to {MAX_AMOUNT} won"
             ))),

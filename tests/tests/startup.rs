@@ -97,17 +97,37 @@ async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
     wait_for_line(&mut lines, &["DATABASE_URL"]).await;
 }
 
-/// A database that does not exist, a Redis password refused or a Temporal namespace the server
-/// does not have is not an outage: waiting cannot mend it, so the worker stops at once and says
+/// A database that does not exist, a Redis password refused or missing, or a Temporal namespace
+/// the server does not have is not an outage: waiting cannot mend it, so the worker stops at once and says
 /// which setting is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_database_a_refused_redis_password_or_an_unknown_namespace_fails_at_once() {
     let database = database_url();
     let (server, _) = database.rsplit_once('/').expect("a database URL");
     let redis = redis_url().replacen("redis://", "redis://:not-the-password@", 1);
+    // A Redis of its own that wants a password the URL does not give.
+    let locked_port = free_port();
+    let mut locked = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &locked_port.to_string(),
+            "--requirepass",
+            "s3cret",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server");
+    let locked_addr = format!("127.0.0.1:{locked_port}");
+    eventually(Duration::from_secs(10), "the locked Redis", || async {
+        tokio::net::TcpStream::connect(&locked_addr).await.ok()
+    })
+    .await;
     for (setting, value) in [
         ("DATABASE_URL", format!("{server}/payflow_no_such_database")),
         ("REDIS_URL", redis),
+        ("REDIS_URL", format!("redis://{locked_addr}")),
         ("TEMPORAL_NAMESPACE", "payflow-no-such-namespace".to_owned()),
     ] {
         let (mut worker, mut lines) = spawn_worker(&[(setting, value)]);
@@ -119,6 +139,7 @@ async fn a_missing_database_a_refused_redis_password_or_an_unknown_namespace_fai
         wait_for_line(&mut lines, &[setting]).await;
         wait_for_line(&mut lines, &["refuses payflow's configuration"]).await;
     }
+    locked.kill().await.unwrap();
 }
 
 /// `PAYFLOW_LOG_JSON=1`, as docker-compose.yml sets it: the worker starts and logs JSON lines

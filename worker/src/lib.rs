@@ -174,7 +174,16 @@ impl PayflowWorker {
             workers.push(Worker::new(&runtime, client.clone(), options)?);
         }
         anyhow::ensure!(!workers.is_empty(), "no services to host");
-        background.push(spawn_store_checks(pool, redis_checked, health.clone()));
+        let pool_checked = pool
+            .as_ref()
+            .map(|_| db::checker(&config.database.url))
+            .transpose()
+            .context("DATABASE_URL")?;
+        background.push(spawn_store_checks(
+            pool_checked,
+            redis_checked,
+            health.clone(),
+        ));
         health.started();
         tracing::info!(
             services = ?config.services,
@@ -248,12 +257,16 @@ impl PayflowWorker {
                     stop_all();
                 }
                 Some(result) = runs.next() => {
-                    if !stopping {
-                        tracing::error!(result = ?result.as_ref().err(), "a worker stopped by itself; stopping the others");
-                        stopping = true;
-                        stop_all();
-                    }
+                    let result = match result {
+                        Ok(()) if !stopping => Err(anyhow::anyhow!("a worker stopped unasked")),
+                        other => other.map_err(anyhow::Error::from),
+                    };
                     if let Err(e) = result {
+                        if !stopping {
+                            tracing::error!(error = %format!("{e:#}"), "a worker stopped; stopping the others");
+                            stopping = true;
+                            stop_all();
+                        }
                         failed.get_or_insert(e);
                     }
                 }
@@ -264,7 +277,7 @@ impl PayflowWorker {
             task.abort();
         }
         match failed {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }

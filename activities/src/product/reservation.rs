@@ -227,17 +227,22 @@ impl Reservations {
 
     /// Whether a connection error says the configuration is wrong rather than that Redis is
     /// away: its password refused, or one required and not given. Waiting cannot mend either.
+    /// (The connection manager has already retried for about 10 s before it answers, so a Redis
+    /// refusing AUTH for a passing reason, its connection limit, has had its chance.)
     pub fn misconfigured(e: &redis::RedisError) -> bool {
         e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
     }
 
-    /// Connects (the connection manager reconnects by itself).
+    /// Connects (the connection manager reconnects by itself) and asks once, so a Redis that
+    /// wants a password the URL does not give (NOAUTH) says so now, not at the first payment.
     pub async fn connect(url: &str) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        Ok(Self {
+        let connected = Self {
             redis: ConnectionManager::new(client).await?,
-        })
+        };
+        connected.ping().await?;
+        Ok(connected)
     }
 
     /// Sets a product's available stock if Redis has none yet (idempotent seeding).
