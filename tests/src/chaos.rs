@@ -366,6 +366,13 @@ impl Part {
         }
     }
 
+    /// The process exited by itself.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let _ = std::process::Command::new("kill")
@@ -395,6 +402,29 @@ async fn wait_port(what: &str, addr: &str, limit: Duration) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// Waits until `part` (started) listens on `addr`, starting it again when it dies first, as a
+/// supervisor would: the Temporal dev server picks its internal ports itself, and has been seen
+/// to pick the one its own metrics listener holds and die at start, which left the run waiting
+/// for it for good. Fails after three starts that did not listen within `limit` each.
+async fn keep_listening(part: &mut Part, addr: &str, limit: Duration) -> anyhow::Result<()> {
+    for start in 1..=3 {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !part.exited() {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "payflow-chaos: {} did not listen on {addr} (start {start}); starting it again",
+            part.name
+        );
+        part.kill();
+        part.start()?;
+    }
+    anyhow::bail!("{} did not listen on {addr} after three starts", part.name)
 }
 
 /// Waits until `url` answers 200, or fails after `limit`.
@@ -630,7 +660,8 @@ impl Parts {
             part.start()?;
         }
         let limit = Duration::from_secs(60);
-        wait_port("Temporal", &parts.temporal_address, limit).await?;
+        let temporal_address = parts.temporal_address.clone();
+        keep_listening(&mut parts.temporal, &temporal_address, limit).await?;
         wait_port("Tansu", &parts.kafka_address, limit).await?;
         wait_port("Redis", &format!("127.0.0.1:{redis_port}"), limit).await?;
         wait_ready("the worker", &parts.health_url, Duration::from_secs(120)).await?;
@@ -680,7 +711,11 @@ impl Parts {
                 self.worker.start()?;
             }
             Fault::KillApi => restart(&mut self.api, down).await?,
-            Fault::KillTemporal => restart(&mut self.temporal, down).await?,
+            Fault::KillTemporal => {
+                restart(&mut self.temporal, down).await?;
+                let address = self.temporal_address.clone();
+                keep_listening(&mut self.temporal, &address, Duration::from_secs(60)).await?;
+            }
             Fault::KillBroker => restart(&mut self.broker, down).await?,
             Fault::KillSandbox => restart(&mut self.sandbox, down).await?,
             Fault::RegistryAway => restart(&mut self.registry, hold).await?,
