@@ -474,6 +474,17 @@ impl Stack {
         self.restart_worker().await;
     }
 
+    /// A producer on the stack's topics, with the worker's registry settings (what the audit
+    /// republishes with).
+    pub fn producer(&self) -> payflow_activities::EventActivities {
+        let registry = self
+            .worker_config
+            .kafka
+            .registry()
+            .expect("registry config");
+        payflow_activities::EventActivities::new(self.kafka.clone(), registry).expect("producer")
+    }
+
     /// Terminates the payment workflow of `order_id`, as an operator can (`temporal workflow
     /// terminate`): it ends where it is, with no compensation.
     pub async fn terminate(&self, order_id: &str) -> anyhow::Result<()> {

@@ -43,12 +43,7 @@ fn the_test_murmur2_agrees_with_javas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_land_on_the_partition_java_producers_choose() {
     let stack = Stack::start().await;
-    let registry = stack
-        .worker_config
-        .kafka
-        .registry()
-        .expect("registry config");
-    let events = EventActivities::new(stack.kafka.clone(), registry).expect("producer");
+    let events = stack.producer();
     let batch: Vec<DomainEvent> = JAVA_MURMUR2
         .iter()
         .map(|(key, _)| DomainEvent {
@@ -625,9 +620,7 @@ async fn the_audit_republishes_what_a_terminated_payment_never_published_and_rep
     assert_eq!(report.unreadable[0].0, broken, "{report:?}");
 
     stack.registry.restart().await;
-    let registry = stack.worker_config.kafka.registry().expect("registry");
-    let producer = EventActivities::new(stack.kafka.clone(), registry).expect("producer");
-    let report = audit(payments, &stack.kafka, Some(&producer), since)
+    let report = audit(payments, &stack.kafka, Some(&stack.producer()), since)
         .await
         .unwrap();
     assert_eq!(report.republished, 8, "{report:?}");

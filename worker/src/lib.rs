@@ -179,11 +179,13 @@ impl PayflowWorker {
             .map(|_| db::checker(&config.database.url))
             .transpose()
             .context("DATABASE_URL")?;
-        background.push(spawn_store_checks(
-            pool_checked,
-            redis_checked,
-            health.clone(),
-        ));
+        if pool_checked.is_some() || redis_checked.is_some() {
+            background.push(spawn_store_checks(
+                pool_checked,
+                redis_checked,
+                health.clone(),
+            ));
+        }
         health.started();
         tracing::info!(
             services = ?config.services,

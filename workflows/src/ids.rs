@@ -31,7 +31,8 @@ pub const DEFAULT_PAYMENT_KEY_PREFIX: &str = "tpk_PAY-";
 /// to the order like any other key, and refuses keys of its shape for any other order, so no
 /// other order can take it.
 pub fn default_payment_key(order_id: &str) -> String {
-    format!("tpk_{}", payment_id(order_id))
+    // `tpk_` and the payment id.
+    format!("{DEFAULT_PAYMENT_KEY_PREFIX}{order_id}")
 }
 
 /// The order id back from a payment id, if it is one.
