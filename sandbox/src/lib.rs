@@ -214,7 +214,8 @@ impl Ledger {
             use std::io::Write;
             let mut line = serde_json::to_vec(&entry).expect("serializable");
             line.push(b'\n');
-            if let Err(e) = file.write_all(&line) {
+            // On disk before anyone hears the answer, as a PG's books would be.
+            if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
                 // The sandbox cannot keep its promise: stop rather than answer with amnesia.
                 panic!("sandbox journal write failed: {e}");
             }
@@ -272,12 +273,17 @@ impl Sandbox {
         let journal = match &config.books {
             None => None,
             Some(path) => {
-                if let Ok(text) = std::fs::read_to_string(path) {
-                    for line in text.lines() {
-                        // A line cut short by a crash is the only kind that cannot parse.
-                        if let Ok(entry) = serde_json::from_str::<Entry>(line) {
-                            books.apply(entry);
-                        }
+                // Bytes, not text: a crash can cut a line inside a multi-byte character, and
+                // that line alone is lost, not the whole journal.
+                let bytes = match std::fs::read(path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                for line in bytes.split(|b| *b == b'\n') {
+                    // A line cut short by a crash is the only kind that cannot parse.
+                    if let Ok(entry) = serde_json::from_slice::<Entry>(line) {
+                        books.apply(entry);
                     }
                 }
                 let mut file = std::fs::OpenOptions::new()
@@ -913,11 +919,13 @@ mod tests {
             });
         }
         drop(first);
-        // A crash cut the last line short.
+        // A crash cut the last line short, inside a Korean character (not valid UTF-8).
+        let torn = &"{\"op\":\"payment\",\"method\":\"카드".as_bytes()[..31];
+        assert!(std::str::from_utf8(torn).is_err());
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"op\":\"cha"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, torn))
             .unwrap();
 
         let second = Sandbox::new(config.clone()).unwrap();
