@@ -400,8 +400,12 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
     api.assert_untouched(&id).await;
     let (got, _) = api.get("/api/v1/payments/PAY-ORD-NOPE").await;
     assert_eq!(got, StatusCode::NOT_FOUND);
-    // Ids with a NUL are bad requests, not outages to retry.
-    for path in ["/api/v1/orders/ORD%00", "/api/v1/payments/PAY-ORD%00"] {
+    // Ids with a NUL, or bytes that are not text, are bad requests, not outages to retry.
+    for path in [
+        "/api/v1/orders/ORD%00",
+        "/api/v1/payments/PAY-ORD%00",
+        "/api/v1/orders/%FF",
+    ] {
         let (got, answer) = api.get(path).await;
         assert_eq!(
             (got, answer["error"].as_str()),
@@ -409,6 +413,12 @@ async fn bad_input_is_refused_with_a_clear_error_and_changes_nothing() {
             "{path}: {answer}"
         );
     }
+    // A route asked with a method it does not take answers in the API's JSON too.
+    let (got, answer) = api.get("/api/v1/payments").await;
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("METHOD_NOT_ALLOWED"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,10 @@ mod codec;
 use crate::service::{DEFAULT_RESERVATION_TTL_MS, Pay, Payflow, PayflowError};
 use axum::{
     Json, Router,
-    extract::{FromRequest, Path, Request, State, rejection::JsonRejection},
+    extract::{
+        FromRequest, Path, Request, State,
+        rejection::{JsonRejection, PathRejection},
+    },
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -169,6 +172,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors)
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         // The limit answers a declared oversized body itself, in plain text: in the API's JSON.
@@ -223,6 +227,9 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// The route exists, the method does not.
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     /// A dependency failed; details go to the log, not to the caller.
     #[error("the service is unavailable, try again")]
     Unavailable(#[source] anyhow::Error),
@@ -246,6 +253,11 @@ impl IntoResponse for ApiError {
                 "UNSUPPORTED_MEDIA_TYPE",
                 Value::Null,
             ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                Value::Null,
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "request failed");
                 (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", Value::Null)
@@ -263,6 +275,13 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A path segment that is not an id at all (bytes that are not UTF-8, say).
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest("INVALID_REQUEST", e.body_text())
     }
 }
 
@@ -422,8 +441,9 @@ struct OrderView {
 
 async fn get_order(
     State(state): State<ApiState>,
-    Path(order_id): Path<String>,
+    order_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderView>, ApiError> {
+    let Path(order_id) = order_id?;
     let (order, payment) = state.payflow().order(&order_id).await?;
     Ok(Json(OrderView {
         order_id: order.order_id,
@@ -576,8 +596,9 @@ impl From<PaymentStatus> for PaymentView {
 
 async fn get_payment(
     State(state): State<ApiState>,
-    Path(payment_id): Path<String>,
+    payment_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PaymentView>, ApiError> {
+    let Path(payment_id) = payment_id?;
     crate::service::check_id("paymentId", &payment_id)?;
     let order_id = ids::order_id_from_payment_id(&payment_id)
         .ok_or_else(|| ApiError::NotFound(format!("payment {payment_id} not found")))?;
