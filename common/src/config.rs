@@ -329,16 +329,31 @@ fn parse_topic_override(s: &str) -> Result<(EventType, String), String> {
 }
 
 impl KafkaArgs {
-    /// The publisher's configuration.
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig {
+    /// The publisher's configuration. Each event type needs a topic of its own: a topic's
+    /// registry subject (`<topic>-value`) holds one schema, and a consumer tells the events
+    /// apart by topic.
+    pub fn config(&self) -> anyhow::Result<KafkaConfig> {
+        let config = KafkaConfig {
             bootstrap_servers: self.bootstrap_servers.clone(),
             topic_prefix: self.topic_prefix.clone(),
             topics: self.topics.iter().cloned().collect(),
             partitions: self.partitions,
             replication: self.replication,
             encoding: self.encoding,
+        };
+        let mut seen = std::collections::BTreeMap::new();
+        for ty in EventType::ALL {
+            if let Some(other) = seen.insert(config.topic(ty), ty) {
+                anyhow::bail!(
+                    "{} and {} are both configured onto topic {} (--kafka-topic / KAFKA_TOPICS): \
+                     each event type needs a topic of its own",
+                    other.name(),
+                    ty.name(),
+                    config.topic(ty)
+                );
+            }
         }
+        Ok(config)
     }
 
     /// The schema registry client, if the encoding uses one.
@@ -438,5 +453,41 @@ mod tests {
             url: "redis://:s3cret@h:6379".into(),
         };
         assert!(!format!("{args:?}{redis:?}").contains("s3cret"));
+    }
+
+    #[derive(clap::Parser)]
+    struct Kafka {
+        #[command(flatten)]
+        kafka: super::KafkaArgs,
+    }
+
+    fn kafka(args: &[&str]) -> anyhow::Result<payflow_activities::events::KafkaConfig> {
+        use clap::Parser;
+        Kafka::try_parse_from(std::iter::once("payflow").chain(args.iter().copied()))
+            .expect("parses")
+            .kafka
+            .config()
+    }
+
+    #[test]
+    fn two_event_types_on_one_topic_are_refused() {
+        let config = kafka(&["--kafka-topic", "payment.failed=payments.done"]).unwrap();
+        assert_eq!(
+            config.topic(payflow_workflows::types::EventType::PaymentFailed),
+            "payments.done"
+        );
+        for args in [
+            &[
+                "--kafka-topic",
+                "payment.failed=x",
+                "--kafka-topic",
+                "payment.cancelled=x",
+            ][..],
+            // Onto another type's contract topic.
+            &["--kafka-topic", "payment.failed=c4ang.payment.completed"][..],
+        ] {
+            let refused = kafka(args).unwrap_err().to_string();
+            assert!(refused.contains("topic of its own"), "{refused}");
+        }
     }
 }

@@ -551,7 +551,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: AdminCommand::Setup,
         } => {
             search_attributes(&common).await?;
-            let kafka = common.kafka.config();
+            let kafka = common.kafka.config()?;
             let registry = common.kafka.registry()?;
             payflow_activities::EventActivities::ensure_topics(&kafka, registry.as_ref())
                 .await
@@ -573,7 +573,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: EventsCommand::Audit { since, republish },
         } => {
             let payments = PaymentClient::connect(&common.temporal).await?;
-            let kafka = common.kafka.config();
+            let kafka = common.kafka.config()?;
             let producer = if republish {
                 Some(payflow_activities::EventActivities::new(
                     kafka.clone(),

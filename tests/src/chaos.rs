@@ -683,6 +683,7 @@ impl Parts {
             auto_register: true,
         }
         .config()
+        .expect("topics of their own")
     }
 
     async fn configure_sandbox(&self, settings: serde_json::Value) {

@@ -439,7 +439,7 @@ impl Stack {
             pool,
             redis,
             sandbox_url,
-            kafka: kafka_args.config(),
+            kafka: kafka_args.config().expect("topics of their own"),
             registry,
             metrics_addr,
             worker_config,

@@ -147,8 +147,14 @@ pub struct WorkerConfig {
     /// ceiling on this machine). Use a task queue prefix of its own.
     #[arg(long, env = "PAYFLOW_NOOP", value_parser = clap::builder::BoolishValueParser::new())]
     pub noop: bool,
-    /// How often the product worker gives back expired reservations, in milliseconds.
-    #[arg(long, env = "PAYFLOW_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    /// How often the product worker gives back expired reservations, in milliseconds (at
+    /// least 1: the sweep cannot be switched off, or lapsed stock would never come back).
+    #[arg(
+        long,
+        env = "PAYFLOW_SWEEP_INTERVAL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub sweep_interval_ms: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -186,5 +192,28 @@ impl WorkerConfig {
         } else {
             Ok(Some(self.metrics_listen.parse()?))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: super::WorkerConfig,
+    }
+
+    #[test]
+    fn a_sweep_interval_of_zero_is_refused_at_start() {
+        use clap::Parser;
+        let parsed = Cli::try_parse_from(["payflow-worker", "--sweep-interval-ms", "250"]).unwrap();
+        assert_eq!(parsed.worker.sweep_interval_ms, 250);
+        let refused = Cli::try_parse_from(["payflow-worker", "--sweep-interval-ms", "0"])
+            .err()
+            .expect("refused");
+        assert!(
+            refused.to_string().contains("sweep-interval-ms"),
+            "{refused}"
+        );
     }
 }

@@ -116,7 +116,7 @@ impl PayflowWorker {
         let mut background = Vec::new();
         let mut redis_checked = None;
         if config.hosts(Service::Workflow) {
-            let kafka = config.kafka.config();
+            let kafka = config.kafka.config()?;
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
                 .context("Kafka producer")?
                 .with_metrics(metrics.clone());
