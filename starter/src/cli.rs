@@ -475,8 +475,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Operator { command } => {
             let payments = PaymentClient::connect(&common.temporal).await?;
+            // The workflow takes these only while a refund waits for an operator; said here,
+            // before anything is sent, rather than dropped there without a word.
+            let refund_waiting = |order_id: &str| {
+                let payments = payments.clone();
+                let order_id = order_id.to_owned();
+                async move {
+                    let status = payments.status(&order_id).await?;
+                    anyhow::ensure!(
+                        status.refund_waiting,
+                        "no refund of order {order_id} is waiting for an operator (stage {}); \
+                         nothing was sent",
+                        status.stage
+                    );
+                    anyhow::Ok(())
+                }
+            };
             match command {
                 OperatorCommand::RetryRefund { order_id, operator } => {
+                    refund_waiting(&order_id).await?;
                     payments.retry_refund(&order_id, &operator).await?;
                     println!("asked payment of {order_id} to retry its refund");
                 }
@@ -485,6 +502,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     operator,
                     reference,
                 } => {
+                    refund_waiting(&order_id).await?;
                     payments
                         .refund_completed_manually(
                             &order_id,

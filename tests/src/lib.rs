@@ -66,6 +66,8 @@ pub fn fast_timings() -> SagaTimings {
         stock_retry_secs: 1,
         refund_retry_secs: 1,
         late_charge_secs: 1,
+        // Longer than any compensation step takes in a test unless something is away.
+        stuck_step_secs: 20,
     }
 }
 

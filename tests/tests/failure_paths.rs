@@ -5,8 +5,8 @@ use payflow_activities::product::{ORPHAN_GRACE_MS, Product, ProductStore, reserv
 use payflow_starter::{audit::audit, service::Pay};
 use payflow_tests::{
     DECLINED_STEPS, EVERY_SERVICE, SUCCESS_STEPS, Stack, StackOptions, VOIDED_STEPS,
-    assert_conserved, avro_str, check_history, deadline_fired, eventually, fast_timings, own_key,
-    platform_view, steps, types_of,
+    assert_conserved, avro_str, bare_command, binary, check_history, deadline_fired, eventually,
+    fast_timings, own_key, platform_view, steps, temporal_address, types_of,
 };
 use payflow_worker::config::Service;
 use payflow_workflows::types::{
@@ -643,6 +643,7 @@ async fn deadline_stack_without(missing: Service) -> Stack {
     Stack::start_with(StackOptions {
         timings: Some(SagaTimings {
             deadline_secs: 2,
+            stuck_step_secs: 3,
             ..fast_timings()
         }),
         services: Some(
@@ -932,6 +933,88 @@ async fn a_refund_an_operator_made_by_hand_is_recorded_and_not_repeated() {
     assert_conserved(&stack, &products).await;
 }
 
+/// An operator's word about a refund counts only while a refund waits for it: the CLI says so
+/// before sending anything, and a signal sent anyway (from the Web UI, say, or meant for
+/// another order) before the refund waits is dropped, so it cannot stand in for a refund
+/// nobody made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_signal_sent_before_the_refund_waits_is_not_taken_for_one() {
+    let stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            // Five refund tries take 16 s: the signals below come well before the wait.
+            refund_retry_secs: 4,
+            ..fast_timings()
+        }),
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[3]).await;
+    let key = &own_key("tpk_refund_fail_stale");
+    let (order_id, _) = pay_expired(&stack, &products, "USR-RF3", key).await;
+    let cli = |args: &[&str]| {
+        bare_command(&binary("payflow"))
+            .env("TEMPORAL_ADDRESS", temporal_address())
+            .args(args)
+            .output()
+            .expect("run payflow")
+    };
+    let early = [
+        "operator",
+        "refund-done",
+        "--order",
+        &order_id,
+        "--operator",
+        "ops-typo",
+        "--reference",
+        "WRONG-ORDER-1",
+    ];
+    let refused = cli(&early);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("is waiting for an operator"), "{said}");
+    stack
+        .payflow
+        .payments
+        .refund_completed_manually(
+            &order_id,
+            ManualRefund {
+                operator: "ops-typo".into(),
+                reference: "WRONG-ORDER-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    wait_for_attention(&stack, &order_id).await;
+    assert!(status_of(&stack, &order_id).await.refund_waiting);
+    stack.fix_refunds(key).await;
+    let asked = cli(&[
+        "operator",
+        "retry-refund",
+        "--order",
+        &order_id,
+        "--operator",
+        "ops-kim",
+    ]);
+    assert!(
+        asked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    let outcome = stack.outcome(&order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    assert_eq!(
+        stack.books(&order_id).await.cancels,
+        1,
+        "refunded at the PG, not by the early word"
+    );
+    let status = status_of(&stack, &order_id).await;
+    assert_eq!(status.refunded_by.as_deref(), Some("pg"));
+    assert!(!status.refund_waiting && !status.needs_attention);
+    assert_conserved(&stack, &products).await;
+    check_history(&stack, &order_id, "refund_signal_before_the_wait").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
     let stack = Stack::start_with(StackOptions {
@@ -981,13 +1064,24 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     let decision = stack.pay(&order, PaymentMethod::Card, None).await;
     assert!(decision.approved);
 
-    // The deadline passes; the compensation waits for the product service to give the stock
-    // back, so it is brought up.
-    eventually(Duration::from_secs(30), "compensation to start", || async {
-        let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
-        (s.stage == PaymentStage::Compensating).then_some(())
-    })
+    // The deadline passes. The stock's return waits for the product service, the refund does
+    // not: the customer's money comes back while nobody can give the stock back, and the
+    // stuck step is listed for operators.
+    let stuck = eventually(
+        Duration::from_secs(30),
+        "the refund, and the stock's return listed",
+        || async {
+            let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+            let listed = s
+                .attention_reasons
+                .iter()
+                .any(|r| r.starts_with("release stock keeps failing, still trying"));
+            (listed && stack.books(&order.order_id).await.cancels == 1).then_some(s)
+        },
+    )
     .await;
+    assert_eq!(stuck.stage, PaymentStage::Compensating);
+    assert!(stuck.needs_attention);
     stack.restart_worker_with_every_service().await;
 
     let outcome = stack.outcome(&order.order_id).await;
@@ -1007,6 +1101,12 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     );
     assert_conserved(&stack, &products).await;
     assert_eq!(stack.ledger(&products[0].product_id).await.available, 4);
+    let done = status_of(&stack, &order.order_id).await;
+    assert!(
+        !done.needs_attention,
+        "taken off the list once the stock is back: {:?}",
+        done.attention_reasons
+    );
     assert_eq!(
         platform_view(&stack, &order.order_id).await,
         steps(&STOCK_FAILED_STEPS),

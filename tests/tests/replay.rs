@@ -26,7 +26,16 @@
 //! - `v9/`: after `publish-pause-outlives-cancel-v9` (the same run rests between tries).
 //!   `v9/void_refused_for_good`, a void the PG refused for good, was recorded before v10: the
 //!   tracker said `COMPENSATED`.
-//! - `v10/`: after `compensation-failure-tracked-v10` (the same run records `FAILED`).
+//! - `v10/`: after `compensation-failure-tracked-v10` (the same run records `FAILED`). Its
+//!   `deadline_after_approval`, `stock_expired_refunded`, `refund_failed_then_retried` and
+//!   `refund_failed_then_done_by_hand` were recorded before v11 (the refund waited for the
+//!   stock's release), and `refund_signal_before_the_wait` before v12: an operator's
+//!   "refunded by hand" sent while the refund was still in its tries ended the wait at once.
+//! - `v11/`: after `compensation-watched-v11`, which every compensation consults (the refund
+//!   beside the stock's release; a step that has not succeeded after `stuck_step_secs` listed
+//!   while it goes on: `v11/deadline_after_approval`, with no product worker) and
+//!   `refund-signals-while-waiting-v12` (the same early signal dropped, the refund waiting for
+//!   an operator: `v11/refund_signal_before_the_wait`).
 //!
 //! A patch no path of a generation consults leaves that path's history as the generation
 //! before recorded it. Each history must replay against the current workflow code: a change to
@@ -35,7 +44,7 @@
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v11 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v12 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -162,6 +171,19 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
             "v10/void_refused_for_good.json",
         ],
         "a void that failed for good",
+    );
+    // Recorded before compensation-watched-v11: the refund waited for the stock's release, and
+    // an early "refunded by hand" ended the refund's wait at once (before
+    // refund-signals-while-waiting-v12). v11 is the same runs under the patches.
+    require(
+        &names,
+        &[
+            "v10/deadline_after_approval.json",
+            "v11/deadline_after_approval.json",
+            "v10/refund_signal_before_the_wait.json",
+            "v11/refund_signal_before_the_wait.json",
+        ],
+        "a refund beside the stock's release, and an early operator signal",
     );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);

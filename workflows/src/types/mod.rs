@@ -71,9 +71,18 @@ pub struct SagaTimings {
     /// for a charge the PG completed late ([`crate::workflow::LATE_CHARGE_PATCH`]).
     #[serde(default = "default_late_charge_secs")]
     pub late_charge_secs: u64,
+    /// A compensation step (a stock release, an order's cancellation, a void, ...) that has
+    /// not succeeded after this many seconds is listed for operators while it goes on trying
+    /// ([`crate::workflow::COMPENSATION_WATCHED_PATCH`]).
+    #[serde(default = "default_stuck_step_secs")]
+    pub stuck_step_secs: u64,
 }
 
 fn default_late_charge_secs() -> u64 {
+    120
+}
+
+fn default_stuck_step_secs() -> u64 {
     120
 }
 
@@ -85,6 +94,7 @@ impl Default for SagaTimings {
             stock_retry_secs: 30,
             refund_retry_secs: 120,
             late_charge_secs: default_late_charge_secs(),
+            stuck_step_secs: default_stuck_step_secs(),
         }
     }
 }
@@ -203,6 +213,10 @@ pub struct PaymentStatus {
     /// up on), and the workflow's second look cancelled it.
     #[serde(default)]
     pub late_charge_voided: bool,
+    /// The refund failed every try and waits for an operator's `retry_refund` or
+    /// `refund_completed_manually`; only while it does are those signals taken.
+    #[serde(default)]
+    pub refund_waiting: bool,
     /// When each stage was reached (workflow time), keyed by stage name.
     pub stage_times: BTreeMap<String, EpochMillis>,
 }

@@ -4,7 +4,8 @@
 //! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
 
 use super::{
-    COMPENSATION_FAILURE_TRACKED_PATCH, LATE_CHARGE_PATCH, VOID_ATTENTION_PATCH,
+    COMPENSATION_FAILURE_TRACKED_PATCH, COMPENSATION_WATCHED_PATCH, LATE_CHARGE_PATCH,
+    REFUND_SIGNALS_WHILE_WAITING_PATCH, VOID_ATTENTION_PATCH,
     failure::{Compensation, Failure, Money, Notice, failure_message},
     saga::{Saga, attention_keys},
 };
@@ -16,14 +17,15 @@ use crate::{
 use std::time::Duration;
 use temporalio_common::error::RetryState;
 use temporalio_workflow::{
-    ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken, join,
+    ActivityExecutionError, ActivityOptions, TimerOptions, WaitConditionOptions,
+    WorkflowCancellationToken, join,
 };
 
-/// Whether a step failed because its tries ran out (its last try failing or timing out), rather
-/// than for good.
+/// Whether a step failed because its tries or its time ran out (its last try failing or timing
+/// out, or its schedule-to-close time passing), rather than for good.
 fn tries_ran_out(err: &ActivityExecutionError) -> bool {
     matches!(err, ActivityExecutionError::Failed(failed)
-        if failed.retry_state() == RetryState::MaximumAttemptsReached)
+        if matches!(failed.retry_state(), RetryState::MaximumAttemptsReached | RetryState::Timeout))
 }
 
 /// Tries of a void before it is listed for operators (about 3 s of quick failures, or longer
@@ -36,6 +38,8 @@ impl Saga {
     /// cancelled. Answers the void if it found nothing at the PG (see [`Saga::void_late_charge`]).
     pub(super) async fn compensate(&self, failure: Failure) -> Option<VoidPayment> {
         self.enter(PaymentStage::Compensating);
+        self.watched
+            .set(self.outbox && self.ctx.patched(COMPENSATION_WATCHED_PATCH));
         if let Some(step) = self.current_step.get() {
             self.track(step, SagaStatus::Failed, Some(failure.code()));
         }
@@ -87,7 +91,7 @@ impl Saga {
             });
         });
         self.must(
-            PaymentActivities::record_failure,
+            || PaymentActivities::record_failure,
             RecordPaymentFailure {
                 payment: self.payment.clone(),
                 code: code.clone(),
@@ -107,8 +111,7 @@ impl Saga {
             }),
             self.release_stock(),
         );
-        let status = self.compensation_status(released);
-        self.track(saga_steps::COMPENSATION_STOCK, status, Some(code));
+        self.stock_returned(released, code);
         self.cancel_order(plan.order_reason, plan.order_event_reason)
             .await;
         self.notify(plan.notice).await;
@@ -163,10 +166,14 @@ impl Saga {
             })
             .await;
         }
-        let released = self.release_stock().await;
-        let status = self.compensation_status(released);
-        self.track(saga_steps::COMPENSATION_STOCK, status, Some(code));
-        let (reference, refunded_by) = self.refund(approval_number, &plan).await;
+        let (reference, refunded_by) = if self.watched.get() {
+            // The money does not wait for the product service (see the patch).
+            let returned = async { self.stock_returned(self.release_stock().await, code) };
+            join!(returned, self.refund(approval_number, &plan)).1
+        } else {
+            self.stock_returned(self.release_stock().await, code);
+            self.refund(approval_number, &plan).await
+        };
         self.track(
             saga_steps::COMPENSATION_PAYMENT,
             SagaStatus::Compensated,
@@ -177,7 +184,7 @@ impl Saga {
             s.status.refunded_by = Some(refunded_by.clone());
         });
         self.must(
-            PaymentActivities::record_cancellation,
+            || PaymentActivities::record_cancellation,
             RecordPaymentCancellation {
                 payment: self.payment.clone(),
                 reason: payment_reason,
@@ -236,6 +243,15 @@ impl Saga {
                 attention_keys::REFUND,
                 Some(format!("refund failed: {error}")),
             );
+            let drop_stale = self.outbox && self.ctx.patched(REFUND_SIGNALS_WHILE_WAITING_PATCH);
+            self.ctx.state_mut(|s| {
+                s.status.refund_waiting = true;
+                if drop_stale {
+                    // Sent before anyone could see this refund wait: not meant for it.
+                    s.refund_retry_requested = false;
+                    s.manual_refund = None;
+                }
+            });
             let options = WaitConditionOptions::builder()
                 .cancellation_token(WorkflowCancellationToken::new())
                 .build();
@@ -248,6 +264,7 @@ impl Saga {
                 .await;
             self.attention(attention_keys::REFUND, None);
             let manual = self.ctx.state_mut(|s| {
+                s.status.refund_waiting = false;
                 s.refund_retry_requested = false;
                 s.manual_refund.clone()
             });
@@ -260,7 +277,7 @@ impl Saga {
     /// Returns the stock; answers whether it did (`false`: it failed for good and is listed).
     async fn release_stock(&self) -> bool {
         self.must(
-            ProductActivities::release,
+            || ProductActivities::release,
             ReleaseStock {
                 order_id: self.payment.order_id.clone(),
             },
@@ -269,6 +286,12 @@ impl Saga {
         )
         .await
         .is_some()
+    }
+
+    /// Records the stock's return on the saga tracker (`FAILED` if it failed for good).
+    fn stock_returned(&self, released: bool, code: &str) {
+        let status = self.compensation_status(released);
+        self.track(saga_steps::COMPENSATION_STOCK, status, Some(code));
     }
 
     /// The tracker's status of a void or a stock release: `FAILED` when it failed for good
@@ -301,7 +324,7 @@ impl Saga {
     async fn cancel_order_only(&self, reason: &str) -> Option<CancelledOrder> {
         let cancelled = self
             .must(
-                OrderActivities::cancel,
+                || OrderActivities::cancel,
                 CancelOrder {
                     order_id: self.payment.order_id.clone(),
                     reason: reason.to_owned(),
@@ -323,40 +346,104 @@ impl Saga {
     /// keeps failing (the PG away, or refusing payflow's secret key) is listed for operators
     /// while it lasts and goes on trying; the try that gets through takes it off the list
     /// ([`VOID_ATTENTION_PATCH`]; before it, the void retried without a word).
+    /// Under [`COMPENSATION_WATCHED_PATCH`] the first run also ends when `stuck_step_secs`
+    /// pass without an answer (no payment worker polling, say).
     async fn void(&self, void: VoidPayment, summary: &'static str) -> Option<PgCancellation> {
         let queue = &self.queues.payment;
-        if !self.outbox || !self.ctx.patched(VOID_ATTENTION_PATCH) {
+        if self.watched.get() {
+            let first = self.watched_options(queue, summary, Some(VOID_TRIES_UNLISTED));
             return self
-                .must(PaymentActivities::void, void, queue, summary)
+                .watch(
+                    || PaymentActivities::void,
+                    void,
+                    first,
+                    attention_keys::VOID,
+                    summary,
+                )
                 .await;
         }
-        let options = self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED);
+        if !self.outbox || !self.ctx.patched(VOID_ATTENTION_PATCH) {
+            return self
+                .until_failed(PaymentActivities::void, void, queue, summary)
+                .await;
+        }
+        let first = self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED);
+        self.watch(
+            || PaymentActivities::void,
+            void,
+            first,
+            attention_keys::VOID,
+            summary,
+        )
+        .await
+    }
+
+    /// Runs a compensation step: its `first` run, then, listed for operators under `key` while
+    /// it lasts, until it succeeds (the list is cleared then). `None` when it failed for good;
+    /// that failure stays listed under `summary`.
+    async fn watch<A>(
+        &self,
+        activity: impl Fn() -> A,
+        input: A::Input,
+        first: ActivityOptions,
+        key: &str,
+        summary: &'static str,
+    ) -> Option<A::Output>
+    where
+        A: temporalio_common::ActivityDefinition,
+        A::Input: Clone,
+        A::Output: temporalio_common::data_converters::TemporalDeserializable,
+    {
+        let queue = first.task_queue.clone().unwrap_or_default();
         match self
             .ctx
-            .execute_activity(PaymentActivities::void, void.clone(), options)
+            .execute_activity(activity(), input.clone(), first)
             .await
         {
-            Ok(voided) => return Some(voided),
+            Ok(output) => return Some(output),
             Err(err) if !tries_ran_out(&err) => return self.failed_for_good(summary, &err),
             Err(err) => self.attention(
-                attention_keys::VOID,
+                key,
                 Some(format!(
                     "{summary} keeps failing, still trying: {}",
                     failure_message(&err)
                 )),
             ),
         }
-        let voided = self
-            .must(PaymentActivities::void, void, queue, summary)
-            .await;
-        // A void that failed for good is listed by `must` under its own reason.
-        self.attention(attention_keys::VOID, None);
-        voided
+        let done = self.until_failed(activity(), input, &queue, summary).await;
+        // A step that failed for good is listed under its own reason (`summary`); when that
+        // is the key too, the failure replaces the "still trying".
+        if done.is_some() || key != summary {
+            self.attention(key, None);
+        }
+        done
     }
 
-    /// Runs a compensation step until it succeeds. `None` when it failed for good; the failure
-    /// stays listed for operators.
+    /// Runs a compensation step until it succeeds, listed for operators while it has not
+    /// after `stuck_step_secs` ([`COMPENSATION_WATCHED_PATCH`]). `None` when it failed for
+    /// good; the failure stays listed for operators.
     async fn must<A>(
+        &self,
+        activity: impl Fn() -> A,
+        input: A::Input,
+        queue: &str,
+        summary: &'static str,
+    ) -> Option<A::Output>
+    where
+        A: temporalio_common::ActivityDefinition,
+        A::Input: Clone,
+        A::Output: temporalio_common::data_converters::TemporalDeserializable,
+    {
+        if self.watched.get() {
+            let first = self.watched_options(queue, summary, None);
+            return self.watch(activity, input, first, summary, summary).await;
+        }
+        self.until_failed(activity(), input, queue, summary).await
+    }
+
+    /// Runs a compensation step without limit: `None` only when it failed for good, which is
+    /// listed for operators.
+    async fn until_failed<A>(
         &self,
         activity: A,
         input: A::Input,

@@ -123,6 +123,25 @@ pub const PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH: &str = "publish-pause-outlives-ca
 /// [`EVENT_OUTBOX_PATCH`].
 pub const COMPENSATION_FAILURE_TRACKED_PATCH: &str = "compensation-failure-tracked-v10";
 
+/// A payment the PG approved is refunded beside the stock's release, not after it: the
+/// release needs the product service, whose trouble (Redis or its database away, or no product
+/// worker at all) is often what failed the payment, and the customer's money must not wait for
+/// it. And a compensation step that must succeed (a stock release, an order's cancellation, the
+/// payment's record, a void) and has not after `stuck_step_secs` is listed for operators while
+/// it goes on trying, whether its tries fail or none runs because no worker polls its queue;
+/// it is taken off the list when it succeeds. Before this patch the refund waited for the
+/// release, and such a step retried without a word. Checked when a compensation starts, so
+/// no successful payment records it. Only with [`EVENT_OUTBOX_PATCH`].
+pub const COMPENSATION_WATCHED_PATCH: &str = "compensation-watched-v11";
+
+/// An operator's `retry_refund` or `refund_completed_manually` counts only while a refund
+/// waits for one: what was sent before (to the wrong order, or before the refund had failed)
+/// is dropped when the wait begins, so a stale "refunded by hand" can never stand in for a
+/// refund nobody made. Before this patch such a signal was kept and ended the wait at once.
+/// Checked only when a refund starts waiting, so no other run records it. Only with
+/// [`EVENT_OUTBOX_PATCH`].
+pub const REFUND_SIGNALS_WHILE_WAITING_PATCH: &str = "refund-signals-while-waiting-v12";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {
@@ -167,6 +186,7 @@ impl PaymentWorkflow {
             refund_reference: None,
             refunded_by: None,
             late_charge_voided: false,
+            refund_waiting: false,
             stage_times: Default::default(),
         };
         Self {
@@ -229,13 +249,15 @@ impl PaymentWorkflow {
             .expect("the wait ends only once a decision exists")
     }
 
-    /// Operator: try the failed refund again.
+    /// Operator: try the failed refund again (taken only while a refund waits for an operator,
+    /// [`REFUND_SIGNALS_WHILE_WAITING_PATCH`]).
     #[signal(name = "retry_refund")]
     pub fn retry_refund(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _input: RetryRefund) {
         self.refund_retry_requested = true;
     }
 
-    /// Operator: the refund was done by hand; record who did it and its reference.
+    /// Operator: the refund was done by hand; record who did it and its reference (taken only
+    /// while a refund waits for an operator, [`REFUND_SIGNALS_WHILE_WAITING_PATCH`]).
     #[signal(name = "refund_completed_manually")]
     pub fn refund_completed_manually(
         &mut self,

@@ -121,6 +121,27 @@ impl Saga {
         options
     }
 
+    /// A compensation step's first run under [`super::COMPENSATION_WATCHED_PATCH`]: over once
+    /// `stuck_step_secs` pass without success (whether its tries fail or none starts) or after
+    /// `tries`, when the workflow says so and goes on trying.
+    pub(super) fn watched_options(
+        &self,
+        queue: &str,
+        summary: &str,
+        tries: Option<u32>,
+    ) -> ActivityOptions {
+        let stuck = Duration::from_secs(self.timings.stuck_step_secs.max(1));
+        let mut options = self.service_options(queue, summary, None);
+        options.close_timeouts = ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: stuck,
+            start_to_close: Duration::from_secs(10),
+        };
+        if let (Some(policy), Some(tries)) = (options.retry_policy.as_mut(), tries) {
+            policy.set_maximum_attempts(tries);
+        }
+        options
+    }
+
     /// Publishing as a regular activity on the workflow's queue (before the lean saga).
     pub(super) fn publish_activity_options(&self, summary: &str) -> ActivityOptions {
         ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))

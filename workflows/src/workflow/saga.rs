@@ -28,6 +28,8 @@ pub(super) struct Saga {
     pub(super) outbox: bool,
     /// The forward step started and not yet ended.
     pub(super) current_step: Cell<Option<&'static str>>,
+    /// [`super::COMPENSATION_WATCHED_PATCH`] applies (known once a compensation starts).
+    pub(super) watched: Cell<bool>,
     pub(super) workflow_id: String,
     pub(super) payment: ApprovePayment,
     pub(super) queues: TaskQueues,
@@ -61,6 +63,7 @@ impl Saga {
             platform,
             outbox: platform && ctx.patched(EVENT_OUTBOX_PATCH),
             current_step: Cell::default(),
+            watched: Cell::default(),
             lean,
             workflow_id: ctx.workflow_id().to_owned(),
             queues: TaskQueues::for_workflow_queue(ctx.task_queue()),
