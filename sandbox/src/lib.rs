@@ -112,7 +112,8 @@ pub struct PgPaymentRecord {
     status: String,
     total_amount: i64,
     method: String,
-    approved_at: String,
+    /// `None` until the PG approves (Toss answers `null`).
+    approved_at: Option<String>,
     last_transaction_key: String,
     card: Value,
     cancels: Vec<Value>,
@@ -481,6 +482,9 @@ async fn confirm(
             && rand::random::<f64>() < config.late_rate
             && !sandbox.books().payments.contains_key(&body.payment_key));
     if late {
+        // Meanwhile the PG holds the payment as Toss does between the customer's
+        // authentication and the approval: `IN_PROGRESS`, nothing charged, not cancelable.
+        in_progress(&sandbox, &body);
         // The PG finishes what it started whether or not the client still waits: a client that
         // gave up does not stop the charge. Retries under the same idempotency key wait for it.
         let pending = tokio::spawn(async move {
@@ -556,7 +560,8 @@ async fn decide_confirm(
     }
     {
         let existing = sandbox.books().payments.get(key).cloned();
-        if let Some(existing) = existing {
+        // A payment still in progress is the one this confirm approves.
+        if let Some(existing) = existing.filter(|p| p.status != IN_PROGRESS) {
             if is_timeout_key(key) {
                 // Every retry of a timing-out payment times out too.
                 tokio::time::sleep(config.timeout_hold).await;
@@ -583,9 +588,11 @@ async fn decide_confirm(
         status: "DONE".into(),
         total_amount: body.amount,
         method: "카드".into(),
-        approved_at: chrono::Utc::now()
-            .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("KST"))
-            .to_rfc3339(),
+        approved_at: Some(
+            chrono::Utc::now()
+                .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).expect("KST"))
+                .to_rfc3339(),
+        ),
         last_transaction_key: format!("txn_{seq:012}"),
         card: json!({ "approveNo": format!("{:08}", 30_000_000 + seq) }),
         cancels: vec![],
@@ -606,6 +613,31 @@ async fn decide_confirm(
         tokio::time::sleep(config.timeout_hold).await;
     }
     Some((200, serde_json::to_value(record).expect("serializable")))
+}
+
+/// Toss's status of a payment the customer authenticated and the PG has not approved yet.
+const IN_PROGRESS: &str = "IN_PROGRESS";
+
+/// Records the payment a confirm is about to approve as [`IN_PROGRESS`] (unless the PG holds it
+/// already).
+fn in_progress(sandbox: &Sandbox, body: &ConfirmBody) {
+    let mut books = sandbox.books();
+    if books.payments.contains_key(&body.payment_key) {
+        return;
+    }
+    books.record(Entry::Payment {
+        record: PgPaymentRecord {
+            payment_key: body.payment_key.clone(),
+            order_id: body.order_id.clone(),
+            status: IN_PROGRESS.into(),
+            total_amount: body.amount,
+            method: "카드".into(),
+            approved_at: None,
+            last_transaction_key: String::new(),
+            card: Value::Null,
+            cancels: vec![],
+        },
+    });
 }
 
 fn is_late_key(key: &str) -> bool {
@@ -653,6 +685,12 @@ async fn cancel(
                 StatusCode::BAD_REQUEST,
                 "ALREADY_CANCELED_PAYMENT",
                 "이미 취소된 결제 입니다.",
+            )),
+            // Nothing to cancel before the approval.
+            Some(p) if p.status == IN_PROGRESS => Some(error(
+                StatusCode::FORBIDDEN,
+                "NOT_CANCELABLE_PAYMENT",
+                "취소 할 수 없는 결제 입니다.",
             )),
             Some(_) if behaviour(&payment_key).ends_with("_uncancelable") => Some(error(
                 StatusCode::FORBIDDEN,
@@ -901,7 +939,7 @@ mod tests {
             status: "DONE".into(),
             total_amount: 5_000,
             method: "카드".into(),
-            approved_at: "2026-11-24T00:00:00+09:00".into(),
+            approved_at: Some("2026-11-24T00:00:00+09:00".into()),
             last_transaction_key: format!("txn_{seq:012}"),
             card: json!({}),
             cancels: vec![],

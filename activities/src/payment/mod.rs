@@ -263,8 +263,11 @@ impl PaymentActivities {
                     reference: payment.cancels.last().map(|c| c.transaction_key.clone()),
                 });
             }
-            // Never completed at the PG: nothing was charged.
-            "ABORTED" | "EXPIRED" => {
+            // Never completed at the PG: nothing was charged. `READY` and `IN_PROGRESS` (the
+            // customer authenticated, the PG not approved yet) are not charged yet either, and
+            // cannot be cancelled: a confirm still in the PG's hands may approve it, which the
+            // workflow's second look takes back ([`VoidPayment::late`]).
+            "ABORTED" | "EXPIRED" | "READY" | "IN_PROGRESS" => {
                 return Ok(PgCancellation {
                     cancelled: false,
                     reference: None,
