@@ -1528,19 +1528,8 @@ pub async fn timer_fates(
             })
             .unwrap_or(events.len()),
     };
-    let started: Vec<i64> = events[from..]
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.attributes,
-                Some(Attributes::TimerStartedEventAttributes(_))
-            ) && e
-                .user_metadata
-                .as_ref()
-                .and_then(|m| m.summary.as_ref())
-                .is_some_and(|s| String::from_utf8_lossy(&s.data).contains(summary))
-        })
-        .map(|e| e.event_id)
+    let started: Vec<i64> = timers_started(&events[from..], summary)
+        .map(|(e, _)| e.event_id)
         .collect();
     let ended = |fired: bool| {
         events
@@ -1557,6 +1546,49 @@ pub async fn timer_fates(
             .count()
     };
     (ended(true), ended(false))
+}
+
+/// The durations, in whole seconds and in order, of the timers of an order's payment whose
+/// summary contains `summary`, from its history.
+pub async fn timer_durations(stack: &Stack, order_id: &str, summary: &str) -> Vec<i64> {
+    let workflow_id = payflow_workflows::ids::payment_workflow_id(order_id);
+    let Ok(named) =
+        payflow_starter::replay::fetch(stack.payflow.payments.temporal(), &workflow_id).await
+    else {
+        return Vec::new();
+    };
+    timers_started(&named.history.events, summary)
+        .map(|(_, started)| {
+            started
+                .start_to_fire_timeout
+                .as_ref()
+                .map_or(0, |d| d.seconds)
+        })
+        .collect()
+}
+
+/// The timers started among `events` whose summary contains `summary`.
+fn timers_started<'a>(
+    events: &'a [temporalio_common::protos::temporal::api::history::v1::HistoryEvent],
+    summary: &'a str,
+) -> impl Iterator<
+    Item = (
+        &'a temporalio_common::protos::temporal::api::history::v1::HistoryEvent,
+        &'a temporalio_common::protos::temporal::api::history::v1::TimerStartedEventAttributes,
+    ),
+> + 'a {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    events.iter().filter_map(move |e| match &e.attributes {
+        Some(Attributes::TimerStartedEventAttributes(started))
+            if e.user_metadata
+                .as_ref()
+                .and_then(|m| m.summary.as_ref())
+                .is_some_and(|s| String::from_utf8_lossy(&s.data).contains(summary)) =>
+        {
+            Some((e, started))
+        }
+        _ => None,
+    })
 }
 
 /// A TCP gate in front of a service, for start-up and outage tests: open, it forwards every

@@ -8,7 +8,7 @@ use payflow_activities::events::{
 use payflow_starter::{audit::audit, service::CreatedOrder};
 use payflow_tests::{
     SUCCESS_STEPS, Stack, StackOptions, TestRegistry, TimersFrom, check_history, eventually,
-    java_partition, metric, murmur2, platform_view, steps, timer_fates, types_of,
+    java_partition, metric, murmur2, platform_view, steps, timer_durations, timer_fates, types_of,
 };
 use payflow_workflows::types::{DomainEvent, EventBody, EventType, PaymentMethod, PaymentStage};
 use rdkafka::{
@@ -364,6 +364,34 @@ async fn a_registry_outage_holds_up_no_customer_and_loses_and_reorders_nothing()
     for (order, _) in &orders {
         events_followed(&stack, order).await;
     }
+}
+
+/// While the registry (or Kafka) stays away, the pause between publish tries goes on growing
+/// past 30 s: a try every 30 s would grow a payment's history, in about three days, to the
+/// size at which Temporal terminates the run and its unpublished events with it. (About a
+/// minute and a half: the pause has to pass 30 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_spaces_the_publish_tries_out_past_30_seconds() {
+    let stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[2]).await;
+    let order = stack.order("USR-LONG", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    let pauses = eventually(
+        Duration::from_secs(150),
+        "a pause longer than 30 s",
+        || async {
+            let pauses = timer_durations(&stack, &order.order_id, "again").await;
+            pauses.iter().any(|p| *p > 30).then_some(pauses)
+        },
+    )
+    .await;
+    assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 60], "the first batch's pauses");
+    check_history(&stack, &order.order_id, "long_publish_outage").await;
+    stack.terminate(&order.order_id).await.expect("terminate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

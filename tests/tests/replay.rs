@@ -35,7 +35,10 @@
 //!   beside the stock's release; a step that has not succeeded after `stuck_step_secs` listed
 //!   while it goes on: `v11/deadline_after_approval`, with no product worker) and
 //!   `refund-signals-while-waiting-v12` (the same early signal dropped, the refund waiting for
-//!   an operator: `v11/refund_signal_before_the_wait`).
+//!   an operator: `v11/refund_signal_before_the_wait`). `v11/long_publish_outage`, a registry
+//!   away for over a minute, was recorded before v13: the pauses between publish tries stopped
+//!   growing at 30 s.
+//! - `v13/`: after `publish-pause-grows-v13` (the same outage: the pause after 30 s is 60 s).
 //!
 //! A patch no path of a generation consults leaves that path's history as the generation
 //! before recorded it. Each history must replay against the current workflow code: a change to
@@ -44,7 +47,7 @@
 //!
 //! When a change adds a new generation, record it into a new directory (never over an old one,
 //! and never to paper over a divergence):
-//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v12 cargo test -p payflow-tests`.
+//! `PAYFLOW_RECORD_HISTORIES=$PWD/tests/histories/v14 cargo test -p payflow-tests`.
 
 use payflow_starter::replay::{NamedHistory, Verdict, parse_history, replay, replay_as};
 use std::path::PathBuf;
@@ -184,6 +187,16 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
             "v11/refund_signal_before_the_wait.json",
         ],
         "a refund beside the stock's release, and an early operator signal",
+    );
+    // Recorded before publish-pause-grows-v13: the pauses stopped growing at 30 s; v13 is the
+    // same outage under the patch.
+    require(
+        &names,
+        &[
+            "v11/long_publish_outage.json",
+            "v13/long_publish_outage.json",
+        ],
+        "a publish outage past 30 s",
     );
     for result in replay(histories, Default::default()).await.unwrap() {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);

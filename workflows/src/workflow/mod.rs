@@ -142,6 +142,15 @@ pub const COMPENSATION_WATCHED_PATCH: &str = "compensation-watched-v11";
 /// [`EVENT_OUTBOX_PATCH`].
 pub const REFUND_SIGNALS_WHILE_WAITING_PATCH: &str = "refund-signals-while-waiting-v12";
 
+/// While Kafka or the registry stays away, the pause between publish tries goes on doubling
+/// past 30 s, up to 5 minutes. Each try adds about six events to the history, and Temporal
+/// terminates a run whose history reaches 51,200 events, with its unpublished events (only the
+/// audit finds them then) and any refund waiting for an operator: at a try every 30 s that was
+/// about three days of outage; now it is about a month. Events follow within 5 minutes of
+/// Kafka's return after a long outage, within 30 s after a short one. Checked only when a
+/// pause reaches 30 s, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`].
+pub const PUBLISH_PAUSE_GROWS_PATCH: &str = "publish-pause-grows-v13";
+
 /// The payment workflow. Its state is what the `status` query shows.
 #[workflow]
 pub struct PaymentWorkflow {

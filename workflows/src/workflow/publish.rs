@@ -4,7 +4,7 @@
 //! Kafka in order, so no step waits for Kafka. Older generations publish inline (kept for replay).
 
 use super::{
-    PUBLISH_ATTENTION_PATCH, PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH,
+    PUBLISH_ATTENTION_PATCH, PUBLISH_PAUSE_GROWS_PATCH, PUBLISH_PAUSE_OUTLIVES_CANCEL_PATCH,
     failure::failure_message,
     options::{outbox_options, publish_options},
     saga::{Saga, attention_keys},
@@ -15,6 +15,13 @@ use temporalio_common::error::IncomingError;
 use temporalio_workflow::{
     ActivityExecutionError, TimerOptions, WaitConditionOptions, WorkflowCancellationToken,
 };
+
+/// Pauses between publish tries double up to this, as they always have.
+const SHORT_PAUSES_UP_TO: Duration = Duration::from_secs(30);
+/// Then on to this ([`PUBLISH_PAUSE_GROWS_PATCH`]): each try and its pause add about six events
+/// to the history, and a history of 51,200 events is terminated by Temporal, unpublished events
+/// and all. At 30 s that is about three days of a Kafka outage; at 5 minutes, about a month.
+const LONGEST_PAUSE: Duration = Duration::from_secs(300);
 
 impl Saga {
     /// The outbox's publisher: hands what the steps put in the outbox to Kafka, oldest first, a
@@ -43,7 +50,8 @@ impl Saga {
         }
     }
 
-    /// Publishes one batch, trying again on a durable timer (1 s, doubling to 30 s) while Kafka
+    /// Publishes one batch, trying again on a durable timer (1 s, doubling to 30 s, then to
+    /// 5 minutes: [`PUBLISH_PAUSE_GROWS_PATCH`]) while Kafka
     /// or the registry refuses it: a retry never holds a workflow task, so the business steps
     /// go on. Same records, same event ids on every try. The status shows the last error while
     /// it lasts. An outage needs no operator; a refusal only a person can lift (the registry
@@ -83,7 +91,15 @@ impl Saga {
                                 .build(),
                         )
                         .await;
-                    pause = (pause * 2).min(Duration::from_secs(30));
+                    // Past 30 s only under the patch, consulted only once a pause reaches it.
+                    let longest = if pause >= SHORT_PAUSES_UP_TO
+                        && self.ctx.patched(PUBLISH_PAUSE_GROWS_PATCH)
+                    {
+                        LONGEST_PAUSE
+                    } else {
+                        SHORT_PAUSES_UP_TO
+                    };
+                    pause = (pause * 2).min(longest);
                 }
             }
         }
