@@ -328,10 +328,14 @@ pub fn decision_from_status(status: &PaymentStatus) -> PaymentDecision {
         } else {
             status.failure_code.clone()
         },
+        // As the first answer said it (runs from before this field: the order's reason).
         failure_message: if approved {
             None
         } else {
-            status.failure_reason.clone()
+            status
+                .failure_message
+                .clone()
+                .or_else(|| status.failure_reason.clone())
         },
         retryable: !approved,
     }

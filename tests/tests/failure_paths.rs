@@ -84,9 +84,13 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     assert_eq!(pushes.len(), 1);
     assert_eq!(pushes[0].title, "결제에 실패했습니다");
 
-    // The order cannot be paid again.
+    // The order cannot be paid again; a repeat hears the same failure, in the same words.
     let again = stack.pay(&order, PaymentMethod::Toss, None).await;
     assert!(!again.approved);
+    assert_eq!(
+        (&again.failure_code, &again.failure_message),
+        (&decision.failure_code, &decision.failure_message)
+    );
     assert_eq!(stack.books(&order.order_id).await.charges, 0);
     assert_eq!(
         platform_view(&stack, &order.order_id).await,

@@ -192,6 +192,10 @@ pub struct PaymentStatus {
     pub failure_code: Option<String>,
     /// Human-readable reason of a failure or cancellation (the order's cancel reason).
     pub failure_reason: Option<String>,
+    /// What the customer was told of the failure (the PG's decline message, say): a repeated
+    /// request answers it again.
+    #[serde(default)]
+    pub failure_message: Option<String>,
     /// True when the workflow waits for an operator.
     pub needs_attention: bool,
     /// Why it waits for an operator: every unresolved problem, joined with `; `.

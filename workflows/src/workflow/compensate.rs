@@ -79,6 +79,7 @@ impl Saga {
         self.ctx.state_mut(|s| {
             s.status.failure_code = Some(code.clone());
             s.status.failure_reason = Some(plan.order_reason.to_owned());
+            s.status.failure_message = Some(plan.message.clone());
             s.decision = Some(PaymentDecision {
                 order_id: self.payment.order_id.clone(),
                 payment_id: self.payment.payment_id.clone(),
@@ -157,6 +158,7 @@ impl Saga {
         self.ctx.state_mut(|s| {
             s.status.failure_code = Some(code.clone());
             s.status.failure_reason = Some(plan.order_reason.to_owned());
+            s.status.failure_message = Some(plan.message.clone());
         });
         if plan.stock_event {
             self.publish(EventBody::StockConfirmationFailed {

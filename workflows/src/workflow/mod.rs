@@ -187,6 +187,7 @@ impl PaymentWorkflow {
             approval_number: None,
             failure_code: None,
             failure_reason: None,
+            failure_message: None,
             needs_attention: false,
             attention_reason: None,
             attention_reasons: Vec::new(),
