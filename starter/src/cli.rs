@@ -373,6 +373,9 @@ impl CommonArgs {
             payments,
             orders: OrderStore::new(pool.clone()),
             payment_keys: PaymentKeys::new(pool.clone()),
+            payment_records: payflow_activities::payment::records::PaymentRecords::new(
+                pool.clone(),
+            ),
             products: ProductStore::new(redis, pool),
             timings: None,
         }

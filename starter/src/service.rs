@@ -2,11 +2,14 @@
 //! preceding step: price, reserve, `PAYMENT_WAIT`), and payments are validated here before a
 //! workflow exists: bad input changes nothing and never reaches the PG.
 
-use crate::client::{ClientError, PaymentClient};
+use crate::client::{ClientError, PaymentClient, decision_from_status};
 use payflow_activities::{
     OrderStore,
     order::OrderRow,
-    payment::keys::{PaymentKeys, Presented},
+    payment::{
+        keys::{PaymentKeys, Presented},
+        records::PaymentRecords,
+    },
     product::{Product, ProductStore, ReserveError},
 };
 use payflow_workflows::{
@@ -152,6 +155,8 @@ pub struct Payflow {
     pub products: ProductStore,
     /// Payment keys bound to orders.
     pub payment_keys: PaymentKeys,
+    /// What the payment service recorded (payments whose workflow Temporal no longer holds).
+    pub payment_records: PaymentRecords,
     /// Timings passed to new workflows (`None`: production defaults).
     pub timings: Option<SagaTimings>,
 }
@@ -266,12 +271,12 @@ impl Payflow {
         }
         if order.status != OrderStatus::PaymentWait {
             // Already paid (or cancelled): the existing payment answers, if there is one.
-            return match self.payments.current_decision(&pay.order_id).await {
-                Err(ClientError::NotFound(_)) => Err(PayflowError::OrderNotPayable {
+            return match self.payment_status(&order).await? {
+                Some(status) => Ok(decision_from_status(&status)),
+                None => Err(PayflowError::OrderNotPayable {
                     order_id: order.order_id,
                     status: order.status,
                 }),
-                other => Ok(other?),
             };
         }
         if order.reservation_lapsed {
@@ -338,12 +343,29 @@ impl Payflow {
             .get(order_id)
             .await?
             .ok_or_else(|| PayflowError::OrderNotFound(order_id.to_owned()))?;
-        let payment = match self.payments.status(order_id).await {
-            Ok(s) => Some(s),
-            Err(ClientError::NotFound(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let payment = self.payment_status(&order).await?;
         Ok((order, payment))
+    }
+
+    /// The payment of an order (`PaymentNotFound` if it has none).
+    pub async fn payment(&self, order_id: &str) -> Result<PaymentStatus, PayflowError> {
+        let not_found = || PayflowError::PaymentNotFound(ids::payment_id(order_id));
+        let order = self.orders.get(order_id).await?.ok_or_else(not_found)?;
+        self.payment_status(&order).await?.ok_or_else(not_found)
+    }
+
+    /// The status of an order's payment: its workflow's, or, for a final order whose workflow
+    /// Temporal no longer holds (past the namespace's retention), what the payment service
+    /// recorded of it. `None` if the order has no payment.
+    async fn payment_status(
+        &self,
+        order: &OrderRow,
+    ) -> Result<Option<PaymentStatus>, PayflowError> {
+        match self.payments.status(&order.order_id).await {
+            Ok(status) => Ok(Some(status)),
+            Err(ClientError::NotFound(_)) => Ok(self.payment_records.status(order).await?),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -432,6 +432,9 @@ impl Stack {
             payments,
             orders: OrderStore::new(pool.clone()),
             payment_keys: payflow_activities::payment::keys::PaymentKeys::new(pool.clone()),
+            payment_records: payflow_activities::payment::records::PaymentRecords::new(
+                pool.clone(),
+            ),
             products: ProductStore::new(redis.clone(), pool.clone()),
             timings: options.timings,
         };

@@ -1,6 +1,7 @@
 //! The HTTP API over real HTTP, against the running worker and services.
 
-use payflow_tests::{Stack, eventually, own_key};
+use payflow_starter::client::ClientError;
+use payflow_tests::{Stack, eventually, own_key, temporal_address};
 use payflow_workflows::types::PaymentStage;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -151,6 +152,81 @@ async fn a_declined_payment_answers_400_payment_failed() {
     assert_eq!(body["orderId"], order["orderId"]);
     assert_eq!(body["retryable"], true);
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+/// Past the namespace's retention Temporal no longer holds a finished payment's workflow (here
+/// it is deleted, as retention would). The payment is still answered, from what the payment
+/// service recorded: looked up, in its order's view, and to a repeated request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_temporal_no_longer_holds_is_answered_from_its_records() {
+    let api = Api::start().await;
+    let paid = api.order("USR-HTTP-OLD").await;
+    let declined = api.order("USR-HTTP-OLD-DECL").await;
+    let paying = |order: &Value, key: Option<String>| {
+        json!({ "orderId": order["orderId"], "paymentMethod": "CARD", "amount": 3000,
+                "paymentKey": key })
+    };
+    let (_, approval) = api.post("/api/v1/payments", paying(&paid, None)).await;
+    let decline = paying(&declined, Some(own_key("tpk_decline_INVALID_CARD")));
+    let (_, refusal) = api.post("/api/v1/payments", decline.clone()).await;
+    let order_ids = [&paid, &declined].map(|o| o["orderId"].as_str().unwrap().to_owned());
+    for order_id in &order_ids {
+        api.stack.outcome(order_id).await;
+        let deleted = std::process::Command::new("temporal")
+            .args([
+                "workflow",
+                "delete",
+                "--yes",
+                "--address",
+                &temporal_address(),
+            ])
+            .args(["-w", &payflow_workflows::ids::payment_workflow_id(order_id)])
+            .output()
+            .expect("run the temporal CLI");
+        assert!(deleted.status.success(), "{deleted:?}");
+    }
+    for order_id in &order_ids {
+        // The server deletes in the background: seconds, or tens of seconds when it is busy.
+        eventually(Duration::from_secs(120), "the workflow gone", || async {
+            let got = api.stack.payflow.payments.status(order_id).await;
+            let gone = matches!(got, Err(ClientError::NotFound(_)));
+            gone.then_some(())
+        })
+        .await;
+    }
+
+    let payment_id = approval["paymentId"].as_str().unwrap();
+    let (status, payment) = api.get(&format!("/api/v1/payments/{payment_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{payment}");
+    assert_eq!(payment["status"], "COMPLETED");
+    assert_eq!(payment["stage"], "ORDER_COMPLETED");
+    assert_eq!(payment["approvalNumber"], approval["approvalNumber"]);
+    let (_, order) = api
+        .get(&format!(
+            "/api/v1/orders/{}",
+            paid["orderId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(order["payment"]["paymentId"], payment_id);
+    let (status, again) = api.post("/api/v1/payments", paying(&paid, None)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        (&again["paymentId"], &again["approvalNumber"]),
+        (&approval["paymentId"], &approval["approvalNumber"])
+    );
+
+    let (status, again) = api.post("/api/v1/payments", decline).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{again}");
+    for field in ["error", "reason", "message", "retryable"] {
+        assert_eq!(again[field], refusal[field], "{field}");
+    }
+    assert_eq!(
+        api.stack
+            .books(paid["orderId"].as_str().unwrap())
+            .await
+            .charges,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 
 pub mod keys;
 pub mod pg;
+pub mod records;
 
 use crate::span::activity_span;
 use crate::{

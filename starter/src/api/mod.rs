@@ -602,13 +602,7 @@ async fn get_payment(
     crate::service::check_id("paymentId", &payment_id)?;
     let order_id = ids::order_id_from_payment_id(&payment_id)
         .ok_or_else(|| ApiError::NotFound(format!("payment {payment_id} not found")))?;
-    let status = state
-        .payflow()
-        .payments
-        .status(order_id)
-        .await
-        .map_err(PayflowError::from)?;
-    Ok(Json(status.into()))
+    Ok(Json(state.payflow().payment(order_id).await?.into()))
 }
 
 // ---- health and docs ---------------------------------------------------------------------------
