@@ -98,9 +98,28 @@ impl Registry {
         };
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(state).map_err(Failure::internal)?;
-        std::fs::write(&tmp, bytes)
+        std::fs::File::create(&tmp)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &bytes)?;
+                file.sync_all()
+            })
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(Failure::internal)
+    }
+
+    /// Applies `change` to a copy of the state and saves it; only then is it the state. A
+    /// change that could not be kept is not served either (an id handed out and then lost in a
+    /// restart could go to another schema, and a deserializer that cached it would misread).
+    fn commit<T>(
+        &self,
+        state: &mut Stored,
+        change: impl FnOnce(&mut Stored) -> T,
+    ) -> Result<T, Failure> {
+        let mut next = state.clone();
+        let out = change(&mut next);
+        self.save(&next)?;
+        *state = next;
+        Ok(out)
     }
 
     /// Registers `schema` under `subject` in process, as `POST /subjects/{subject}/versions`
@@ -118,20 +137,22 @@ impl Registry {
             return Ok(id);
         }
         check_compatibility(&state, subject, &parsed, None)?;
-        let id = match state.schemas.iter().find(|(_, s)| same(s, &key)) {
-            Some((id, _)) => *id,
-            None => {
-                let id = state.schemas.keys().next_back().map_or(1, |last| last + 1);
-                state.schemas.insert(id, schema.to_owned());
-                id
-            }
-        };
-        state
-            .subjects
-            .entry(subject.to_owned())
-            .or_default()
-            .push(id);
-        self.save(&state)?;
+        let id = self.commit(&mut state, |state| {
+            let id = match state.schemas.iter().find(|(_, s)| same(s, &key)) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = state.schemas.keys().next_back().map_or(1, |last| last + 1);
+                    state.schemas.insert(id, schema.to_owned());
+                    id
+                }
+            };
+            state
+                .subjects
+                .entry(subject.to_owned())
+                .or_default()
+                .push(id);
+            id
+        })?;
         tracing::info!(subject, id, "schema registered");
         Ok(id)
     }
@@ -449,13 +470,12 @@ fn set_level(
         ));
     }
     let mut state = registry.state.lock().expect("registry lock");
-    match subject {
+    registry.commit(&mut state, |state| match subject {
         Some(subject) => {
             state.subject_compatibility.insert(subject, level.clone());
         }
         None => state.compatibility = Some(level.clone()),
-    }
-    registry.save(&state)?;
+    })?;
     Ok(Json(json!({ "compatibility": level })))
 }
 
@@ -548,6 +568,33 @@ mod tests {
         let reopened = Registry::open(Some(file)).unwrap();
         assert_eq!(reopened.register("t1-value", V2_OPTIONAL).unwrap(), b);
         assert_eq!(reopened.register("t3-value", V1).unwrap(), a);
+    }
+
+    #[test]
+    fn a_schema_that_could_not_be_saved_gets_no_id() {
+        let dir = std::env::temp_dir().join(format!("registry-unsaved-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = Registry::open(Some(dir.join("state.json"))).unwrap();
+        // The disk refuses the write: no directory to write in.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(registry.register("a-value", V1).is_err());
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(
+            registry.register("b-value", V2_OPTIONAL).unwrap(),
+            1,
+            "the unsaved schema's id was not handed out"
+        );
+        let reopened = Registry::open(Some(dir.join("state.json"))).unwrap();
+        assert_eq!(reopened.register("b-value", V2_OPTIONAL).unwrap(), 1);
+        assert!(
+            !reopened
+                .state
+                .lock()
+                .unwrap()
+                .subjects
+                .contains_key("a-value")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
