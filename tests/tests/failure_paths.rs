@@ -291,13 +291,19 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
 /// still waits; the PG step may take 3 s, and the workflow looks again 15 s after the order is
 /// cancelled.
 async fn late_pg_stack() -> Stack {
+    late_pg_stack_with(10, 15).await
+}
+
+/// A stack whose PG charges `tpk_late` `hold` seconds after the first confirm; the workflow
+/// looks again `look` seconds after the order is cancelled.
+async fn late_pg_stack_with(hold: u64, look: u64) -> Stack {
     Stack::start_with(StackOptions {
         timings: Some(SagaTimings {
-            late_charge_secs: 15,
+            late_charge_secs: look,
             ..fast_timings()
         }),
         sandbox: payflow_sandbox::SandboxConfig {
-            late_hold: Duration::from_secs(10),
+            late_hold: Duration::from_secs(hold),
             ..payflow_sandbox::SandboxConfig::default()
         },
         pg_request_timeout_ms: 1_500,
@@ -365,6 +371,25 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
     assert_conserved(&stack, &products).await;
     check_history(&stack, &order.order_id, "late_charge_voided").await;
+}
+
+/// The second look comes while the PG is still deciding (it holds the payment `IN_PROGRESS`):
+/// it is the last look, so it goes on looking until the PG has decided, and cancels the charge
+/// the PG then completes. (It used to take "not charged yet" for an answer and leave it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_look_that_finds_the_pg_still_deciding_looks_until_it_has() {
+    // The PG charges 12 s after the confirm; the second look comes about 5 s after it.
+    let stack = late_pg_stack_with(12, 2).await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-LATE-SLOW", &[(&products[0], 1)]).await;
+    let decision = stack
+        .pay(&order, PaymentMethod::Card, Some(&own_key("tpk_late")))
+        .await;
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    assert_late_charge_cancelled(&stack, &order.order_id).await;
+    assert_conserved(&stack, &products).await;
 }
 
 /// An operator cancels a payment while the PG is still working on its charge. Compensation is

@@ -264,10 +264,21 @@ impl PaymentActivities {
                     reference: payment.cancels.last().map(|c| c.transaction_key.clone()),
                 });
             }
-            // Never completed at the PG: nothing was charged. `READY` and `IN_PROGRESS` (the
-            // customer authenticated, the PG not approved yet) are not charged yet either, and
-            // cannot be cancelled: a confirm still in the PG's hands may approve it, which the
-            // workflow's second look takes back ([`VoidPayment::late`]).
+            // `READY` and `IN_PROGRESS` (the customer authenticated, the PG not approved yet)
+            // are not charged yet and cannot be cancelled, but a confirm still in the PG's
+            // hands may yet approve them. The first look leaves that to the workflow's second
+            // look ([`VoidPayment::late`]); the second look, the last one, goes on looking until
+            // the PG has decided (the workflow lists it for operators while it does).
+            "READY" | "IN_PROGRESS" if v.late => {
+                return Err(retryable(
+                    "PG void",
+                    anyhow::anyhow!(
+                        "the PG has not decided the payment yet ({})",
+                        payment.status
+                    ),
+                ));
+            }
+            // Never completed at the PG: nothing was charged (yet).
             "ABORTED" | "EXPIRED" | "READY" | "IN_PROGRESS" => {
                 return Ok(PgCancellation {
                     cancelled: false,
