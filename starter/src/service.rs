@@ -347,11 +347,21 @@ impl Payflow {
         Ok((order, payment))
     }
 
-    /// The payment of an order (`PaymentNotFound` if it has none).
+    /// The payment of an order (`PaymentNotFound` if it has none): its workflow's status, or
+    /// what was recorded of it (see [`Self::payment_status`]).
     pub async fn payment(&self, order_id: &str) -> Result<PaymentStatus, PayflowError> {
         let not_found = || PayflowError::PaymentNotFound(ids::payment_id(order_id));
-        let order = self.orders.get(order_id).await?.ok_or_else(not_found)?;
-        self.payment_status(&order).await?.ok_or_else(not_found)
+        match self.payments.status(order_id).await {
+            Ok(status) => Ok(status),
+            Err(ClientError::NotFound(_)) => {
+                let order = self.orders.get(order_id).await?.ok_or_else(not_found)?;
+                self.payment_records
+                    .status(&order)
+                    .await?
+                    .ok_or_else(not_found)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The status of an order's payment: its workflow's, or, for a final order whose workflow

@@ -4,7 +4,7 @@
 //! databases keep it.
 
 use crate::order::OrderRow;
-use payflow_workflows::types::{OrderStatus, PaymentStage, PaymentStatus};
+use payflow_workflows::types::{OrderStatus, PaymentRecordStatus, PaymentStage, PaymentStatus};
 use sqlx::PgPool;
 
 /// The payment rows.
@@ -16,13 +16,15 @@ pub struct PaymentRecords {
 /// A `payment.payments` row, as far as a status needs it.
 #[derive(sqlx::FromRow)]
 struct Recorded {
-    payment_id: String,
     user_id: String,
+    #[sqlx(try_from = "String")]
+    status: PaymentRecordStatus,
     amount: i64,
     method: String,
     pg_approval_number: Option<String>,
     failure_code: Option<String>,
     failure_message: Option<String>,
+    cancel_reason: Option<String>,
     refund_reference: Option<String>,
     refunded_by: Option<String>,
 }
@@ -42,8 +44,8 @@ impl PaymentRecords {
             _ => return Ok(None),
         };
         let Some(row) = sqlx::query_as::<_, Recorded>(
-            "SELECT payment_id, user_id, amount, method, pg_approval_number, failure_code,
-                    failure_message, refund_reference, refunded_by
+            "SELECT user_id, status, amount, method, pg_approval_number, failure_code,
+                    failure_message, cancel_reason, refund_reference, refunded_by
                FROM payment.payments WHERE order_id = $1",
         )
         .bind(&order.order_id)
@@ -52,30 +54,21 @@ impl PaymentRecords {
         else {
             return Ok(None);
         };
+        let method = row
+            .method
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok(Some(PaymentStatus {
-            order_id: order.order_id.clone(),
-            payment_id: row.payment_id,
-            user_id: row.user_id,
-            payment_method: row
-                .method
-                .parse()
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            amount: row.amount,
-            stage,
-            approval_number: row.pg_approval_number,
-            failure_code: row.failure_code,
+            // Kept only for a payment the PG approved: a charge voided after its approval was
+            // recorded keeps the number in its row.
+            approval_number: row.pg_approval_number.filter(|_| row.status.was_approved()),
+            // A refund records the payment's cancellation reason, not a failure code.
+            failure_code: row.failure_code.or(row.cancel_reason),
             failure_reason: order.cancel_reason.clone(),
             failure_message: row.failure_message,
-            needs_attention: false,
-            attention_reason: None,
-            attention_reasons: Vec::new(),
-            unpublished_events: 0,
-            publish_error: None,
             refund_reference: row.refund_reference,
             refunded_by: row.refunded_by,
-            late_charge_voided: false,
-            refund_waiting: false,
-            stage_times: Default::default(),
+            ..PaymentStatus::new(&order.order_id, &row.user_id, method, row.amount, stage)
         }))
     }
 }

@@ -225,6 +225,40 @@ pub struct PaymentStatus {
     pub stage_times: BTreeMap<String, EpochMillis>,
 }
 
+impl PaymentStatus {
+    /// The status of `order_id`'s payment at `stage`, with nothing else known yet.
+    pub fn new(
+        order_id: &str,
+        user_id: &str,
+        payment_method: PaymentMethod,
+        amount: i64,
+        stage: PaymentStage,
+    ) -> Self {
+        Self {
+            order_id: order_id.to_owned(),
+            payment_id: crate::ids::payment_id(order_id),
+            user_id: user_id.to_owned(),
+            payment_method,
+            amount,
+            stage,
+            approval_number: None,
+            failure_code: None,
+            failure_reason: None,
+            failure_message: None,
+            needs_attention: false,
+            attention_reason: None,
+            attention_reasons: Vec::new(),
+            unpublished_events: 0,
+            publish_error: None,
+            refund_reference: None,
+            refunded_by: None,
+            late_charge_voided: false,
+            refund_waiting: false,
+            stage_times: Default::default(),
+        }
+    }
+}
+
 /// The workflow's result once it is final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,4 +1,5 @@
-//! The failure paths: undo what the forward path did, newest first, and end `ORDER_CANCELLED`.
+//! The failure paths: undo what the forward path did, newest first (the refund beside the
+//! stock's return under [`super::COMPENSATION_WATCHED_PATCH`]), and end `ORDER_CANCELLED`.
 //! What each failure means (reasons, events, push) is decided in [`super::failure`]; this is the
 //! order in which it is done. Compensation steps are idempotent, retried without limit and
 //! immune to the deadline and to cancellation; a refund that keeps failing waits for an operator.
@@ -148,8 +149,9 @@ impl Saga {
         }
     }
 
-    /// The PG approved: return the stock, refund (waiting for an operator if the refund keeps
-    /// failing), cancel the payment and the order.
+    /// The PG approved: return the stock and refund (waiting for an operator if the refund
+    /// keeps failing; both at once under [`COMPENSATION_WATCHED_PATCH`], the refund recorded as
+    /// soon as it is done), cancel the payment and the order.
     async fn compensate_paid(&self, plan: Compensation, approval_number: String) {
         let code = &plan.code;
         let Money::Refund(payment_reason) = plan.money else {
@@ -168,35 +170,32 @@ impl Saga {
             })
             .await;
         }
-        let (reference, refunded_by) = if self.watched.get() {
-            // The money does not wait for the product service (see the patch).
+        if self.watched.get() {
+            // The money does not wait for the product service (see the patch), and the refund
+            // is recorded as soon as it is done. The tracker's order stays stock, then payment.
             let returned = async { self.stock_returned(self.release_stock().await, code) };
-            join!(returned, self.refund(approval_number, &plan)).1
+            let refunded = async {
+                let (reference, refunded_by) = self.refund(approval_number, &plan).await;
+                self.record_refund(reference, refunded_by, payment_reason)
+                    .await;
+            };
+            join!(returned, refunded);
+            self.track(
+                saga_steps::COMPENSATION_PAYMENT,
+                SagaStatus::Compensated,
+                Some(code),
+            );
         } else {
             self.stock_returned(self.release_stock().await, code);
-            self.refund(approval_number, &plan).await
-        };
-        self.track(
-            saga_steps::COMPENSATION_PAYMENT,
-            SagaStatus::Compensated,
-            Some(code),
-        );
-        self.ctx.state_mut(|s| {
-            s.status.refund_reference = reference.clone();
-            s.status.refunded_by = Some(refunded_by.clone());
-        });
-        self.must(
-            || PaymentActivities::record_cancellation,
-            RecordPaymentCancellation {
-                payment: self.payment.clone(),
-                reason: payment_reason,
-                refund_reference: reference,
-                refunded_by,
-            },
-            &self.queues.payment,
-            "payment cancelled",
-        )
-        .await;
+            let (reference, refunded_by) = self.refund(approval_number, &plan).await;
+            self.track(
+                saga_steps::COMPENSATION_PAYMENT,
+                SagaStatus::Compensated,
+                Some(code),
+            );
+            self.record_refund(reference, refunded_by, payment_reason)
+                .await;
+        }
         let cancelled = EventBody::PaymentCancelled {
             payment_id: self.payment.payment_id.clone(),
             user_id: self.payment.user_id.clone(),
@@ -276,6 +275,31 @@ impl Saga {
         }
     }
 
+    /// Records a refund: in the status, and the payment cancelled in the payment service.
+    async fn record_refund(
+        &self,
+        reference: Option<String>,
+        refunded_by: String,
+        reason: PaymentCancellationReason,
+    ) {
+        self.ctx.state_mut(|s| {
+            s.status.refund_reference = reference.clone();
+            s.status.refunded_by = Some(refunded_by.clone());
+        });
+        self.must(
+            || PaymentActivities::record_cancellation,
+            RecordPaymentCancellation {
+                payment: self.payment.clone(),
+                reason,
+                refund_reference: reference,
+                refunded_by,
+            },
+            &self.queues.payment,
+            "payment cancelled",
+        )
+        .await;
+    }
+
     /// Returns the stock; answers whether it did (`false`: it failed for good and is listed).
     async fn release_stock(&self) -> bool {
         self.must(
@@ -352,24 +376,15 @@ impl Saga {
     /// pass without an answer (no payment worker polling, say).
     async fn void(&self, void: VoidPayment, summary: &'static str) -> Option<PgCancellation> {
         let queue = &self.queues.payment;
-        if self.watched.get() {
-            let first = self.watched_options(queue, summary, Some(VOID_TRIES_UNLISTED));
-            return self
-                .watch(
-                    || PaymentActivities::void,
-                    void,
-                    first,
-                    attention_keys::VOID,
-                    summary,
-                )
-                .await;
-        }
-        if !self.outbox || !self.ctx.patched(VOID_ATTENTION_PATCH) {
+        let first = if self.watched.get() {
+            self.watched_options(queue, summary, Some(VOID_TRIES_UNLISTED))
+        } else if self.outbox && self.ctx.patched(VOID_ATTENTION_PATCH) {
+            self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED)
+        } else {
             return self
                 .until_failed(PaymentActivities::void, void, queue, summary)
                 .await;
-        }
-        let first = self.bounded_service_options(queue, summary, VOID_TRIES_UNLISTED);
+        };
         self.watch(
             || PaymentActivities::void,
             void,

@@ -35,7 +35,6 @@ mod saga;
 
 pub use failure::cancel_reasons;
 
-use crate::ids;
 use crate::types::*;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_workflow::{
@@ -177,28 +176,13 @@ impl PaymentWorkflow {
     /// Builds the initial state from the request.
     #[init]
     pub fn new(_ctx: &WorkflowContextView, request: PaymentRequest) -> Self {
-        let status = PaymentStatus {
-            order_id: request.order_id.clone(),
-            payment_id: ids::payment_id(&request.order_id),
-            user_id: request.user_id.clone(),
-            payment_method: request.payment_method,
-            amount: request.amount,
-            stage: PaymentStage::PaymentWait,
-            approval_number: None,
-            failure_code: None,
-            failure_reason: None,
-            failure_message: None,
-            needs_attention: false,
-            attention_reason: None,
-            attention_reasons: Vec::new(),
-            unpublished_events: 0,
-            publish_error: None,
-            refund_reference: None,
-            refunded_by: None,
-            late_charge_voided: false,
-            refund_waiting: false,
-            stage_times: Default::default(),
-        };
+        let status = PaymentStatus::new(
+            &request.order_id,
+            &request.user_id,
+            request.payment_method,
+            request.amount,
+            PaymentStage::PaymentWait,
+        );
         Self {
             request,
             status,
