@@ -1144,6 +1144,56 @@ async fn the_saga_deadline_refunds_an_approved_payment_whose_stock_step_never_ra
     check_history(&stack, &order.order_id, "deadline_after_approval").await;
 }
 
+/// The refund needs the payment service. When no payment worker polls, its tries never start
+/// and nothing fails: the refund is listed for operators after `stuck_step_secs`, and goes
+/// through once a worker is back, with no operator's signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_no_payment_worker_picks_up_is_listed_and_done_once_one_is_back() {
+    let mut stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            deadline_secs: 4,
+            stuck_step_secs: 3,
+            ..fast_timings()
+        }),
+        // No product worker: the stock step waits until the deadline.
+        services: Some(vec![Service::Workflow, Service::Payment, Service::Order]),
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[4]).await;
+    let order = stack.order("USR-NOPAY", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    // The payment service goes away too.
+    stack.worker_config.services = vec![Service::Workflow, Service::Order];
+    stack.restart_worker().await;
+
+    let stuck = eventually(Duration::from_secs(30), "the refund listed", || async {
+        let s = status_of(&stack, &order.order_id).await;
+        s.attention_reasons
+            .iter()
+            .any(|r| r.starts_with("refund has not finished"))
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(stuck.stage, PaymentStage::Compensating);
+    assert_eq!(stack.books(&order.order_id).await.cancels, 0);
+    stack.restart_worker_with_every_service().await;
+
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
+    let books = stack.books(&order.order_id).await;
+    assert_eq!(
+        (books.charges, books.cancels),
+        (1, 1),
+        "refunded, no signal"
+    );
+    let done = status_of(&stack, &order.order_id).await;
+    assert!(!done.needs_attention, "{:?}", done.attention_reasons);
+    assert_eq!(done.refunded_by.as_deref(), Some("pg"));
+    assert_conserved(&stack, &products).await;
+    check_history(&stack, &order.order_id, "refund_without_payment_worker").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_deadline_lets_a_paid_order_with_confirmed_stock_complete() {
     // No order worker: the payment is approved and the stock confirmed, then the order's

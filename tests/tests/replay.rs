@@ -33,7 +33,8 @@
 //!   "refunded by hand" sent while the refund was still in its tries ended the wait at once.
 //! - `v11/`: after `compensation-watched-v11`, which every compensation consults (the refund
 //!   beside the stock's release; a step that has not succeeded after `stuck_step_secs` listed
-//!   while it goes on: `v11/deadline_after_approval`, with no product worker) and
+//!   while it goes on: `v11/deadline_after_approval`, with no product worker, and
+//!   `v11/refund_without_payment_worker`) and
 //!   `refund-signals-while-waiting-v12` (the same early signal dropped, the refund waiting for
 //!   an operator: `v11/refund_signal_before_the_wait`). `v11/long_publish_outage`, a registry
 //!   away for over a minute, was recorded before v13: the pauses between publish tries stopped

@@ -15,11 +15,12 @@ use crate::{
     ids,
     types::*,
 };
-use std::time::Duration;
+use futures_util::FutureExt;
+use std::{future::Future, pin::pin, time::Duration};
 use temporalio_common::error::RetryState;
 use temporalio_workflow::{
-    ActivityExecutionError, ActivityOptions, TimerOptions, WaitConditionOptions,
-    WorkflowCancellationToken, join,
+    ActivityExecutionError, ActivityOptions, CancellableFuture, TimerOptions, WaitConditionOptions,
+    WorkflowCancellationToken, join, select,
 };
 
 /// Whether a step failed because its tries or its time ran out (its last try failing or timing
@@ -231,11 +232,17 @@ impl Saga {
                 amount: self.payment.amount,
                 reason: plan.pg_reason(),
             };
-            let error = match self
-                .ctx
-                .execute_activity(PaymentActivities::refund, refund, self.refund_options())
-                .await
-            {
+            let refunded =
+                self.ctx
+                    .execute_activity(PaymentActivities::refund, refund, self.refund_options());
+            let refunded = if self.watched.get() {
+                // Its tries do not start while no payment worker polls: watched by a timer.
+                self.watched_beside(refunded, attention_keys::REFUND_TRIES, "refund")
+                    .await
+            } else {
+                refunded.await
+            };
+            let error = match refunded {
                 Ok(done) => return (done.reference, "pg".to_owned()),
                 Err(err) => failure_message(&err),
             };
@@ -273,6 +280,47 @@ impl Saga {
                 return (Some(manual.reference), manual.operator);
             }
         }
+    }
+
+    /// Awaits `step`; once it has run `stuck_step_secs` without finishing, it is listed for
+    /// operators under `key` until it finishes ([`COMPENSATION_WATCHED_PATCH`]).
+    async fn watched_beside<T>(
+        &self,
+        step: impl Future<Output = T>,
+        key: &str,
+        summary: &str,
+    ) -> T {
+        let stuck = self.timings.stuck_step_secs.max(1);
+        let mut step = pin!(step);
+        let mut watch = pin!(
+            self.ctx.timer(
+                TimerOptions::builder(Duration::from_secs(stuck))
+                    .summary(format!("watch {summary}"))
+                    .cancellation_token(WorkflowCancellationToken::new())
+                    .build(),
+            )
+        );
+        let first = {
+            // Fused by reference, so the step stays usable if the watch fires first.
+            let mut step = (&mut step).fuse();
+            select! {
+                done = step => Some(done),
+                _ = watch => None,
+            }
+        };
+        if let Some(done) = first {
+            watch.cancel();
+            return done;
+        }
+        self.attention(
+            key,
+            Some(format!(
+                "{summary} has not finished after {stuck} s, still trying"
+            )),
+        );
+        let done = step.await;
+        self.attention(key, None);
+        done
     }
 
     /// Records a refund: in the status, and the payment cancelled in the payment service.

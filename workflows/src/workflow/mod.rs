@@ -128,7 +128,8 @@ pub const COMPENSATION_FAILURE_TRACKED_PATCH: &str = "compensation-failure-track
 /// it. And a compensation step that must succeed (a stock release, an order's cancellation, the
 /// payment's record, a void) and has not after `stuck_step_secs` is listed for operators while
 /// it goes on trying, whether its tries fail or none runs because no worker polls its queue;
-/// it is taken off the list when it succeeds. Before this patch the refund waited for the
+/// it is taken off the list when it succeeds; so is a refund whose tries have not finished
+/// then (a timer beside it). Before this patch the refund waited for the
 /// release, and such a step retried without a word. Checked when a compensation starts, so
 /// no successful payment records it. Only with [`EVENT_OUTBOX_PATCH`].
 pub const COMPENSATION_WATCHED_PATCH: &str = "compensation-watched-v11";

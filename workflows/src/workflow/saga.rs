@@ -46,6 +46,8 @@ pub(super) mod attention_keys {
     pub(in crate::workflow) const COMPLETION: &str = "completion";
     /// A void at the PG that keeps failing.
     pub(in crate::workflow) const VOID: &str = "void";
+    /// A refund whose tries have not finished in time (no payment worker, say).
+    pub(in crate::workflow) const REFUND_TRIES: &str = "refund tries";
 }
 
 impl Saga {
