@@ -93,6 +93,12 @@ pub enum PayflowError {
         /// When the reservation lapsed (RFC 3339).
         expired_at: String,
     },
+    /// An order was created with this idempotency key for other items (or another customer).
+    #[error("this Idempotency-Key was used for another order")]
+    IdempotencyKeyReused,
+    /// A request with this idempotency key is still being served.
+    #[error("an order with this Idempotency-Key is being created; try again")]
+    IdempotencyKeyInUse,
     /// A dependency failed.
     #[error(transparent)]
     Unavailable(#[from] anyhow::Error),
@@ -169,40 +175,57 @@ impl Payflow {
         items: &[OrderItem],
         ttl_ms: u64,
     ) -> Result<CreatedOrder, PayflowError> {
-        check_id("userId", user_id)?;
-        if items.is_empty() {
-            return Err(PayflowError::Invalid(
-                "an order needs at least one item".into(),
-            ));
-        }
-        for i in items {
-            check_id("productId", &i.product_id)?;
-        }
-        if let Some(i) = items.iter().find(|i| i.quantity <= 0) {
-            return Err(PayflowError::Invalid(format!(
-                "quantity of {} must be positive",
-                i.product_id
-            )));
-        }
-        if !(1..=MAX_RESERVATION_TTL_MS).contains(&ttl_ms) {
-            return Err(PayflowError::Invalid(format!(
-                "the reservation must last from 1 ms to {} s",
-                MAX_RESERVATION_TTL_MS / 1000
-            )));
-        }
-        let mut merged: Vec<OrderItem> = Vec::new();
-        for i in items {
-            match merged.iter_mut().find(|m| m.product_id == i.product_id) {
-                Some(m) => {
-                    m.quantity = m.quantity.checked_add(i.quantity).ok_or_else(|| {
-                        PayflowError::Invalid(format!("quantity of {} is too large", i.product_id))
-                    })?
-                }
-                None => merged.push(i.clone()),
+        let merged = order_lines(user_id, items, ttl_ms)?;
+        self.reserve_and_record(new_order_id(), user_id, merged, ttl_ms)
+            .await
+    }
+
+    /// [`Self::create_order`], once per customer and idempotency key: a request repeated with
+    /// the same key (a client retrying after a lost answer) answers the order the first one
+    /// created, as it is now, and reserves nothing more; the same key with other items is
+    /// refused. Answers the order and whether this request created it.
+    pub async fn create_order_once(
+        &self,
+        user_id: &str,
+        items: &[OrderItem],
+        ttl_ms: u64,
+        idempotency_key: &str,
+    ) -> Result<(CreatedOrder, bool), PayflowError> {
+        check_id("Idempotency-Key", idempotency_key)?;
+        let merged = order_lines(user_id, items, ttl_ms)?;
+        let order_id = order_id_for_key(user_id, idempotency_key);
+        if let Some(order) = self.orders.get(&order_id).await? {
+            if order.user_id != user_id || self.orders.items(&order_id).await? != merged {
+                return Err(PayflowError::IdempotencyKeyReused);
             }
+            let created = CreatedOrder {
+                order_id: order.order_id,
+                user_id: order.user_id,
+                total_amount: order.total_amount,
+                status: order.status,
+                reservation_expires_at: order
+                    .reservation_expires_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                items: merged,
+            };
+            return Ok((created, false));
         }
-        merged.sort();
-        let order_id = new_order_id();
+        let created = self
+            .reserve_and_record(order_id, user_id, merged, ttl_ms)
+            .await?;
+        Ok((created, true))
+    }
+
+    /// Reserves the stock of `merged` under `order_id` and records the order; undoes the
+    /// reservation if the order cannot be recorded.
+    async fn reserve_and_record(
+        &self,
+        order_id: String,
+        user_id: &str,
+        merged: Vec<OrderItem>,
+        ttl_ms: u64,
+    ) -> Result<CreatedOrder, PayflowError> {
         let (lines, expires_at) = self
             .products
             .reserve(&order_id, &merged, ttl_ms)
@@ -210,7 +233,10 @@ impl Payflow {
             .map_err(|e| match e {
                 ReserveError::UnknownProducts(p) => PayflowError::UnknownProducts(p),
                 ReserveError::Short(s) => PayflowError::InsufficientStock(s),
-                ReserveError::Exists(o) => PayflowError::Invalid(format!("order {o} exists")),
+                // Only an order id from an idempotency key can be taken: by a request with the
+                // same key still being served (or cut short before it recorded the order; its
+                // reservation lapses on its own).
+                ReserveError::Exists(_) => PayflowError::IdempotencyKeyInUse,
                 ReserveError::Infra(e) => PayflowError::Unavailable(e),
             })?;
         let created = match OrderStore::total(&lines).filter(|t| (1..=MAX_AMOUNT).contains(t)) {
@@ -414,6 +440,57 @@ pub fn check_id(what: &str, id: &str) -> Result<(), PayflowError> {
         )));
     }
     Ok(())
+}
+
+/// An order's lines as a request gives them, checked (`userId`, products, positive quantities,
+/// the reservation's time) and merged per product, sorted.
+fn order_lines(
+    user_id: &str,
+    items: &[OrderItem],
+    ttl_ms: u64,
+) -> Result<Vec<OrderItem>, PayflowError> {
+    check_id("userId", user_id)?;
+    if items.is_empty() {
+        return Err(PayflowError::Invalid(
+            "an order needs at least one item".into(),
+        ));
+    }
+    for i in items {
+        check_id("productId", &i.product_id)?;
+    }
+    if let Some(i) = items.iter().find(|i| i.quantity <= 0) {
+        return Err(PayflowError::Invalid(format!(
+            "quantity of {} must be positive",
+            i.product_id
+        )));
+    }
+    if !(1..=MAX_RESERVATION_TTL_MS).contains(&ttl_ms) {
+        return Err(PayflowError::Invalid(format!(
+            "the reservation must last from 1 ms to {} s",
+            MAX_RESERVATION_TTL_MS / 1000
+        )));
+    }
+    let mut merged: Vec<OrderItem> = Vec::new();
+    for i in items {
+        match merged.iter_mut().find(|m| m.product_id == i.product_id) {
+            Some(m) => {
+                m.quantity = m.quantity.checked_add(i.quantity).ok_or_else(|| {
+                    PayflowError::Invalid(format!("quantity of {} is too large", i.product_id))
+                })?
+            }
+            None => merged.push(i.clone()),
+        }
+    }
+    merged.sort();
+    Ok(merged)
+}
+
+/// The order id of a customer's idempotency key: `ORD-` and 16 hex digits of a hash of both.
+fn order_id_for_key(user_id: &str, key: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(format!("{user_id}\n{key}"));
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02X}")).collect();
+    format!("ORD-{hex}")
 }
 
 /// A fresh order id: `ORD-` and 16 random hex digits.

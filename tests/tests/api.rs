@@ -229,6 +229,73 @@ async fn a_payment_temporal_no_longer_holds_is_answered_from_its_records() {
     );
 }
 
+/// A client that retries an order's creation after a lost answer sends the same
+/// Idempotency-Key: it gets the order the first request created, and no stock is held twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_retried_with_its_idempotency_key_is_created_once() {
+    let api = Api::start().await;
+    let products = api.stack.products(&[10]).await;
+    let product = &products[0].product_id;
+    // A key of this run's own: the database outlives test runs.
+    let key = &format!("checkout-{}", uuid::Uuid::new_v4().simple());
+    let create = |user: &str, key: &str, quantity: i32| {
+        let request = api
+            .http
+            .post(format!("{}/api/v1/orders", api.base))
+            .bearer_auth(KEY)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "userId": user, "items": [{ "productId": product, "quantity": quantity }] }));
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, first) = create("USR-IDEM", key, 3).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = create("USR-IDEM", key, 3).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["orderId"], first["orderId"]);
+    assert_eq!(again["totalAmount"], first["totalAmount"]);
+    assert_eq!(api.stack.ledger(product).await.held, 3, "held once");
+
+    // The same key for other items is refused, and changes nothing.
+    let (status, refused) = create("USR-IDEM", key, 5).await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("IDEMPOTENCY_KEY_REUSED")
+        )
+    );
+    assert_eq!(api.stack.ledger(product).await.held, 3);
+    // Keys are the customer's own: another customer's same key is another order.
+    let (status, other) = create("USR-IDEM-2", key, 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    assert_ne!(other["orderId"], first["orderId"]);
+
+    // Paid, the order is still what the key answers, as it is now.
+    let order_id = first["orderId"].as_str().unwrap();
+    let (status, _) = api
+        .post(
+            "/api/v1/payments",
+            json!({ "orderId": order_id, "paymentMethod": "CARD", "amount": first["totalAmount"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    api.stack.outcome(order_id).await;
+    let (status, after) = create("USR-IDEM", key, 3).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(
+        (&after["orderId"], after["status"].as_str()),
+        (&first["orderId"], Some("ORDER_COMPLETED"))
+    );
+    assert_eq!(
+        api.stack.ledger(product).await.held,
+        1,
+        "only the other customer's"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_key_of_another_order_answers_409_and_starts_nothing() {
     let api = Api::start().await;

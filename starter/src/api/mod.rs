@@ -227,6 +227,9 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// The request cannot be served as sent (an idempotency key reused for another request).
+    #[error("{1}")]
+    Unprocessable(&'static str, String),
     /// The route exists, the method does not.
     #[error("this route does not take that method")]
     MethodNotAllowed,
@@ -253,6 +256,9 @@ impl IntoResponse for ApiError {
                 "UNSUPPORTED_MEDIA_TYPE",
                 Value::Null,
             ),
+            ApiError::Unprocessable(code, _) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, Value::Null)
+            }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
@@ -300,6 +306,12 @@ impl From<PayflowError> for ApiError {
             }
             e @ PayflowError::PaymentKeyInUse => {
                 ApiError::Conflict("PAYMENT_KEY_IN_USE", e.to_string(), Value::Null)
+            }
+            e @ PayflowError::IdempotencyKeyInUse => {
+                ApiError::Conflict("IDEMPOTENCY_KEY_IN_USE", e.to_string(), Value::Null)
+            }
+            e @ PayflowError::IdempotencyKeyReused => {
+                ApiError::Unprocessable("IDEMPOTENCY_KEY_REUSED", e.to_string())
             }
             PayflowError::ReservationExpired {
                 ref order_id,
@@ -403,6 +415,7 @@ struct ItemBody {
 
 async fn create_order(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let items: Vec<OrderItem> = body
@@ -417,11 +430,34 @@ async fn create_order(
         .reservation_ttl_secs
         .map(|s| s.saturating_mul(1000))
         .unwrap_or(DEFAULT_RESERVATION_TTL_MS);
-    let order = state
-        .payflow()
-        .create_order(&body.user_id, &items, ttl)
-        .await?;
-    Ok((StatusCode::CREATED, Json(order)))
+    // With an Idempotency-Key, a retried request answers the order the first one created.
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::BadRequest(
+                "INVALID_REQUEST",
+                "Idempotency-Key must be visible ASCII".into(),
+            )
+        })?),
+    };
+    let payflow = state.payflow();
+    let (order, created) = match key {
+        None => (
+            payflow.create_order(&body.user_id, &items, ttl).await?,
+            true,
+        ),
+        Some(key) => {
+            payflow
+                .create_order_once(&body.user_id, &items, ttl, key)
+                .await?
+        }
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(order)))
 }
 
 /// An order and its payment.
