@@ -390,6 +390,7 @@ async fn a_second_look_that_finds_the_pg_still_deciding_looks_until_it_has() {
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     assert_late_charge_cancelled(&stack, &order.order_id).await;
     assert_conserved(&stack, &products).await;
+    check_history(&stack, &order.order_id, "late_charge_still_deciding").await;
 }
 
 /// An operator cancels a payment while the PG is still working on its charge. Compensation is

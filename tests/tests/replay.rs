@@ -16,7 +16,7 @@
 //!   the deadline firing while the order's completion waited, was recorded before v7.
 //! - `v7/`: after `completion-outlives-deadline-v7` (that deadline lets the completion finish:
 //!   `v7/deadline_during_completion`).
-//! - `v8/`: after `void-attention-v8`, which every void of an outbox run consults:
+//! - `v8/`: after `void-attention-v8`, which every void of an outbox run before v11 consults:
 //!   `v8/void_refused_then_restored` (a void the PG refused until its key was set back, listed
 //!   for operators meanwhile) and the other void paths under it (`pg_timeout`,
 //!   `deadline_before_pg_decided`, `late_approval_taken_back`, `late_charge_voided`), whose
@@ -34,7 +34,8 @@
 //! - `v11/`: after `compensation-watched-v11`, which every compensation consults (the refund
 //!   beside the stock's release; a step that has not succeeded after `stuck_step_secs` listed
 //!   while it goes on: `v11/deadline_after_approval`, with no product worker, and
-//!   `v11/refund_without_payment_worker`) and
+//!   `v11/refund_without_payment_worker`; `v11/late_charge_still_deciding`, a second look
+//!   that found the PG still deciding and went on looking) and
 //!   `refund-signals-while-waiting-v12` (the same early signal dropped, the refund waiting for
 //!   an operator: `v11/refund_signal_before_the_wait`). `v11/long_publish_outage`, a registry
 //!   away for over a minute, was recorded before v13: the pauses between publish tries stopped
@@ -139,7 +140,7 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
         ],
         "the deadline firing during the completion",
     );
-    // Every void of an outbox run consults void-attention-v8: each void path before it (v4-v6)
+    // Every void of an outbox run before v11 consults void-attention-v8: each void path before it (v4-v6)
     // replays the unpatched branch, and again under it, with a void the PG refused for a while.
     require(
         &names,

@@ -5,7 +5,8 @@
 //! depend on each other run concurrently, so a payment costs as few round trips as its data
 //! dependencies allow.
 //!
-//! Failure paths compensate what the forward path did, newest first: a declined or timed-out
+//! Failure paths compensate what the forward path did, newest first (the refund beside the
+//! stock's return since [`COMPENSATION_WATCHED_PATCH`]): a declined or timed-out
 //! payment cancels the order and returns its stock; a payment the PG approved but whose stock
 //! could not be confirmed is refunded. A refund that keeps failing waits for an operator instead
 //! of failing the workflow. The whole saga has a deadline, kept with a durable timer (a workflow
@@ -103,7 +104,8 @@ pub const COMPLETION_OUTLIVES_DEADLINE_PATCH: &str = "completion-outlives-deadli
 /// once the void gets through: until then the customer may be charged for an order that is
 /// being cancelled. Before this patch the void retried without limit and without a word. A void
 /// that fails for good (not for want of tries) is listed as before. Checked only when a void
-/// runs, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`] (attention kept per
+/// runs in a run without [`COMPENSATION_WATCHED_PATCH`] (which lists voids itself), so no
+/// other run records it. Only with [`EVENT_OUTBOX_PATCH`] (attention kept per
 /// problem).
 pub const VOID_ATTENTION_PATCH: &str = "void-attention-v8";
 
