@@ -341,6 +341,15 @@ impl Stack {
         .await
     }
 
+    /// A default stack whose workflows get `timings`.
+    pub async fn start_with_timings(timings: SagaTimings) -> Self {
+        Self::start_with(StackOptions {
+            timings: Some(timings),
+            ..StackOptions::default()
+        })
+        .await
+    }
+
     /// A stack as asked.
     pub async fn start_with(options: StackOptions) -> Self {
         Self::try_start(options)

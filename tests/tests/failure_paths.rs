@@ -428,12 +428,9 @@ async fn an_operator_cancel_does_not_cut_the_wait_for_a_late_charge_short() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_pg_is_retried_and_charges_exactly_once() {
     // The dev server spaces activity retries by about a second: room for three of them.
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            pg_timeout_secs: 20,
-            ..fast_timings()
-        }),
-        ..StackOptions::default()
+    let stack = Stack::start_with_timings(SagaTimings {
+        pg_timeout_secs: 20,
+        ..fast_timings()
     })
     .await;
     let products = stack.products(&[5]).await;
@@ -969,13 +966,10 @@ async fn a_refund_an_operator_made_by_hand_is_recorded_and_not_repeated() {
 /// nobody made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_signal_sent_before_the_refund_waits_is_not_taken_for_one() {
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            // Five refund tries take 16 s: the signals below come well before the wait.
-            refund_retry_secs: 4,
-            ..fast_timings()
-        }),
-        ..StackOptions::default()
+    let stack = Stack::start_with_timings(SagaTimings {
+        // Five refund tries take 16 s: the signals below come well before the wait.
+        refund_retry_secs: 4,
+        ..fast_timings()
     })
     .await;
     let products = stack.products(&[3]).await;
@@ -1047,13 +1041,10 @@ async fn a_refund_signal_sent_before_the_refund_waits_is_not_taken_for_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_deadline_voids_a_payment_the_pg_never_decided() {
-    let stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            deadline_secs: 2,
-            pg_timeout_secs: 60,
-            ..fast_timings()
-        }),
-        ..StackOptions::default()
+    let stack = Stack::start_with_timings(SagaTimings {
+        deadline_secs: 2,
+        pg_timeout_secs: 60,
+        ..fast_timings()
     })
     .await;
     let products = stack.products(&[4]).await;
