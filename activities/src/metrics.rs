@@ -25,6 +25,7 @@ struct AppMetrics {
     payments: Counter,
     orders: Counter,
     events: Counter,
+    producer_rebuilds: Counter,
     pg_latency: HistogramDuration,
     stock_latency: HistogramDuration,
     dependencies: Gauge,
@@ -68,6 +69,11 @@ impl Metrics {
             events: meter.counter(params(
                 "payflow_events_total",
                 "Event and saga tracker records: published, or failed to publish (retried)",
+                "",
+            )),
+            producer_rebuilds: meter.counter(params(
+                "payflow_kafka_producer_rebuilds_total",
+                "Kafka producers built anew after librdkafka declared the last one failed for good",
                 "",
             )),
             pg_latency: meter.histogram_duration(params(
@@ -131,6 +137,12 @@ impl Metrics {
         let Some(m) = &self.0 else { return };
         m.events
             .add(n as u64, &Self::attrs(m, &[("outcome", outcome)]));
+    }
+
+    /// The Kafka producer was built anew after a fatal error.
+    pub fn producer_rebuilt(&self) {
+        let Some(m) = &self.0 else { return };
+        m.producer_rebuilds.add(1, &Self::attrs(m, &[]));
     }
 
     /// A dependency answers (`up`) or is waited for.

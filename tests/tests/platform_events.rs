@@ -69,6 +69,64 @@ async fn records_land_on_the_partition_java_producers_choose() {
     assert!(seen.len() > 1, "the keys spread over partitions: {seen:?}");
 }
 
+/// An idempotent producer that librdkafka declares failed for good fails every later send:
+/// without a new producer, every payment's events would wait in their outboxes until someone
+/// restarted the worker. A broker that loses records it acknowledged can cause it, and so can
+/// credentials the cluster refuses for a while; no real broker here can be made to answer
+/// that on demand, so librdkafka's own in-process mock cluster refuses the producer id once.
+/// The publish that meets the failure fails (retryable: the workflow tries again); the next one
+/// builds a new producer and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_events_go_out() {
+    use rdkafka::{
+        mocking::MockCluster,
+        types::{RDKafkaApiKey, RDKafkaRespErr},
+    };
+    let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
+    let kafka = payflow_activities::events::KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: String::new(),
+        topics: Default::default(),
+        partitions: 1,
+        replication: 1,
+        encoding: Encoding::SingleObject,
+    };
+    for ty in EventType::ALL {
+        cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
+    }
+    cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let events = EventActivities::new(kafka, None).expect("producer");
+    let event = || {
+        let id = uuid::Uuid::new_v4().to_string();
+        DomainEvent {
+            event_id: id.clone(),
+            event_timestamp: 1,
+            order_id: format!("ORD-FATAL-{id}"),
+            body: EventBody::PaymentFailed {
+                payment_id: format!("PAY-{id}"),
+                user_id: "USR-FATAL".into(),
+                failure_reason: "TEST".into(),
+                failed_at: 1,
+            },
+        }
+    };
+    let failed = events
+        .publish_events(&[event()])
+        .await
+        .expect_err("the producer failed for good");
+    assert!(matches!(failed, PublishError::Kafka { .. }), "{failed}");
+    let published = events
+        .publish_events(&[event(), event()])
+        .await
+        .expect("published by a new producer");
+    assert_eq!(published.len(), 2);
+    // The health check asks the new producer too.
+    assert_eq!(events.brokers(Duration::from_secs(5)).await, Ok(1));
+}
+
 /// With `SCHEMA_REGISTRY_AUTO_REGISTER=false` (credentials that may only read the registry), a
 /// schema missing from its subject waits for a person: publishing fails as no retry can lift
 /// (non-retryable, which is what raises the workflow's attention flag, as

@@ -38,6 +38,9 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::Instrument;
 
+/// How long librdkafka tries to deliver a record before it answers that it could not.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How event values are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encoding {
@@ -112,7 +115,7 @@ impl KafkaConfig {
 /// and the registry's id cache.
 #[derive(Clone)]
 pub struct EventActivities {
-    producer: FutureProducer,
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
     schemas: Arc<avro::Schemas>,
     registry: Option<Arc<SchemaRegistry>>,
     config: KafkaConfig,
@@ -174,7 +177,17 @@ impl EventActivities {
         if config.encoding == Encoding::Confluent && registry.is_none() {
             anyhow::bail!("the Confluent event encoding needs a schema registry URL");
         }
-        let producer: FutureProducer = ClientConfig::new()
+        Ok(Self {
+            producer: Arc::new(std::sync::RwLock::new(Self::connect(&config)?)),
+            schemas: Arc::new(avro::Schemas::load()),
+            registry: registry.map(Arc::new),
+            config,
+            metrics: Default::default(),
+        })
+    }
+
+    fn connect(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+        Ok(ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -183,16 +196,38 @@ impl EventActivities {
             // Send at once: a payment waits on its events, and batching buys nothing at
             // this volume.
             .set("linger.ms", "0")
-            .set("message.timeout.ms", "10000")
+            // A record's fate is known before a publish try gives up (the outbox's try has
+            // 4 s): a record the try no longer waits for must not go on being sent behind
+            // the next try's copy of it.
+            .set(
+                "message.timeout.ms",
+                PRODUCE_TIMEOUT.as_millis().to_string(),
+            )
             .set("client.id", "payflow")
-            .create()?;
-        Ok(Self {
-            producer,
-            schemas: Arc::new(avro::Schemas::load()),
-            registry: registry.map(Arc::new),
-            config,
-            metrics: Default::default(),
-        })
+            .create()?)
+    }
+
+    /// The producer, built anew if librdkafka has declared the current one unusable. An
+    /// idempotent producer's fatal error (a broker that lost records it had acknowledged, say)
+    /// fails every later send; without a new producer, the events of every payment would wait
+    /// in their outboxes until someone restarted the worker.
+    fn producer(&self) -> Result<FutureProducer, rdkafka::error::KafkaError> {
+        let current = self
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return Ok(current);
+        };
+        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if slot.client().fatal_error().is_some() {
+            tracing::warn!(%code, reason, "the Kafka producer failed for good; building a new one");
+            *slot = Self::connect(&self.config)
+                .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
+            self.metrics.producer_rebuilt();
+        }
+        Ok(slot.clone())
     }
 
     /// Connects to the brokers and learns the schema ids of every topic, so the first
@@ -215,7 +250,7 @@ impl EventActivities {
     /// How many brokers answer the producer's metadata request within `timeout` (what the
     /// worker's `/readyz` reports after start).
     pub async fn brokers(&self, timeout: Duration) -> Result<usize, String> {
-        let producer = self.producer.clone();
+        let producer = self.producer().map_err(|e| e.to_string())?;
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -265,6 +300,10 @@ impl EventActivities {
                 self.encode(event).await?,
             ));
         }
+        let producer = self.producer().map_err(|source| PublishError::Kafka {
+            topic: encoded.first().map(|(t, _)| t.clone()).unwrap_or_default(),
+            source,
+        })?;
         let deliveries: Vec<_> = events
             .iter()
             .zip(&encoded)
@@ -282,7 +321,7 @@ impl EventActivities {
                     .key(event.order_id.as_str())
                     .payload(payload)
                     .headers(headers);
-                self.producer.send(record, Duration::from_secs(5))
+                producer.send(record, Duration::from_secs(5))
             })
             .collect();
         let mut published = Vec::with_capacity(events.len());
