@@ -4,7 +4,7 @@
 # (PAYFLOW_BROKER_CHECK_FAILURES probes in a row, PAYFLOW_BROKER_CHECK_SECS apart, each
 # `payflow admin broker-check`): after a crash Tansu has been seen to keep its port open while
 # refusing every produce until restarted. Acknowledged records a crash loses are caught by
-# `payflow events audit --republish`. up.sh starts it; down.sh stops it before the broker.
+# `payflow events audit --republish`, which the guard runs a minute after each restart. up.sh starts it; down.sh stops it before the broker.
 source "$(dirname "$0")/lib.sh"
 
 every="${PAYFLOW_BROKER_CHECK_SECS:-5}"
@@ -19,15 +19,46 @@ start_broker() {
     --storage-engine "sqlite://tansu.db"
 }
 
+# Waits up to $2 seconds for process $1 to be gone.
+gone_within() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 restart_broker() {
   say "broker guard: $1; restarting Tansu (its log so far: $STATE/tansu.log.1)"
   local pid
   pid="$(cat "$STATE/tansu.pid" 2>/dev/null || true)"
-  if [ -n "$pid" ]; then
-    kill -9 "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # A broker that is only slow gets to finish what it acknowledged: SIGKILL is what has
+    # made Tansu lose records.
+    kill "$pid" 2>/dev/null || true
+    kill -CONT "$pid" 2>/dev/null || true
+    if ! gone_within "$pid" 15; then
+      kill -9 "$pid" 2>/dev/null || true
+      gone_within "$pid" 15 || say "broker guard: Tansu ($pid) outlived SIGKILL; starting another"
+    fi
   fi
   start_broker
+  audit_due=$((SECONDS + audit_after))
+}
+
+# After a restart, once payments have had time to finish: what the broker acknowledged and
+# lost is looked for, and published again with its event id, over the hour before.
+audit_after="${PAYFLOW_BROKER_AUDIT_AFTER_SECS:-60}"
+audit_due=""
+audit_lost_events() {
+  say "broker guard: auditing the events of the payments that ended in the last hour"
+  if "$payflow" events audit --since 1h --republish >>"$STATE/broker-audit.log" 2>&1; then
+    say "broker guard: audit done ($(tail -n 1 "$STATE/broker-audit.log"))"
+  else
+    say "broker guard: the audit failed; see $STATE/broker-audit.log (tried again in ${audit_after}s)"
+    audit_due=$((SECONDS + audit_after))
+  fi
 }
 
 say "broker guard: Tansu on $KAFKA_BOOTSTRAP_SERVERS, probed every ${every}s"
@@ -42,6 +73,10 @@ while sleep "$every"; do
   fi
   # Before payflow is built only an exit is noticed.
   [ -x "$payflow" ] || continue
+  if [ -n "$audit_due" ] && [ "$SECONDS" -ge "$audit_due" ]; then
+    audit_due=""
+    audit_lost_events
+  fi
   if "$payflow" admin broker-check --deadline-ms "$((every * 1000))" >/dev/null 2>&1; then
     failures=0
   else

@@ -1,6 +1,7 @@
 //! The dev stack's broker needs no person: `scripts/broker-guard.sh` restarts Tansu when it
 //! exits (SIGKILL) and when it keeps its port but takes no record (SIGSTOP stands in for the
-//! wedge seen after a crash), and the broker takes records again each time.
+//! wedge seen after a crash), and the broker takes records again each time; after a restart it
+//! runs the events audit, which republishes what the crash lost.
 
 use payflow_activities::events::probe::probe;
 use payflow_tests::{binary, eventually, free_port, send_signal};
@@ -63,6 +64,7 @@ async fn the_guard_restarts_a_broker_that_died_or_stopped_taking_records() {
         .env("KAFKA_BOOTSTRAP_SERVERS", &address)
         .env("PAYFLOW_BROKER_CHECK_SECS", "1")
         .env("PAYFLOW_BROKER_CHECK_FAILURES", "3")
+        .env("PAYFLOW_BROKER_AUDIT_AFTER_SECS", "1")
         .env("PAYFLOW_BIN", payflow.parent().unwrap())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -75,6 +77,15 @@ async fn the_guard_restarts_a_broker_that_died_or_stopped_taking_records() {
 
     guarded.signal("KILL");
     let second = serving(&address, &guarded, Some(first), "a broker after a SIGKILL").await;
+    // What the crash may have lost is looked for without a person: the guard runs the events
+    // audit after the restart.
+    let audit_log = guarded.state.join("broker-audit.log");
+    eventually(
+        Duration::from_secs(60),
+        "the guard's audit after the restart",
+        || async { audit_log.exists().then_some(()) },
+    )
+    .await;
 
     // Stopped: the port stays open, nothing is answered.
     guarded.signal("STOP");
