@@ -719,3 +719,74 @@ async fn the_audit_republishes_what_a_terminated_payment_never_published_and_rep
         ["payment.completed", "stock.confirmed"]
     );
 }
+
+/// An operator resets a payment that was terminated with its events unpublished: the new run
+/// takes over the order and publishes its own events. What the replaced run never published is
+/// not owed any more (republishing it could announce a path the new run did not take), and the
+/// two runs' shared events are listed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_owes_nothing_for_a_run_a_reset_replaced() {
+    let mut stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-RESET", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    let payments = &stack.payflow.payments;
+    eventually(Duration::from_secs(30), "the order to complete", || async {
+        let s = payments.status(order_id).await.ok()?;
+        (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
+    })
+    .await;
+    stack.terminate(order_id).await.expect("terminate");
+    let reset = std::process::Command::new("temporal")
+        .args([
+            "workflow",
+            "reset",
+            "--address",
+            &payflow_tests::temporal_address(),
+        ])
+        .args([
+            "--workflow-id",
+            &payflow_workflows::payment_workflow_id(order_id),
+        ])
+        .args(["--type", "LastWorkflowTask", "--reason", "test: reset"])
+        .output()
+        .expect("run the temporal CLI");
+    assert!(reset.status.success(), "{reset:?}");
+
+    // The terminated run is the only one that ended; the new one waits for the registry.
+    let report = eventually(
+        Duration::from_secs(20),
+        "the replaced run listed",
+        || async {
+            let r = audit(payments, &stack.kafka, None, since).await.ok()?;
+            (r.payments == 1).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        (report.expected, report.unpublished, report.missing.len()),
+        (0, 0, 0),
+        "{report:?}"
+    );
+
+    // The new run publishes once the registry is back, and ends.
+    stack.registry.restart().await;
+    stack.outcome(order_id).await;
+    let report = eventually(Duration::from_secs(20), "both runs listed", || async {
+        let r = audit(payments, &stack.kafka, None, since).await.ok()?;
+        (r.payments == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        (report.expected, report.found, report.missing.len()),
+        (8, 8, 0),
+        "{report:?}"
+    );
+    assert_eq!(platform_view(&stack, order_id).await, steps(&SUCCESS_STEPS));
+}
