@@ -28,6 +28,11 @@ sandbox_url="$(default_address SANDBOX_URL)"
 export SANDBOX_LISTEN="${SANDBOX_LISTEN:-${sandbox_url#http://}}"
 export PG_BASE_URL="${PG_BASE_URL:-http://$SANDBOX_LISTEN}"
 export PUSH_BASE_URL="${PUSH_BASE_URL:-http://$SANDBOX_LISTEN}"
+# The sandbox's test key, only when the PG is the project's sandbox: a real PG's key comes
+# from the environment, and the worker refuses to start without one.
+if [ "$PG_BASE_URL" = "http://$SANDBOX_LISTEN" ]; then
+  export PG_SECRET_KEY="${PG_SECRET_KEY:-test_sk_payflow}"
+fi
 registry_url="$(default_address SCHEMA_REGISTRY_URL)"
 export SCHEMA_REGISTRY_LISTEN="${SCHEMA_REGISTRY_LISTEN:-${registry_url#http://}}"
 export SCHEMA_REGISTRY_URL="${SCHEMA_REGISTRY_URL:-http://$SCHEMA_REGISTRY_LISTEN}"

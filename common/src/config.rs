@@ -183,9 +183,21 @@ pub struct DatabaseArgs {
     #[arg(
         long = "database-max-connections",
         env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 16
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_connections: u32,
+}
+
+/// A replication factor: at least 1, or -1 for the brokers' default. Zero or another negative
+/// number would make every topic creation fail, and the worker wait for topics for ever.
+fn parse_replication(value: &str) -> Result<i32, String> {
+    match value.parse::<i32>() {
+        Ok(n) if n >= 1 || n == -1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a replication factor (1 or more, or -1 for the brokers' default)"
+        )),
+    }
 }
 
 /// Redis (stock reservations). Its `Debug` hides the URL's password.
@@ -265,14 +277,17 @@ pub struct KafkaArgs {
     #[arg(
         long = "kafka-partitions",
         env = "KAFKA_PARTITIONS",
-        default_value_t = 3
+        default_value_t = 3,
+        value_parser = clap::value_parser!(i32).range(1..)
     )]
     pub partitions: i32,
-    /// Replication factor of the topics payflow creates.
+    /// Replication factor of the topics payflow creates (-1: the brokers' default).
     #[arg(
         long = "kafka-replication",
         env = "KAFKA_REPLICATION",
-        default_value_t = 1
+        default_value_t = 1,
+        value_parser = parse_replication,
+        allow_negative_numbers = true
     )]
     pub replication: i32,
     /// Framing of event values: `confluent` (wire format with a schema registry) or
@@ -489,5 +504,30 @@ mod tests {
             let refused = kafka(args).unwrap_err().to_string();
             assert!(refused.contains("topic of its own"), "{refused}");
         }
+    }
+
+    #[test]
+    fn counts_that_would_leave_nothing_working_are_refused_at_start() {
+        use clap::Parser;
+        for args in [
+            &["--kafka-partitions", "0"][..],
+            &["--kafka-replication", "0"][..],
+            &["--kafka-replication", "-2"][..],
+        ] {
+            let refused =
+                Kafka::try_parse_from(std::iter::once("payflow").chain(args.iter().copied()));
+            assert!(refused.is_err(), "{args:?}");
+        }
+        assert_eq!(
+            kafka(&["--kafka-replication", "-1"]).unwrap().replication,
+            -1
+        );
+        assert_eq!(kafka(&["--kafka-replication", "3"]).unwrap().replication, 3);
+        #[derive(clap::Parser)]
+        struct Database {
+            #[command(flatten)]
+            database: super::DatabaseArgs,
+        }
+        assert!(Database::try_parse_from(["payflow", "--database-max-connections", "0"]).is_err());
     }
 }

@@ -611,6 +611,7 @@ impl Parts {
                 ("KAFKA_BOOTSTRAP_SERVERS", kafka_address.clone()),
                 ("SCHEMA_REGISTRY_URL", registry_url.clone()),
                 ("PG_BASE_URL", sandbox_url.clone()),
+                ("PG_SECRET_KEY", "test_sk_payflow".into()),
                 ("PUSH_BASE_URL", sandbox_url.clone()),
                 ("PG_TIMEOUT_MS", "2000".into()),
                 ("PAYFLOW_SWEEP_INTERVAL_MS", "500".into()),

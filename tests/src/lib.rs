@@ -413,7 +413,7 @@ impl Stack {
             kafka: kafka_args.clone(),
             pg: PgArgs {
                 base_url: sandbox_url.clone(),
-                secret_key: "test_sk_payflow".parse().expect("infallible"),
+                secret_key: Some("test_sk_payflow".parse().expect("infallible")),
                 timeout_ms: options.pg_request_timeout_ms,
             },
             push: PushArgs {

@@ -32,6 +32,7 @@ fn worker_process(
         ("KAFKA_TOPIC_PREFIX", config.kafka.topic_prefix.clone()),
         ("SCHEMA_REGISTRY_URL", stack.registry.url.clone()),
         ("PG_BASE_URL", stack.sandbox_url.clone()),
+        ("PG_SECRET_KEY", "test_sk_payflow".into()),
         ("PUSH_BASE_URL", stack.sandbox_url.clone()),
         ("PAYFLOW_SWEEP_INTERVAL_MS", "200".to_owned()),
     ]

@@ -88,7 +88,14 @@ async fn no_configured_secret_reaches_the_logs() {
         .split_once(':')
         .map(|(_, k)| k.to_owned())
         .unwrap();
-    let pg_secret = stack.worker_config.pg.secret_key.expose().to_owned();
+    let pg_secret = stack
+        .worker_config
+        .pg
+        .secret_key
+        .as_ref()
+        .expect("a PG key")
+        .expose()
+        .to_owned();
     for (what, secret) in [
         ("API key", KEY),
         ("codec token", CODEC_TOKEN),

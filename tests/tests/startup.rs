@@ -97,6 +97,24 @@ async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
     wait_for_line(&mut lines, &["DATABASE_URL"]).await;
 }
 
+/// A worker pointed at a PG other than the local sandbox, with no secret key configured, stops
+/// at once and names the setting, rather than sending the sandbox's test key to a PG that would
+/// refuse, and so cancel, every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_elsewhere_without_a_secret_key_fails_at_once() {
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PG_BASE_URL", "https://pg.example.invalid".to_owned()),
+        // Empty is unset (the test's own environment may hold the sandbox's key).
+        ("PG_SECRET_KEY", String::new()),
+    ]);
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker exits at once")
+        .unwrap();
+    assert!(!status.success());
+    wait_for_line(&mut lines, &["PG_SECRET_KEY is not set"]).await;
+}
+
 /// A database that does not exist, a Redis password refused or missing, or a Temporal namespace
 /// the server does not have is not an outage: waiting cannot mend it, so the worker stops at once and says
 /// which setting is wrong.

@@ -18,28 +18,45 @@ pub struct PgArgs {
         default_value = defaults::SANDBOX_URL
     )]
     pub base_url: String,
-    /// PG secret key.
-    #[arg(
-        long = "pg-secret-key",
-        env = "PG_SECRET_KEY",
-        default_value = "test_sk_payflow",
-        hide_env_values = true,
-        hide_default_value = true
-    )]
-    pub secret_key: Secret,
+    /// PG secret key. Without it, the sandbox's test key, and only for the sandbox at its
+    /// default address: a PG elsewhere would refuse every payment, and each refused payment
+    /// cancels its order.
+    #[arg(long = "pg-secret-key", env = "PG_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<Secret>,
     /// Timeout of one PG request, in milliseconds.
-    #[arg(long = "pg-timeout-ms", env = "PG_TIMEOUT_MS", default_value_t = 8000)]
+    #[arg(
+        long = "pg-timeout-ms",
+        env = "PG_TIMEOUT_MS",
+        default_value_t = 8000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub timeout_ms: u64,
 }
 
+/// The PG sandbox's secret key, used when none is configured and the PG is the local sandbox.
+pub const SANDBOX_SECRET_KEY: &str = "test_sk_payflow";
+
 impl PgArgs {
-    /// The PG client's configuration.
-    pub fn config(&self) -> PgConfig {
-        PgConfig {
-            base_url: self.base_url.trim_end_matches('/').to_owned(),
-            secret_key: self.secret_key.clone(),
+    /// The PG client's configuration; an error when no secret key is set for a PG other than
+    /// the local sandbox.
+    pub fn config(&self) -> anyhow::Result<PgConfig> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        let secret_key = match self.secret_key.as_ref().filter(|k| !k.expose().is_empty()) {
+            Some(key) => key.clone(),
+            None if base_url == defaults::SANDBOX_URL => SANDBOX_SECRET_KEY
+                .parse()
+                .expect("a secret parses from any string"),
+            None => anyhow::bail!(
+                "PG_SECRET_KEY is not set: the sandbox's test key is used only with the sandbox at \
+                 {} (PG_BASE_URL is {base_url})",
+                defaults::SANDBOX_URL
+            ),
+        };
+        Ok(PgConfig {
+            base_url,
+            secret_key,
             timeout: Duration::from_millis(self.timeout_ms),
-        }
+        })
     }
 }
 
@@ -89,6 +106,11 @@ pub enum Service {
     Order,
 }
 
+/// A count of which zero would leave the worker doing nothing while it reports ready.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// Worker tuning.
 #[derive(Debug, Clone, Args)]
 pub struct TuningArgs {
@@ -96,16 +118,16 @@ pub struct TuningArgs {
     #[arg(long, env = "PAYFLOW_MAX_CACHED_WORKFLOWS", default_value_t = 2000)]
     pub max_cached_workflows: usize,
     /// Concurrent workflow tasks per worker.
-    #[arg(long, env = "PAYFLOW_WORKFLOW_TASK_SLOTS", default_value_t = 200)]
+    #[arg(long, env = "PAYFLOW_WORKFLOW_TASK_SLOTS", default_value_t = 200, value_parser = at_least_one())]
     pub workflow_task_slots: usize,
     /// Concurrent activities per service worker.
-    #[arg(long, env = "PAYFLOW_ACTIVITY_SLOTS", default_value_t = 200)]
+    #[arg(long, env = "PAYFLOW_ACTIVITY_SLOTS", default_value_t = 200, value_parser = at_least_one())]
     pub activity_slots: usize,
     /// Workflow task pollers per worker.
-    #[arg(long, env = "PAYFLOW_WORKFLOW_POLLERS", default_value_t = 4)]
+    #[arg(long, env = "PAYFLOW_WORKFLOW_POLLERS", default_value_t = 4, value_parser = at_least_one())]
     pub workflow_pollers: usize,
     /// Activity task pollers per service worker.
-    #[arg(long, env = "PAYFLOW_ACTIVITY_POLLERS", default_value_t = 4)]
+    #[arg(long, env = "PAYFLOW_ACTIVITY_POLLERS", default_value_t = 4, value_parser = at_least_one())]
     pub activity_pollers: usize,
 }
 
@@ -215,5 +237,52 @@ mod tests {
             refused.to_string().contains("sweep-interval-ms"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn slots_pollers_or_a_pg_timeout_of_zero_are_refused_at_start() {
+        use clap::Parser;
+        for flag in [
+            "--workflow-task-slots",
+            "--activity-slots",
+            "--workflow-pollers",
+            "--activity-pollers",
+            "--pg-timeout-ms",
+        ] {
+            let refused = Cli::try_parse_from(["payflow-worker", flag, "0"])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} 0 refused"));
+            assert!(refused.to_string().contains(flag), "{refused}");
+            assert!(
+                Cli::try_parse_from(["payflow-worker", flag, "2"]).is_ok(),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sandbox_key_is_used_only_for_the_sandbox() {
+        // Built by hand: the test's environment may hold PG_BASE_URL and PG_SECRET_KEY.
+        let config = |base_url: &str, key: Option<&str>| {
+            super::PgArgs {
+                base_url: base_url.to_owned(),
+                secret_key: key.map(|k| k.parse().expect("infallible")),
+                timeout_ms: 1000,
+            }
+            .config()
+        };
+        let sandbox = payflow_common::config::defaults::SANDBOX_URL;
+        assert_eq!(
+            config(sandbox, None).unwrap().secret_key.expose(),
+            super::SANDBOX_SECRET_KEY
+        );
+        for key in [None, Some("")] {
+            let refused = config("https://api.pg.example", key)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains("PG_SECRET_KEY is not set"), "{refused}");
+        }
+        let given = config("https://api.pg.example", Some("live_sk_x")).unwrap();
+        assert_eq!(given.secret_key.expose(), "live_sk_x");
     }
 }

@@ -136,7 +136,7 @@ impl PayflowWorker {
         }
         if config.hosts(Service::Payment) {
             let pool = pool.clone().expect("database pool");
-            let pg = PgClient::new(config.pg.config())?;
+            let pg = PgClient::new(config.pg.config()?)?;
             let mut options = worker_options(&queues.payment, config, false);
             options.register_activities(
                 PaymentActivities::new(pg, pool).with_metrics(metrics.clone()),
