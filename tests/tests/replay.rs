@@ -200,9 +200,95 @@ async fn every_recorded_path_replays_against_the_current_workflow() {
         ],
         "a publish outage past 30 s",
     );
-    for result in replay(histories, Default::default()).await.unwrap() {
+    // Each pair replays both sides of its patch: the history recorded before it has no marker
+    // of it (the old branch), the one recorded under it has (the new branch). A history
+    // recorded again over an old one would lose the old branch without this.
+    for (before, under, patch) in PATCH_PAIRS {
+        let patches = |name: &str| {
+            let history = histories
+                .iter()
+                .find(|h| h.name == name)
+                .unwrap_or_else(|| panic!("no golden history {name}"));
+            patch_markers(history)
+        };
+        assert!(
+            !patches(before).contains(patch),
+            "{before} was recorded before {patch}, so it holds no marker of it"
+        );
+        assert!(
+            patches(under).contains(patch),
+            "{under} was recorded under {patch}, so it holds its marker"
+        );
+    }
+    let count = histories.len();
+    let results = replay(histories, Default::default()).await.unwrap();
+    assert_eq!(results.len(), count, "every history has a verdict");
+    for result in results {
         assert_eq!(result.verdict, Verdict::Replayed, "{}", result.name);
     }
+}
+
+/// `(recorded before the patch, recorded under it, patch id)`.
+const PATCH_PAIRS: [(&str, &str, &str); 8] = [
+    (
+        "v5/late_approval_taken_back.json",
+        "v6/late_charge_voided.json",
+        "late-charge-check-v6",
+    ),
+    (
+        "v6/deadline_during_completion.json",
+        "v7/deadline_during_completion.json",
+        "completion-outlives-deadline-v7",
+    ),
+    (
+        "v4/pg_timeout.json",
+        "v8/pg_timeout.json",
+        "void-attention-v8",
+    ),
+    (
+        "v8/cancelled_while_registry_away.json",
+        "v9/cancelled_while_registry_away.json",
+        "publish-pause-outlives-cancel-v9",
+    ),
+    (
+        "v9/void_refused_for_good.json",
+        "v10/void_refused_for_good.json",
+        "compensation-failure-tracked-v10",
+    ),
+    (
+        "v10/deadline_after_approval.json",
+        "v11/deadline_after_approval.json",
+        "compensation-watched-v11",
+    ),
+    (
+        "v10/refund_signal_before_the_wait.json",
+        "v11/refund_signal_before_the_wait.json",
+        "refund-signals-while-waiting-v12",
+    ),
+    (
+        "v11/long_publish_outage.json",
+        "v13/long_publish_outage.json",
+        "publish-pause-grows-v13",
+    ),
+];
+
+/// The ids of the patch markers a history holds.
+fn patch_markers(history: &NamedHistory) -> std::collections::BTreeSet<String> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    history
+        .history
+        .events
+        .iter()
+        .filter_map(|e| match &e.attributes {
+            Some(Attributes::MarkerRecordedEventAttributes(m)) if m.marker_name == "core_patch" => {
+                m.details.get("patch-data")
+            }
+            _ => None,
+        })
+        .flat_map(|payloads| payloads.payloads.iter())
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&p.data).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A change to the workflow's decisions without a patch: it confirms the stock before the PG
