@@ -80,9 +80,27 @@ impl Api {
         order
     }
 
-    /// Nothing happened for this order: no workflow, no PG call, no payment row.
+    /// Nothing happened for this order: no workflow, no PG call, no payment row, no payment key
+    /// bound to it, its stock neither sold nor given back.
     async fn assert_untouched(&self, order_id: &str) {
         assert_eq!(self.stack.books(order_id).await.charges, 0);
+        let keys = self
+            .stack
+            .rows(
+                "SELECT payment_key FROM payment.payment_keys WHERE order_id = $1",
+                order_id,
+            )
+            .await;
+        assert!(keys.is_empty(), "no key bound: {keys:?}");
+        let moved = self
+            .stack
+            .rows(
+                "SELECT product_id, status FROM product.stock_reservations
+                  WHERE order_id = $1 AND status IN ('CONFIRMED', 'RELEASED')",
+                order_id,
+            )
+            .await;
+        assert!(moved.is_empty(), "the stock did not move: {moved:?}");
         let rows = self
             .stack
             .rows(
@@ -727,6 +745,29 @@ async fn an_order_beyond_the_stock_is_refused_naming_the_short_items() {
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     for (p, seeded) in [(&products[0], 2), (&products[1], 5), (&dear, 5)] {
-        assert_eq!(api.stack.ledger(&p.product_id).await.available, seeded);
+        let ledger = api.stack.ledger(&p.product_id).await;
+        assert_eq!((ledger.available, ledger.held), (seeded, 0), "{ledger:?}");
+    }
+    // No order was written for any refused request, and no stock is held or sold for one: a
+    // total beyond the cap is known only once the prices are read with the reservation, which
+    // is then given back at once (its lines RELEASED).
+    let orders = api
+        .stack
+        .rows(
+            "SELECT order_id FROM orders.orders WHERE user_id = $1",
+            "USR-SHORT",
+        )
+        .await;
+    assert!(orders.is_empty(), "{orders:?}");
+    for p in [&products[0], &products[1], &dear] {
+        let lines = api
+            .stack
+            .rows(
+                "SELECT order_id, status FROM product.stock_reservations
+                  WHERE product_id = $1 AND status <> 'RELEASED'",
+                &p.product_id,
+            )
+            .await;
+        assert!(lines.is_empty(), "{}: {lines:?}", p.product_id);
     }
 }

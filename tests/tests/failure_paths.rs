@@ -248,9 +248,15 @@ async fn a_retry_refused_after_a_lost_answer_voids_the_charge_of_the_first_attem
 /// was cancelled pays nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
-    // The worker waits up to 8 s for the PG's answer (the default), the PG step 3 s.
+    // The worker waits up to 8 s for the PG's answer (the default), the PG step 3 s. The
+    // workflow's own second look comes 15 s after the cancellation, long after the charge, so
+    // what cancels the charge is the attempt that heard it.
     let stack = Stack::start_with(StackOptions {
         pg_request_timeout_ms: 8_000,
+        timings: Some(SagaTimings {
+            late_charge_secs: 15,
+            ..fast_timings()
+        }),
         ..StackOptions::default()
     })
     .await;
@@ -280,10 +286,23 @@ async fn a_charge_that_lands_after_the_payment_failed_is_taken_back() {
     assert_eq!((books.charges, books.cancels), (1, 1), "{books:?}");
     assert_eq!(books.payments[0]["status"], "CANCELED");
     assert_eq!(
+        books.payments[0]["cancels"][0]["cancelReason"],
+        "payment not completed: approved after the payment had failed",
+        "cancelled by the attempt that heard the approval: {books:?}"
+    );
+    assert_eq!(
         stack.payment_failure(&order.order_id).await,
         ("FAILED".to_owned(), Some("PG_TIMEOUT".to_owned()))
     );
     assert_conserved(&stack, &products).await;
+    // The second look found the charge cancelled already and cancelled nothing more.
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .unwrap();
+    assert!(!status.late_charge_voided, "{status:?}");
     check_history(&stack, &order.order_id, "late_approval_taken_back").await;
 }
 

@@ -80,6 +80,24 @@ async fn payments_in_flight_survive_a_killed_worker_a_flaky_pg_and_a_pg_restart(
         // The worker dies once the first decision is out, with the others in flight.
         pending.next().await.expect("a decision");
         worker.kill().await.expect("SIGKILL the worker");
+        let in_flight = pending.len();
+        assert!(in_flight > 0, "payments were waiting when the worker died");
+        // And not only the decisions: workflows the dead worker was running.
+        let running = stack
+            .payflow
+            .payments
+            .temporal()
+            .count_workflows(
+                format!(
+                    "TaskQueue = '{}' AND ExecutionStatus = 'Running'",
+                    stack.payflow.payments.queues().workflow
+                ),
+                Default::default(),
+            )
+            .await
+            .expect("count the running payments")
+            .count();
+        assert!(running > 0, "payments running when the worker died");
         let (restarted, mut lines) = worker_process(&stack);
         worker = restarted;
         wait_for_line(&mut lines, &["worker started"]).await;

@@ -79,7 +79,46 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     assert_eq!(a, b);
     assert_eq!(stack.books(&order.order_id).await.charges, 1);
 
-    // Recording it twice: one COMPLETED row.
+    // The approval recorded its row; as if that write had been lost (the PG charged, the
+    // worker died before the row said so), the row goes back to IN_PROGRESS.
+    let forget_the_approval = || async {
+        sqlx::query(
+            "UPDATE payment.payments SET status = 'IN_PROGRESS', pg_approval_number = NULL,
+                    approved_at = NULL WHERE order_id = $1",
+        )
+        .bind(&order.order_id)
+        .execute(&stack.pool)
+        .await
+        .unwrap();
+    };
+    let payment_row = || async {
+        let rows = stack
+            .rows(
+                "SELECT status, pg_approval_number FROM payment.payments WHERE order_id = $1",
+                &order.order_id,
+            )
+            .await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        (
+            rows[0]["status"].as_str().unwrap_or_default().to_owned(),
+            rows[0]["pg_approval_number"].as_str().map(str::to_owned),
+        )
+    };
+    let completed = ("COMPLETED".to_owned(), Some(a.approval_number.clone()));
+
+    // The approval retried after that: the PG answers the same key with the same approval,
+    // the row is completed, and nothing is charged twice.
+    forget_the_approval().await;
+    let retried = env
+        .run(PaymentActivities::approve, payment.clone())
+        .await
+        .unwrap();
+    assert_eq!(retried, a);
+    assert_eq!(payment_row().await, completed);
+    assert_eq!(stack.books(&order.order_id).await.charges, 1);
+
+    // Recording it twice, from the row the lost write left: one COMPLETED row.
+    forget_the_approval().await;
     let record = RecordPayment {
         payment: payment.clone(),
         approval: a.clone(),
@@ -87,20 +126,20 @@ async fn the_success_path_activities_run_twice_change_things_once() {
     env.run(PaymentActivities::record, record.clone())
         .await
         .unwrap();
+    assert_eq!(payment_row().await, completed);
     env.run(PaymentActivities::record, record).await.unwrap();
-    let rows = stack
-        .rows(
-            "SELECT status, pg_approval_number FROM payment.payments WHERE order_id = $1",
-            &order.order_id,
-        )
+    assert_eq!(payment_row().await, completed);
+
+    // And approving after it was recorded does not ask the PG again: with every PG call
+    // failing, it still answers the recorded approval.
+    stack
+        .configure_sandbox(serde_json::json!({ "errorRate": 1.0 }))
         .await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["status"], "COMPLETED");
-    assert_eq!(rows[0]["pg_approval_number"], a.approval_number.as_str());
-    // And approving after it was recorded does not ask the PG again.
-    env.run(PaymentActivities::approve, payment.clone())
-        .await
-        .unwrap();
+    let recorded = env.run(PaymentActivities::approve, payment.clone()).await;
+    stack
+        .configure_sandbox(serde_json::json!({ "errorRate": 0.0 }))
+        .await;
+    assert_eq!(recorded.unwrap(), a);
     assert_eq!(stack.books(&order.order_id).await.charges, 1);
 
     // Stock confirmation twice: decremented once, same items.
@@ -126,6 +165,10 @@ async fn the_success_path_activities_run_twice_change_things_once() {
         env.run(OrderActivities::mark_paid, update.clone())
             .await
             .unwrap();
+        assert_eq!(
+            stack.order_status(&order.order_id).await,
+            "PAYMENT_COMPLETED"
+        );
     }
     for _ in 0..2 {
         env.run(OrderActivities::complete, update.clone())
