@@ -220,14 +220,23 @@ impl EventActivities {
         let Some((code, reason)) = current.client().fatal_error() else {
             return Ok(current);
         };
-        let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
-        if slot.client().fatal_error().is_some() {
+        let (fresh, old) = {
+            let mut slot = self.producer.write().unwrap_or_else(|e| e.into_inner());
+            if slot.client().fatal_error().is_none() {
+                // Another task built it anew meanwhile.
+                return Ok(slot.clone());
+            }
             tracing::warn!(%code, reason, "the Kafka producer failed for good; building a new one");
-            *slot = Self::connect(&self.config)
+            let fresh = Self::connect(&self.config)
                 .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
             self.metrics.producer_rebuilt();
-        }
-        Ok(slot.clone())
+            (fresh.clone(), std::mem::replace(&mut *slot, fresh))
+        };
+        // Destroying a librdkafka client blocks (it joins its threads): not under the lock, and
+        // not on the runtime's threads.
+        drop(current);
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(fresh)
     }
 
     /// Connects to the brokers and learns the schema ids of every topic, so the first
@@ -321,7 +330,8 @@ impl EventActivities {
                     .key(event.order_id.as_str())
                     .payload(payload)
                     .headers(headers);
-                producer.send(record, Duration::from_secs(5))
+                // No wait for room in the queue: the delivery timeout is the whole budget.
+                producer.send(record, Duration::ZERO)
             })
             .collect();
         let mut published = Vec::with_capacity(events.len());
