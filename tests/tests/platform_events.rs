@@ -127,6 +127,31 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
     assert_eq!(events.brokers(Duration::from_secs(5)).await, Ok(1));
 }
 
+/// Where the platform created the topics and payflow may not create any (no CREATE permission),
+/// the setup asks for nothing it need not: it finds the topics there and succeeds, where a
+/// request to create them all was refused for ever (and the worker's readiness with it).
+/// librdkafka's in-process mock cluster, which answers no CreateTopics at all, stands in for
+/// such a cluster: Tansu has no permissions to withhold. (Creating the topics that are missing
+/// is shown on the real broker by `topics_are_the_contracts_with_three_partitions_...`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_the_platform_created_need_no_permission_to_create() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("librdkafka's mock cluster");
+    let kafka = payflow_activities::events::KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: String::new(),
+        topics: Default::default(),
+        partitions: 3,
+        replication: 1,
+        encoding: Encoding::SingleObject,
+    };
+    for ty in EventType::ALL {
+        cluster.create_topic(&kafka.topic(ty), 3, 1).expect("topic");
+    }
+    EventActivities::ensure_topics(&kafka, None)
+        .await
+        .expect("nothing to create");
+}
+
 /// With `SCHEMA_REGISTRY_AUTO_REGISTER=false` (credentials that may only read the registry), a
 /// schema missing from its subject waits for a person: publishing fails as no retry can lift
 /// (non-retryable, which is what raises the workflow's attention flag, as

@@ -362,7 +362,7 @@ impl EventActivities {
         Ok(published)
     }
 
-    /// Creates payflow's topics with the platform's settings if they are missing, and
+    /// Creates those of payflow's topics that are missing, with the platform's settings, and
     /// registers every schema under its topic's subject (idempotent: `payflow admin setup`).
     pub async fn ensure_topics(
         config: &KafkaConfig,
@@ -388,11 +388,36 @@ impl EventActivities {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics(topics.iter(), &options).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        // Only the missing ones: where the platform created the topics and payflow may not
+        // create any (no CREATE permission), a request for all of them would be refused for
+        // ever, though there is nothing to create.
+        let admin = Arc::new(admin);
+        let existing: std::collections::HashSet<String> = {
+            let admin = admin.clone();
+            tokio::task::spawn_blocking(move || {
+                admin
+                    .inner()
+                    .fetch_metadata(None, Duration::from_secs(10))
+                    .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+            })
+            .await??
+        };
+        let missing: Vec<&NewTopic<'_>> = topics
+            .iter()
+            .filter(|t| !existing.contains(t.name))
+            .collect();
+        if !missing.is_empty() {
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+            let names: Vec<&str> = missing.iter().map(|t| t.name).collect();
+            let results = admin
+                .create_topics(missing, &options)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create topics {}: {e}", names.join(", ")))?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+                }
             }
         }
         if let Some(registry) = registry {
