@@ -48,17 +48,36 @@ restart_broker() {
 }
 
 # After a restart, once payments have had time to finish: what the broker acknowledged and
-# lost is looked for, and published again with its event id, over the hour before.
+# lost is looked for, and published again with its event id, over the hour before. In the
+# background and bounded, so the broker is probed meanwhile; one at a time.
 audit_after="${PAYFLOW_BROKER_AUDIT_AFTER_SECS:-60}"
 audit_due=""
+audit_pid=""
 audit_lost_events() {
   say "broker guard: auditing the events of the payments that ended in the last hour"
-  if "$payflow" events audit --since 1h --republish >>"$STATE/broker-audit.log" 2>&1; then
-    say "broker guard: audit done ($(tail -n 1 "$STATE/broker-audit.log"))"
+  (
+    code=0
+    timeout 300 "$payflow" events audit --since 1h --republish >"$STATE/broker-audit.out" 2>&1 || code=$?
+    {
+      date -u +%FT%TZ
+      cat "$STATE/broker-audit.out"
+      echo "audit finished (exit $code)"
+    } >>"$STATE/broker-audit.log"
+    exit "$code"
+  ) &
+  audit_pid=$!
+}
+
+# The audit that ran, if it has finished: logged, and due again in a while if it failed.
+audit_finished() {
+  { [ -n "$audit_pid" ] && ! kill -0 "$audit_pid" 2>/dev/null; } || return 1
+  if wait "$audit_pid"; then
+    say "broker guard: audit done ($(head -n 1 "$STATE/broker-audit.out"))"
   else
-    say "broker guard: the audit failed; see $STATE/broker-audit.log (tried again in ${audit_after}s)"
+    say "broker guard: the audit found events missing or failed; see $STATE/broker-audit.log (again in ${audit_after}s)"
     audit_due=$((SECONDS + audit_after))
   fi
+  audit_pid=""
 }
 
 say "broker guard: Tansu on $KAFKA_BOOTSTRAP_SERVERS, probed every ${every}s"
@@ -73,12 +92,13 @@ while sleep "$every"; do
   fi
   # Before payflow is built only an exit is noticed.
   [ -x "$payflow" ] || continue
-  if [ -n "$audit_due" ] && [ "$SECONDS" -ge "$audit_due" ]; then
-    audit_due=""
-    audit_lost_events
-  fi
+  audit_finished || true
   if "$payflow" admin broker-check --deadline-ms "$((every * 1000))" >/dev/null 2>&1; then
     failures=0
+    if [ -n "$audit_due" ] && [ -z "$audit_pid" ] && [ "$SECONDS" -ge "$audit_due" ]; then
+      audit_due=""
+      audit_lost_events
+    fi
   else
     failures=$((failures + 1))
     say "broker guard: the broker took no probe record ($failures of $allowed)"

@@ -83,7 +83,12 @@ async fn the_guard_restarts_a_broker_that_died_or_stopped_taking_records() {
     eventually(
         Duration::from_secs(60),
         "the guard's audit after the restart",
-        || async { audit_log.exists().then_some(()) },
+        || async {
+            std::fs::read_to_string(&audit_log)
+                .ok()?
+                .contains("audit finished")
+                .then_some(())
+        },
     )
     .await;
 
