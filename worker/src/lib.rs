@@ -66,6 +66,12 @@ impl PayflowWorker {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
         db::check_url(&config.database.url).context("DATABASE_URL")?;
         Reservations::check_url(&config.redis.url).context("REDIS_URL")?;
+        let pg_config = if config.hosts(Service::Payment) {
+            Some(config.pg.config()?)
+        } else {
+            None
+        };
+        let kafka_config = config.kafka.config()?;
         let health = {
             let metrics = metrics.clone();
             health::Health::observed(Arc::new(move |dependency, up| {
@@ -116,7 +122,7 @@ impl PayflowWorker {
         let mut background = Vec::new();
         let mut redis_checked = None;
         if config.hosts(Service::Workflow) {
-            let kafka = config.kafka.config()?;
+            let kafka = kafka_config.clone();
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
                 .context("Kafka producer")?
                 .with_metrics(metrics.clone());
@@ -136,7 +142,7 @@ impl PayflowWorker {
         }
         if config.hosts(Service::Payment) {
             let pool = pool.clone().expect("database pool");
-            let pg = PgClient::new(config.pg.config()?)?;
+            let pg = PgClient::new(pg_config.clone().expect("checked above"))?;
             let mut options = worker_options(&queues.payment, config, false);
             options.register_activities(
                 PaymentActivities::new(pg, pool).with_metrics(metrics.clone()),
