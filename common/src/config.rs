@@ -234,20 +234,36 @@ impl std::fmt::Debug for RedisArgs {
 /// A connection URL as it may be shown: the password of `scheme://user:password@host/...`
 /// replaced by `***`.
 pub fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest
+            .rsplit_once('@')
+            .and_then(|(credentials, host)| Some((credentials.split_once(':')?.0, host)))
+        {
+            Some((user, host)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
+    };
+    // A password may also ride in the query (`?password=...`, as sqlx and others accept it).
+    match shown.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => shown,
     }
 }
 
-/// Kafka (events) and the schema registry.
-#[derive(Debug, Clone, Args)]
+/// Kafka (events) and the schema registry. Its `Debug` hides the registry URL's password.
+#[derive(Clone, Args)]
 pub struct KafkaArgs {
     /// Bootstrap servers, `host:port[,host:port]`.
     #[arg(
@@ -302,7 +318,8 @@ pub struct KafkaArgs {
     #[arg(
         long = "schema-registry-url",
         env = "SCHEMA_REGISTRY_URL",
-        default_value = defaults::SCHEMA_REGISTRY_URL
+        default_value = defaults::SCHEMA_REGISTRY_URL,
+        hide_env_values = true
     )]
     pub registry_url: String,
     /// Schema registry basic-auth user (Confluent Cloud: the API key).
@@ -325,6 +342,23 @@ pub struct KafkaArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub auto_register: bool,
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaArgs")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("topics", &self.topics)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("encoding", &self.encoding)
+            .field("registry_url", &without_password(&self.registry_url))
+            .field("registry_user", &self.registry_user)
+            .field("registry_password", &self.registry_password)
+            .field("auto_register", &self.auto_register)
+            .finish()
+    }
 }
 
 /// `event.type=topic`
@@ -375,6 +409,11 @@ impl KafkaArgs {
     pub fn registry(&self) -> anyhow::Result<Option<SchemaRegistry>> {
         if self.encoding != Encoding::Confluent {
             return Ok(None);
+        }
+        if self.registry_password.is_some() && self.registry_user.is_none() {
+            anyhow::bail!(
+                "SCHEMA_REGISTRY_PASSWORD is set without SCHEMA_REGISTRY_USER: basic auth needs both"
+            );
         }
         let url: reqwest::Url = self.registry_url.parse().map_err(|e| {
             let shown = without_password(&self.registry_url);
@@ -460,6 +499,14 @@ mod tests {
             super::without_password("postgres://127.0.0.1:5432/payflow"),
             "postgres://127.0.0.1:5432/payflow"
         );
+        assert_eq!(
+            super::without_password("postgres://db/payflow?user=u&password=s3cret&sslmode=require"),
+            "postgres://db/payflow?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            super::without_password("https://key:s3cret@registry.example/path?x=1"),
+            "https://key:***@registry.example/path?x=1"
+        );
         let args = super::DatabaseArgs {
             url: "postgres://u:s3cret@h/db".into(),
             max_connections: 4,
@@ -482,6 +529,29 @@ mod tests {
             .expect("parses")
             .kafka
             .config()
+    }
+
+    #[test]
+    fn registry_credentials_stay_hidden_and_half_of_them_are_refused() {
+        use clap::Parser;
+        let args = Kafka::try_parse_from([
+            "payflow",
+            "--schema-registry-url",
+            "https://key:s3cret@registry.example",
+            "--schema-registry-user",
+            "key",
+            "--schema-registry-password",
+            "s3cret",
+        ])
+        .unwrap()
+        .kafka;
+        assert!(!format!("{args:?}").contains("s3cret"), "{args:?}");
+        let half = Kafka::try_parse_from(["payflow", "--schema-registry-password", "s3cret"])
+            .unwrap()
+            .kafka;
+        let refused = half.registry().unwrap_err().to_string();
+        assert!(refused.contains("SCHEMA_REGISTRY_USER"), "{refused}");
+        assert!(!refused.contains("s3cret"));
     }
 
     #[test]
