@@ -14,7 +14,7 @@ use payflow_activities::{
     EventActivities,
     events::{KafkaConfig, reader},
 };
-use payflow_workflows::types::DomainEvent;
+use payflow_workflows::types::{DomainEvent, EventType};
 use serde::Serialize;
 use std::{collections::HashSet, time::Duration};
 use temporalio_client::WorkflowListOptions;
@@ -33,6 +33,10 @@ pub struct AuditReport {
     pub found: usize,
     /// Not found: `(order id, event type, event id)`.
     pub missing: Vec<(String, String, String)>,
+    /// Published once, and gone from their topics since by the topic's retention (7 days for
+    /// stock and order topics, 30 for payments and the saga tracker): not missing, and not
+    /// published again weeks late.
+    pub expired: usize,
     /// Published again (with `--republish`).
     pub republished: usize,
     /// Payments whose workflow could not say what it published: `(order id, error)`.
@@ -44,12 +48,13 @@ impl AuditReport {
     pub fn text(&self) -> String {
         let mut out = format!(
             "payments ended {}; events expected {} (never published {}); found {}; missing {}; \
-             republished {}; payments unreadable {}",
+             expired by retention {}; republished {}; payments unreadable {}",
             self.payments,
             self.expected,
             self.unpublished,
             self.found,
             self.missing.len(),
+            self.expired,
             self.republished,
             self.unreadable.len()
         );
@@ -92,6 +97,7 @@ pub async fn audit(
     let mut unpublished = 0;
     let mut unreadable = Vec::new();
     let mut listed_ids = HashSet::new();
+    let mut never_published = HashSet::new();
     for (order, run) in &runs {
         // Published first, then the rest: each order's events in their order.
         match payments.event_log(order, run).await {
@@ -103,6 +109,7 @@ pub async fn audit(
                     rest.clear();
                 }
                 unpublished += rest.len();
+                never_published.extend(rest.iter().map(|e| e.event_id.clone()));
                 // Two runs of one payment list the events they share once.
                 expected.extend(
                     published
@@ -128,11 +135,15 @@ pub async fn audit(
         .iter()
         .filter_map(|r| r.headers.get("eventId").map(String::as_str))
         .collect();
-    let missing: Vec<DomainEvent> = expected
+    let now = chrono::Utc::now().timestamp_millis();
+    let (expired, missing): (Vec<DomainEvent>, Vec<DomainEvent>) = expected
         .iter()
         .filter(|e| !present.contains(e.event_id.as_str()))
         .cloned()
-        .collect();
+        .partition(|e| {
+            !never_published.contains(&e.event_id)
+                && past_retention(e.event_type(), e.event_timestamp, now)
+        });
     let mut republished = 0;
     if let Some(events) = republish
         && !missing.is_empty()
@@ -144,7 +155,8 @@ pub async fn audit(
         payments: runs.len(),
         expected: expected.len(),
         unpublished,
-        found: expected.len() - missing.len(),
+        found: expected.len() - missing.len() - expired.len(),
+        expired: expired.len(),
         missing: missing
             .iter()
             .map(|e| {
@@ -171,4 +183,48 @@ async fn superseded(payments: &PaymentClient, order_id: &str, run: &str) -> bool
         .describe(temporalio_client::WorkflowDescribeOptions::default())
         .await
         .is_ok_and(|latest| latest.run_id() != run)
+}
+
+/// Whether an event published at `published_ms` is past its topic's retention at `now_ms` (the
+/// platform's settings, as `payflow admin setup` creates the topics), so a broker may have
+/// deleted it.
+fn past_retention(ty: EventType, published_ms: i64, now_ms: i64) -> bool {
+    KafkaConfig::topic_settings(ty)
+        .into_iter()
+        .find(|(key, _)| *key == "retention.ms")
+        .and_then(|(_, ms)| ms.parse::<i64>().ok())
+        .is_some_and(|retention| published_ms < now_ms - retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::past_retention;
+    use payflow_workflows::types::EventType;
+
+    #[test]
+    fn an_event_older_than_its_topics_retention_is_past_it() {
+        const DAY: i64 = 24 * 60 * 60 * 1000;
+        let now = 100 * DAY;
+        assert!(past_retention(
+            EventType::StockConfirmed,
+            now - 8 * DAY,
+            now
+        ));
+        assert!(!past_retention(
+            EventType::StockConfirmed,
+            now - 6 * DAY,
+            now
+        ));
+        assert!(!past_retention(
+            EventType::PaymentCompleted,
+            now - 8 * DAY,
+            now
+        ));
+        assert!(past_retention(
+            EventType::PaymentCompleted,
+            now - 31 * DAY,
+            now
+        ));
+        assert!(!past_retention(EventType::SagaTracker, now - 29 * DAY, now));
+    }
 }
