@@ -1,7 +1,7 @@
 //! `payflow events audit`: knowing that events arrived. A broker can acknowledge a record and
 //! lose it (seen with the dev stack's Tansu after a crash), and a payment an operator terminated
 //! ends with the events it had not handed to Kafka yet. The audit lists the payments that ended
-//! since a moment, asks each workflow which events and tracker records Kafka took (its `events`
+//! since a moment and those still running, asks each workflow which events and tracker records Kafka took (its `events`
 //! query: ids and content exactly as published) and which it never published (`unpublished`),
 //! reads the topics back, and reports every one that is not there; with `--republish` it
 //! publishes the missing ones again with their original event ids (consumers deduplicate by
@@ -25,6 +25,8 @@ use temporalio_client::WorkflowListOptions;
 pub struct AuditReport {
     /// Payments that ended since the moment given.
     pub payments: usize,
+    /// Payments still running, whatever their age: what they published so far is checked.
+    pub running: usize,
     /// Events and tracker records they published or should have.
     pub expected: usize,
     /// Of those, never handed to Kafka: their workflow ended first (terminated).
@@ -47,9 +49,10 @@ impl AuditReport {
     /// A few lines for people.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "payments ended {}; events expected {} (never published {}); found {}; missing {}; \
-             expired by retention {}; republished {}; payments unreadable {}",
+            "payments ended {} (and {} running); events expected {} (never published {}); \
+             found {}; missing {}; expired by retention {}; republished {}; payments unreadable {}",
             self.payments,
+            self.running,
             self.expected,
             self.unpublished,
             self.found,
@@ -68,29 +71,41 @@ impl AuditReport {
     }
 }
 
-/// Audits the payments of `payments`' task queues that ended at or after `since`; republishes
-/// what is missing when `republish` holds a producer.
+/// Audits the payments of `payments`' task queues that ended at or after `since`, and those
+/// still running; republishes what is missing when `republish` holds a producer.
 pub async fn audit(
     payments: &PaymentClient,
     kafka: &KafkaConfig,
     republish: Option<&EventActivities>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<AuditReport> {
-    let query = format!(
-        "WorkflowType = 'PaymentWorkflow' AND TaskQueue = '{}' AND ExecutionStatus != 'Running' \
-         AND CloseTime >= '{}'",
-        payments.queues().workflow,
+    let payment_workflows = format!(
+        "WorkflowType = 'PaymentWorkflow' AND TaskQueue = '{}'",
+        payments.queues().workflow
+    );
+    let ended = format!(
+        "{payment_workflows} AND ExecutionStatus != 'Running' AND CloseTime >= '{}'",
         since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    let mut listed = payments
-        .temporal()
-        .list_workflows(query, WorkflowListOptions::builder().build());
-    // Each closed run itself: a reset may have started another run under the same id.
+    // Each run itself: a reset may have started another run under the same id. Running
+    // payments too (a refund waiting for an operator can stay open for days): what they
+    // published is checked; what they have not published yet is theirs to publish.
     let mut runs = Vec::new();
-    while let Some(execution) = listed.next().await {
-        let execution = execution?;
-        if let Some(order) = execution.id().strip_prefix("payment-") {
-            runs.push((order.to_owned(), execution.run_id().to_owned()));
+    for (query, running) in [
+        (ended, false),
+        (
+            format!("{payment_workflows} AND ExecutionStatus = 'Running'"),
+            true,
+        ),
+    ] {
+        let mut listed = payments
+            .temporal()
+            .list_workflows(query, WorkflowListOptions::builder().build());
+        while let Some(execution) = listed.next().await {
+            let execution = execution?;
+            if let Some(order) = execution.id().strip_prefix("payment-") {
+                runs.push((order.to_owned(), execution.run_id().to_owned(), running));
+            }
         }
     }
     let mut expected: Vec<DomainEvent> = Vec::new();
@@ -98,10 +113,13 @@ pub async fn audit(
     let mut unreadable = Vec::new();
     let mut listed_ids = HashSet::new();
     let mut never_published = HashSet::new();
-    for (order, run) in &runs {
+    for (order, run, running) in &runs {
         // Published first, then the rest: each order's events in their order.
         match payments.event_log(order, run).await {
             Ok((published, mut rest)) => {
+                if *running {
+                    rest.clear();
+                }
                 // What a run ended by a reset never published is not owed: the run the reset
                 // started decides the order's path again (it may complete an order the old run
                 // was cancelling), and publishes its own events.
@@ -152,7 +170,8 @@ pub async fn audit(
         republished = missing.len();
     }
     Ok(AuditReport {
-        payments: runs.len(),
+        payments: runs.iter().filter(|(_, _, running)| !running).count(),
+        running: runs.iter().filter(|(_, _, running)| *running).count(),
         expected: expected.len(),
         unpublished,
         found: expected.len() - missing.len() - expired.len(),

@@ -116,8 +116,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum EventsCommand {
-    /// Check that every event of the payments that ended since a moment is on its topic;
-    /// exits 1 if any is missing (and was not republished) or a payment cannot say what it
+    /// Check that every event of the payments that ended since a moment, and every event the
+    /// running ones published so far, is on its topic; exits 1 if any is missing (and was not republished) or a payment cannot say what it
     /// published.
     Audit {
         /// RFC 3339 time (`2026-11-24T09:00:00Z`) or an age (`90s`, `30m`, `6h`, `2d`).

@@ -815,3 +815,70 @@ async fn the_audit_owes_nothing_for_a_run_a_reset_replaced() {
     );
     assert_eq!(platform_view(&stack, order_id).await, steps(&SUCCESS_STEPS));
 }
+
+/// A payment still running (here: cancelled after the PG took too long, waiting to look for a
+/// late charge; a refund waiting for an operator can wait for days) has published its events:
+/// the audit checks those too, so a broker that lost them is caught before the payment ends,
+/// and republishes them with their ids. What a running payment has not published yet is its
+/// own to publish, not owed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_checks_what_a_running_payment_published() {
+    let stack = Stack::start_with_timings(payflow_workflows::types::SagaTimings {
+        late_charge_secs: 600,
+        ..payflow_tests::fast_timings()
+    })
+    .await;
+    let since = chrono::Utc::now();
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-AUDIT-RUN", &[(&products[0], 1)]).await;
+    let order_id = &order.order_id;
+    // Longer than the PG step: PG_TIMEOUT, voided, cancelled; then the workflow waits.
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 5000 }))
+        .await;
+    let decision = stack.pay(&order, PaymentMethod::Card, None).await;
+    stack
+        .configure_sandbox(serde_json::json!({ "latencyMs": 0 }))
+        .await;
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    let payments = &stack.payflow.payments;
+    eventually(
+        Duration::from_secs(30),
+        "the cancellation's events out",
+        || async {
+            let s = payments.status(order_id).await.ok()?;
+            (s.stage == PaymentStage::OrderCancelled && s.unpublished_events == 0).then_some(())
+        },
+    )
+    .await;
+
+    let report = audit(payments, &stack.kafka, None, since).await.unwrap();
+    assert_eq!((report.payments, report.running), (0, 1), "{report:?}");
+    // Two events and five tracker records (the void's path).
+    assert_eq!((report.expected, report.found), (7, 7), "{report:?}");
+
+    // The same payment read against topics that lost everything: all seven missing, and
+    // published again with their ids.
+    let mut lost = stack.kafka.clone();
+    lost.topic_prefix = format!("{}lost.", stack.kafka.topic_prefix);
+    let registry = stack.worker_config.kafka.registry().expect("registry");
+    EventActivities::ensure_topics(&lost, registry.as_ref())
+        .await
+        .expect("topics");
+    let producer = EventActivities::new(lost.clone(), registry).expect("producer");
+    let report = audit(payments, &lost, Some(&producer), since)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.missing.len(), report.republished),
+        (7, 7),
+        "{report:?}"
+    );
+    let again = audit(payments, &lost, None, since).await.unwrap();
+    assert_eq!((again.found, again.missing.len()), (7, 0), "{again:?}");
+    assert_eq!(
+        payments.status(order_id).await.unwrap().stage,
+        PaymentStage::OrderCancelled,
+        "still running, its order cancelled"
+    );
+}
