@@ -136,9 +136,15 @@ impl SchemaRegistry {
     /// cached keep publishing while it is away.
     pub async fn answers(&self) -> Result<(), RegistryError> {
         let url = format!("{}/subjects", self.base());
-        self.send("list subjects", self.http.get(url))
-            .await
-            .map(|_| ())
+        match self.send("list subjects", self.http.get(url)).await? {
+            Some(_) => Ok(()),
+            // A registry always lists its subjects: a 404 is another server, or a wrong path.
+            None => Err(RegistryError::Refused {
+                what: "list subjects".to_owned(),
+                status: 404,
+                message: "no schema registry answers at this URL".to_owned(),
+            }),
+        }
     }
 
     /// The id of `schema` if it is registered under `subject`.
@@ -221,10 +227,8 @@ fn schema_id(body: &Value, subject: &str) -> Result<u32, RegistryError> {
 mod tests {
     use super::*;
 
-    /// A gateway in front of the registry refuses payflow's credentials with a page, not
-    /// JSON: that is a refusal only a person can lift, not an outage to wait out.
-    #[tokio::test]
-    async fn a_refusal_that_is_not_json_is_still_a_refusal() {
+    /// A server answering every request with `status` and an HTML `page`; its URL.
+    fn serve(status: &'static str, page: &'static str) -> String {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -245,28 +249,53 @@ mod tests {
                 }
                 let mut body = vec![0; length];
                 let _ = reader.read_exact(&mut body);
-                let page = "<html><body>403 Forbidden</body></html>";
                 let _ = write!(
                     socket,
-                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/html\r\n\
+                    "HTTP/1.1 {status}\r\ncontent-type: text/html\r\n\
                      content-length: {}\r\nconnection: close\r\n\r\n{page}",
                     page.len()
                 );
             }
         });
-        let registry = SchemaRegistry::new(RegistryConfig {
+        url
+    }
+
+    fn registry_at(url: String) -> SchemaRegistry {
+        SchemaRegistry::new(RegistryConfig {
             url,
             username: Some("payflow".into()),
             password: None,
             auto_register: true,
         })
-        .unwrap();
-        let refused = registry.id("t-value", "\"string\"").await.unwrap_err();
+        .unwrap()
+    }
+
+    /// A gateway in front of the registry refuses payflow's credentials with a page, not
+    /// JSON: that is a refusal only a person can lift, not an outage to wait out.
+    #[tokio::test]
+    async fn a_refusal_that_is_not_json_is_still_a_refusal() {
+        let url = serve("403 Forbidden", "<html><body>403 Forbidden</body></html>");
+        let refused = registry_at(url)
+            .id("t-value", "\"string\"")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&refused, RegistryError::Refused { status: 403, message, .. }
                 if message.contains("403 Forbidden")),
             "{refused:?}"
         );
         assert!(!refused.is_transient());
+    }
+
+    /// A URL with a wrong path (or another server) answers 404 where a registry lists its
+    /// subjects: the health check says so instead of reporting the registry up.
+    #[tokio::test]
+    async fn a_url_where_no_registry_lists_subjects_is_not_a_registry_that_answers() {
+        let url = serve("404 Not Found", "<html><body>no such page</body></html>");
+        let refused = registry_at(url).answers().await.unwrap_err();
+        assert!(
+            matches!(&refused, RegistryError::Refused { status: 404, .. }),
+            "{refused:?}"
+        );
     }
 }
