@@ -158,6 +158,20 @@ impl TemporalArgs {
         Ok((connection, client))
     }
 
+    /// Whether Temporal answers for the namespace (what a worker's `/readyz` asks after start).
+    pub async fn answers(&self, client: &Client) -> Result<(), String> {
+        use temporalio_client::{grpc::WorkflowService, tonic::IntoRequest};
+        use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
+        let request = DescribeNamespaceRequest {
+            namespace: self.namespace(),
+            ..Default::default()
+        };
+        WorkflowService::describe_namespace(&mut client.clone(), request.into_request())
+            .await
+            .map(|_| ())
+            .map_err(|status| format!("{}: {}", status.code(), status.message()))
+    }
+
     /// The namespace in effect (flag, environment, default).
     pub fn namespace(&self) -> String {
         self.namespace

@@ -296,6 +296,36 @@ async fn readyz_and_the_metrics_say_degraded_while_postgresql_is_away_after_star
     worker.kill().await.unwrap();
 }
 
+/// Temporal going away after the worker started (its connections cut and refused) shows on
+/// `/readyz` and the gauge too, and clears once it is back; the worker stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_the_metrics_say_degraded_while_temporal_is_away_after_start() {
+    let target = temporal_address();
+    let mut temporal = TcpGate::closed(&target).await;
+    temporal.open().await;
+    let health = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "order".to_owned()),
+        ("TEMPORAL_ADDRESS", temporal.addr.to_string()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+        ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    expect_dependency(&health, &metrics, "Temporal", "up").await;
+
+    temporal.close();
+    expect_dependency(&health, &metrics, "Temporal", "waiting").await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
+    );
+
+    temporal.open().await;
+    expect_dependency(&health, &metrics, "Temporal", "up").await;
+    worker.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_the_metrics_say_degraded_while_kafka_is_away_after_start() {
     let broker = OwnBroker::start().await;

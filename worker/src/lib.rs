@@ -185,13 +185,12 @@ impl PayflowWorker {
             .map(|_| db::checker(&config.database.url))
             .transpose()
             .context("DATABASE_URL")?;
-        if pool_checked.is_some() || redis_checked.is_some() {
-            background.push(spawn_store_checks(
-                pool_checked,
-                redis_checked,
-                health.clone(),
-            ));
-        }
+        background.push(spawn_store_checks(
+            (client.clone(), config.temporal.clone()),
+            pool_checked,
+            redis_checked,
+            health.clone(),
+        ));
         health.started();
         tracing::info!(
             services = ?config.services,
@@ -423,10 +422,15 @@ async fn prepare_events(
     }
 }
 
-/// Asks PostgreSQL and Redis (those the hosted services use) every [`STORE_CHECK_EVERY`]
-/// whether they answer, so `/readyz` (`degraded`) and `payflow_dependency_up` show an outage
-/// after start, as they do Kafka's; the activities meanwhile retry on their own.
+/// Asks Temporal, PostgreSQL and Redis (those the hosted services use) every
+/// [`STORE_CHECK_EVERY`] whether they answer, so `/readyz` (`degraded`) and
+/// `payflow_dependency_up` show an outage after start, as they do Kafka's; the workers and the
+/// activities meanwhile retry on their own.
 fn spawn_store_checks(
+    temporal: (
+        temporalio_client::Client,
+        payflow_common::config::TemporalArgs,
+    ),
     pool: Option<db::PgPool>,
     redis: Option<Reservations>,
     health: health::Health,
@@ -457,8 +461,14 @@ fn spawn_store_checks(
                     None => None,
                 }
             };
-            let (postgres, redis) = tokio::join!(postgres, redis);
-            for (dependency, answer) in [("PostgreSQL", postgres), ("Redis", redis)] {
+            let (client, args) = &temporal;
+            let temporal = async { Some(answers(args.answers(client)).await) };
+            let (temporal, postgres, redis) = tokio::join!(temporal, postgres, redis);
+            for (dependency, answer) in [
+                ("Temporal", temporal),
+                ("PostgreSQL", postgres),
+                ("Redis", redis),
+            ] {
                 match answer {
                     Some(Ok(())) => health.up(dependency),
                     Some(Err(e)) => {
@@ -472,7 +482,7 @@ fn spawn_store_checks(
     })
 }
 
-/// How often the worker asks whether PostgreSQL and Redis answer.
+/// How often the worker asks whether Temporal, PostgreSQL and Redis answer.
 const STORE_CHECK_EVERY: Duration = Duration::from_secs(3);
 
 /// How often a workflow worker asks whether the Kafka brokers and the registry answer.
