@@ -16,7 +16,10 @@ use payflow_activities::{
 };
 use payflow_workflows::types::{DomainEvent, EventType};
 use serde::Serialize;
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 use temporalio_client::WorkflowListOptions;
 
 /// What an audit found.
@@ -25,7 +28,8 @@ use temporalio_client::WorkflowListOptions;
 pub struct AuditReport {
     /// Payments that ended since the moment given.
     pub payments: usize,
-    /// Payments still running, whatever their age: what they published so far is checked.
+    /// Payments still running, whatever their age: what they published since the moment given
+    /// is checked (those that cannot answer yet are audited again, at the latest once they end).
     pub running: usize,
     /// Events and tracker records they published or should have.
     pub expected: usize,
@@ -89,14 +93,17 @@ pub async fn audit(
     );
     // Each run itself: a reset may have started another run under the same id. Running
     // payments too (a refund waiting for an operator can stay open for days): what they
-    // published is checked; what they have not published yet is theirs to publish.
-    let mut runs = Vec::new();
+    // published since the moment given is checked; what they have not published yet is theirs
+    // to publish. Running ones are listed first, so a payment that ends between the two
+    // listings is in the second (and, being in both, counted as ended).
+    let mut runs: Vec<(String, String, bool)> = Vec::new();
+    let mut listed_runs = std::collections::HashMap::new();
     for (query, running) in [
-        (ended, false),
         (
             format!("{payment_workflows} AND ExecutionStatus = 'Running'"),
             true,
         ),
+        (ended, false),
     ] {
         let mut listed = payments
             .temporal()
@@ -104,7 +111,14 @@ pub async fn audit(
         while let Some(execution) = listed.next().await {
             let execution = execution?;
             if let Some(order) = execution.id().strip_prefix("payment-") {
-                runs.push((order.to_owned(), execution.run_id().to_owned(), running));
+                let run = execution.run_id().to_owned();
+                match listed_runs.get(&run) {
+                    Some(&at) => runs[at] = (order.to_owned(), run, running),
+                    None => {
+                        listed_runs.insert(run.clone(), runs.len());
+                        runs.push((order.to_owned(), run, running));
+                    }
+                }
             }
         }
     }
@@ -116,9 +130,11 @@ pub async fn audit(
     for (order, run, running) in &runs {
         // Published first, then the rest: each order's events in their order.
         match payments.event_log(order, run).await {
-            Ok((published, mut rest)) => {
+            Ok((mut published, mut rest)) => {
                 if *running {
                     rest.clear();
+                    // Only the moment given bounds how far back the topics are read.
+                    published.retain(|e| e.event_timestamp >= since.timestamp_millis() - 60_000);
                 }
                 // What a run ended by a reset never published is not owed: the run the reset
                 // started decides the order's path again (it may complete an order the old run
@@ -136,6 +152,9 @@ pub async fn audit(
                         .filter(|e| listed_ids.insert(e.event_id.clone())),
                 );
             }
+            // A running payment may not answer yet (its first task still to come) or for a
+            // while (its worker away): it is audited again, at the latest once it ends.
+            Err(_) if *running => {}
             Err(err) => unreadable.push((order.clone(), format!("{:#}", anyhow::Error::from(err)))),
         }
     }
@@ -154,13 +173,29 @@ pub async fn audit(
         .filter_map(|r| r.headers.get("eventId").map(String::as_str))
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
-    let (expired, missing): (Vec<DomainEvent>, Vec<DomainEvent>) = expected
+    let not_found: Vec<&DomainEvent> = expected
         .iter()
         .filter(|e| !present.contains(e.event_id.as_str()))
-        .cloned()
-        .partition(|e| {
+        .collect();
+    // The topics' own retention (the platform may have created them with other settings than
+    // payflow's), asked only when something was not found.
+    let retention = if not_found.is_empty() {
+        HashMap::new()
+    } else {
+        EventActivities::topic_retention(kafka).await
+    };
+    let (expired, missing): (Vec<DomainEvent>, Vec<DomainEvent>) =
+        not_found.into_iter().cloned().partition(|e| {
+            let ty = e.event_type();
             !never_published.contains(&e.event_id)
-                && past_retention(e.event_type(), e.event_timestamp, now)
+                && past_retention(
+                    retention
+                        .get(&ty)
+                        .copied()
+                        .or_else(|| contract_retention(ty)),
+                    e.event_timestamp,
+                    now,
+                )
         });
     let mut republished = 0;
     if let Some(events) = republish
@@ -204,15 +239,19 @@ async fn superseded(payments: &PaymentClient, order_id: &str, run: &str) -> bool
         .is_ok_and(|latest| latest.run_id() != run)
 }
 
-/// Whether an event published at `published_ms` is past its topic's retention at `now_ms` (the
-/// platform's settings, as `payflow admin setup` creates the topics), so a broker may have
-/// deleted it.
-fn past_retention(ty: EventType, published_ms: i64, now_ms: i64) -> bool {
+/// Whether an event made at `made_ms` is past a topic's `retention` (ms) at `now_ms`, so the
+/// broker may have deleted it. The event's own time stands in for its record's: an event
+/// published long after it was made (a registry refusing it for days) is judged early.
+fn past_retention(retention: Option<i64>, made_ms: i64, now_ms: i64) -> bool {
+    retention.is_some_and(|retention| retention >= 0 && made_ms < now_ms - retention)
+}
+
+/// The retention payflow gives a type's topic (the platform's settings).
+fn contract_retention(ty: EventType) -> Option<i64> {
     KafkaConfig::topic_settings(ty)
         .into_iter()
         .find(|(key, _)| *key == "retention.ms")
-        .and_then(|(_, ms)| ms.parse::<i64>().ok())
-        .is_some_and(|retention| published_ms < now_ms - retention)
+        .and_then(|(_, ms)| ms.parse().ok())
 }
 
 #[cfg(test)]
@@ -222,28 +261,23 @@ mod tests {
 
     #[test]
     fn an_event_older_than_its_topics_retention_is_past_it() {
+        use super::contract_retention;
         const DAY: i64 = 24 * 60 * 60 * 1000;
         let now = 100 * DAY;
-        assert!(past_retention(
-            EventType::StockConfirmed,
-            now - 8 * DAY,
-            now
-        ));
+        let stock = contract_retention(EventType::StockConfirmed);
+        let payment = contract_retention(EventType::PaymentCompleted);
+        assert!(past_retention(stock, now - 8 * DAY, now));
+        assert!(!past_retention(stock, now - 6 * DAY, now));
+        assert!(!past_retention(payment, now - 8 * DAY, now));
+        assert!(past_retention(payment, now - 31 * DAY, now));
         assert!(!past_retention(
-            EventType::StockConfirmed,
-            now - 6 * DAY,
+            contract_retention(EventType::SagaTracker),
+            now - 29 * DAY,
             now
         ));
-        assert!(!past_retention(
-            EventType::PaymentCompleted,
-            now - 8 * DAY,
-            now
-        ));
-        assert!(past_retention(
-            EventType::PaymentCompleted,
-            now - 31 * DAY,
-            now
-        ));
-        assert!(!past_retention(EventType::SagaTracker, now - 29 * DAY, now));
+        // A topic the platform keeps for a day; one kept for ever (-1); one not described.
+        assert!(past_retention(Some(DAY), now - 2 * DAY, now));
+        assert!(!past_retention(Some(-1), now - 90 * DAY, now));
+        assert!(!past_retention(None, now - 90 * DAY, now));
     }
 }

@@ -362,6 +362,44 @@ impl EventActivities {
         Ok(published)
     }
 
+    /// Each event type's topic's `retention.ms`, as the brokers have it (those they answer for).
+    pub async fn topic_retention(kafka: &KafkaConfig) -> std::collections::HashMap<EventType, i64> {
+        use rdkafka::admin::ResourceSpecifier;
+        use std::collections::HashMap;
+        let Ok(admin) = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
+            .create::<AdminClient<DefaultClientContext>>()
+        else {
+            return HashMap::new();
+        };
+        let names: Vec<(EventType, String)> = EventType::ALL
+            .iter()
+            .map(|t| (*t, kafka.topic(*t)))
+            .collect();
+        let resources: Vec<ResourceSpecifier<'_>> = names
+            .iter()
+            .map(|(_, name)| ResourceSpecifier::Topic(name))
+            .collect();
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let Ok(described) = admin.describe_configs(&resources, &options).await else {
+            return HashMap::new();
+        };
+        names
+            .iter()
+            .zip(described)
+            .filter_map(|((ty, _), resource)| {
+                let ms = resource
+                    .ok()?
+                    .get("retention.ms")?
+                    .value
+                    .clone()?
+                    .parse()
+                    .ok()?;
+                Some((*ty, ms))
+            })
+            .collect()
+    }
+
     /// Creates those of payflow's topics that are missing, with the platform's settings, and
     /// registers every schema under its topic's subject (idempotent: `payflow admin setup`).
     pub async fn ensure_topics(
