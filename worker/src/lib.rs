@@ -72,6 +72,9 @@ impl PayflowWorker {
             None
         };
         let kafka_config = config.kafka.config()?;
+        // The registry's settings too (its URL, a password without a user), before waiting
+        // for anything.
+        config.kafka.registry()?;
         let health = {
             let metrics = metrics.clone();
             health::Health::observed(Arc::new(move |dependency, up| {
@@ -445,6 +448,7 @@ fn spawn_store_checks(
         }
     }
     tokio::spawn(async move {
+        let mut temporal_misses = 0u32;
         let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -464,6 +468,17 @@ fn spawn_store_checks(
             let (client, args) = &temporal;
             let temporal = async { Some(answers(args.answers(client)).await) };
             let (temporal, postgres, redis) = tokio::join!(temporal, postgres, redis);
+            // One slow answer from a busy server is not an outage: twice in a row is.
+            let temporal = match temporal {
+                Some(Err(e)) => {
+                    temporal_misses += 1;
+                    (temporal_misses >= 2).then_some(Err(e))
+                }
+                answer => {
+                    temporal_misses = 0;
+                    answer
+                }
+            };
             for (dependency, answer) in [
                 ("Temporal", temporal),
                 ("PostgreSQL", postgres),
