@@ -54,7 +54,7 @@ audit_after="${PAYFLOW_BROKER_AUDIT_AFTER_SECS:-60}"
 audit_due=""
 audit_pid=""
 audit_lost_events() {
-  say "broker guard: auditing the events of the payments that ended in the last hour"
+  say "broker guard: auditing the events of the payments that ended in the last hour or are running"
   (
     code=0
     timeout 300 "$payflow" events audit --since 1h --republish >"$STATE/broker-audit.out" 2>&1 || code=$?
@@ -72,13 +72,16 @@ audit_lost_events() {
 audit_finished() {
   { [ -n "$audit_pid" ] && ! kill -0 "$audit_pid" 2>/dev/null; } || return 1
   if wait "$audit_pid"; then
-    say "broker guard: audit done ($(head -n 1 "$STATE/broker-audit.out"))"
+    say "broker guard: audit done ($(grep -m 1 '^payments ended' "$STATE/broker-audit.out" || true))"
   else
     say "broker guard: the audit found events missing or failed; see $STATE/broker-audit.log (again in ${audit_after}s)"
     audit_due=$((SECONDS + audit_after))
   fi
   audit_pid=""
 }
+
+# An audit still running when the guard is stopped is stopped with it.
+trap '[ -n "$audit_pid" ] && pkill -TERM -P "$audit_pid" 2>/dev/null; exit 0' TERM INT
 
 say "broker guard: Tansu on $KAFKA_BOOTSTRAP_SERVERS, probed every ${every}s"
 start_broker
