@@ -69,6 +69,20 @@ async fn records_land_on_the_partition_java_producers_choose() {
     assert!(seen.len() > 1, "the keys spread over partitions: {seen:?}");
 }
 
+/// Payflow's Kafka settings for librdkafka's in-process mock cluster (no registry).
+fn mock_kafka<C: rdkafka::ClientContext>(
+    cluster: &rdkafka::mocking::MockCluster<'_, C>,
+) -> payflow_activities::events::KafkaConfig {
+    payflow_activities::events::KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: String::new(),
+        topics: Default::default(),
+        partitions: 1,
+        replication: 1,
+        encoding: Encoding::SingleObject,
+    }
+}
+
 /// An idempotent producer that librdkafka declares failed for good fails every later send:
 /// without a new producer, every payment's events would wait in their outboxes until someone
 /// restarted the worker. A broker that loses records it acknowledged can cause it, and so can
@@ -83,14 +97,7 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
         types::{RDKafkaApiKey, RDKafkaRespErr},
     };
     let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
-    let kafka = payflow_activities::events::KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: String::new(),
-        topics: Default::default(),
-        partitions: 1,
-        replication: 1,
-        encoding: Encoding::SingleObject,
-    };
+    let kafka = mock_kafka(&cluster);
     for ty in EventType::ALL {
         cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
     }
@@ -136,14 +143,7 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_the_platform_created_need_no_permission_to_create() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("librdkafka's mock cluster");
-    let kafka = payflow_activities::events::KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: String::new(),
-        topics: Default::default(),
-        partitions: 3,
-        replication: 1,
-        encoding: Encoding::SingleObject,
-    };
+    let kafka = mock_kafka(&cluster);
     for ty in EventType::ALL {
         cluster.create_topic(&kafka.topic(ty), 3, 1).expect("topic");
     }
@@ -664,6 +664,30 @@ async fn the_audit_finds_events_a_broker_lost_and_republishes_them_with_their_id
     assert_eq!(republished, expected);
 }
 
+/// A stack whose registry is away, and an order of `user`'s paid on it: completed, its events
+/// waiting for the registry (two events, six tracker records), then terminated by an operator.
+/// Answers the moment to audit from.
+async fn terminated_with_its_events_waiting(
+    user: &str,
+) -> (Stack, CreatedOrder, chrono::DateTime<chrono::Utc>) {
+    let stack = Stack::start_with(StackOptions {
+        registry_down: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let products = stack.products(&[5]).await;
+    let order = stack.order(user, &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    eventually(Duration::from_secs(30), "the order to complete", || async {
+        let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+        (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
+    })
+    .await;
+    stack.terminate(&order.order_id).await.expect("terminate");
+    (stack, order, since)
+}
+
 /// A payment an operator terminated while the registry was away ends with its events never
 /// handed to Kafka; a workflow that cannot answer (it never got past its first task) is reported
 /// without stopping the audit. The audit lists the first payment's events as missing,
@@ -671,24 +695,9 @@ async fn the_audit_finds_events_a_broker_lost_and_republishes_them_with_their_id
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_republishes_what_a_terminated_payment_never_published_and_reports_what_it_cannot_read()
  {
-    let mut stack = Stack::start_with(StackOptions {
-        registry_down: true,
-        ..StackOptions::default()
-    })
-    .await;
-    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
-    let products = stack.products(&[5]).await;
-    let order = stack.order("USR-TERM", &[(&products[0], 1)]).await;
+    let (mut stack, order, since) = terminated_with_its_events_waiting("USR-TERM").await;
     let order_id = &order.order_id;
-    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
     let payments = &stack.payflow.payments;
-    // Completed; its events wait for the registry (two events, six tracker records).
-    eventually(Duration::from_secs(30), "the order to complete", || async {
-        let s = payments.status(order_id).await.ok()?;
-        (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
-    })
-    .await;
-    stack.terminate(order_id).await.expect("terminate");
     // A payment workflow whose input does not decode: its first task never completes, so no
     // worker can answer a query about it (terminated before or after a worker tried).
     let broken = format!("{order_id}-BROKEN");
@@ -751,23 +760,9 @@ async fn the_audit_republishes_what_a_terminated_payment_never_published_and_rep
 /// two runs' shared events are listed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_owes_nothing_for_a_run_a_reset_replaced() {
-    let mut stack = Stack::start_with(StackOptions {
-        registry_down: true,
-        ..StackOptions::default()
-    })
-    .await;
-    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
-    let products = stack.products(&[5]).await;
-    let order = stack.order("USR-RESET", &[(&products[0], 1)]).await;
+    let (mut stack, order, since) = terminated_with_its_events_waiting("USR-RESET").await;
     let order_id = &order.order_id;
-    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
     let payments = &stack.payflow.payments;
-    eventually(Duration::from_secs(30), "the order to complete", || async {
-        let s = payments.status(order_id).await.ok()?;
-        (s.stage == PaymentStage::OrderCompleted && s.unpublished_events == 8).then_some(())
-    })
-    .await;
-    stack.terminate(order_id).await.expect("terminate");
     let reset = std::process::Command::new("temporal")
         .args([
             "workflow",

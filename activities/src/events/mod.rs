@@ -92,6 +92,21 @@ impl KafkaConfig {
         format!("{}{name}", self.topic_prefix)
     }
 
+    /// Every event type with its topic.
+    pub fn topic_names(&self) -> Vec<(EventType, String)> {
+        EventType::ALL
+            .iter()
+            .map(|t| (*t, self.topic(*t)))
+            .collect()
+    }
+
+    /// An admin client of the brokers.
+    fn admin(&self) -> rdkafka::error::KafkaResult<AdminClient<DefaultClientContext>> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .create()
+    }
+
     /// The platform's settings of an event type's topic (PLATFORM.md): 30 days for payments
     /// and the saga tracker, 7 days for the others, snappy for `payment.completed`.
     pub fn topic_settings(ty: EventType) -> Vec<(&'static str, &'static str)> {
@@ -366,16 +381,10 @@ impl EventActivities {
     pub async fn topic_retention(kafka: &KafkaConfig) -> std::collections::HashMap<EventType, i64> {
         use rdkafka::admin::ResourceSpecifier;
         use std::collections::HashMap;
-        let Ok(admin) = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.bootstrap_servers)
-            .create::<AdminClient<DefaultClientContext>>()
-        else {
+        let Ok(admin) = kafka.admin() else {
             return HashMap::new();
         };
-        let names: Vec<(EventType, String)> = EventType::ALL
-            .iter()
-            .map(|t| (*t, kafka.topic(*t)))
-            .collect();
+        let names = kafka.topic_names();
         let resources: Vec<ResourceSpecifier<'_>> = names
             .iter()
             .map(|(_, name)| ResourceSpecifier::Topic(name))
@@ -406,13 +415,8 @@ impl EventActivities {
         config: &KafkaConfig,
         registry: Option<&SchemaRegistry>,
     ) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .create()?;
-        let names: Vec<(EventType, String)> = EventType::ALL
-            .iter()
-            .map(|t| (*t, config.topic(*t)))
-            .collect();
+        let admin = config.admin()?;
+        let names = config.topic_names();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|(ty, name)| {
