@@ -42,6 +42,69 @@ pub fn misconfigured(e: &sqlx::Error) -> bool {
         if d.code().is_some_and(|c| c.starts_with("28") || c == "3D000"))
 }
 
+/// Why the database could not be made ready at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Connect(sqlx::Error),
+    #[error("apply migrations: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl PrepareError {
+    /// Whether waiting cannot mend it: the configuration refused (see [`misconfigured`]), or a
+    /// migration that fails for another reason than a lost or refused connection (a migration
+    /// the database rejects, one changed after it was applied). A connection lost halfway
+    /// rolls the migration back (PostgreSQL's DDL is transactional), so it is tried again.
+    pub fn permanent(&self) -> bool {
+        use sqlx::migrate::MigrateError;
+        match self {
+            Self::Connect(e) => misconfigured(e),
+            Self::Migrate(MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)) => {
+                misconfigured(e) || !connection_trouble(e)
+            }
+            Self::Migrate(_) => true,
+        }
+    }
+}
+
+/// Whether an error says the connection to PostgreSQL was lost, refused or is not to be had
+/// yet, rather than that a statement was wrong: IO, TLS and pool errors, and the SQLSTATE
+/// classes for connection exceptions (08), insufficient resources (53) and a server shutting
+/// down or starting (57P01-57P03).
+pub fn connection_trouble(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("53") || matches!(&*c, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// The pool the services use, with the migrations applied if `migrate`: connecting and
+/// migrating are one step, so a connection lost between the two is waited out like one
+/// refused before them.
+pub async fn prepare(
+    url: &str,
+    max_connections: u32,
+    migrate: bool,
+) -> Result<PgPool, PrepareError> {
+    let pool = connect(url, max_connections)
+        .await
+        .map_err(PrepareError::Connect)?;
+    if migrate && let Err(e) = self::migrate(&pool).await {
+        pool.close().await;
+        return Err(PrepareError::Migrate(e));
+    }
+    Ok(pool)
+}
+
 /// Applies pending migrations (idempotent; safe with several workers starting at once, sqlx
 /// takes an advisory lock).
 ///

@@ -349,10 +349,13 @@ impl CommonArgs {
         );
         let url = &self.database.url;
         let max = self.database.max_connections;
-        let pool = until_available("PostgreSQL", || db::connect(url, max), db::misconfigured)
-            .await
-            .context("DATABASE_URL")?;
-        db::migrate(&pool).await.context("apply migrations")?;
+        let pool = until_available(
+            "PostgreSQL",
+            || db::prepare(url, max, true),
+            db::PrepareError::permanent,
+        )
+        .await
+        .context("DATABASE_URL")?;
         let redis = until_available(
             "Redis",
             || Reservations::connect(&self.redis.url),

@@ -420,38 +420,20 @@ async fn a_worker_that_may_not_register_schemas_registers_none_and_serves() {
 /// does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_older_than_the_database_schema_still_starts() {
-    let admin = payflow_activities::db::connect(&database_url(), 1)
-        .await
-        .unwrap();
-    let name = format!(
-        "payflow_rolling_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = database_url()
-        .rsplit_once('/')
-        .map(|(b, d)| (b.to_owned(), d.to_owned()))
-        .unwrap();
-    let url = format!("{base}/{name}");
-    let scratch = payflow_activities::db::connect(&url, 1).await.unwrap();
-    payflow_activities::db::migrate(&scratch).await.unwrap();
+    let scratch = ScratchDatabase::migrated("payflow_rolling").await;
     // What the next version of payflow would have applied.
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (99991231000001, 'from a newer payflow', true, '\\x00'::bytea, 0)",
     )
-    .execute(&scratch)
+    .execute(&scratch.pool)
     .await
     .unwrap();
-    scratch.close().await;
 
     // Not the product service: its expiry sweeper would release other tests' reservations in
     // the shared Redis while marking them in this scratch database.
     let (mut worker, mut lines) = spawn_worker(&[
-        ("DATABASE_URL", url),
+        ("DATABASE_URL", scratch.url.clone()),
         ("PAYFLOW_SERVICES", "payment,order".to_owned()),
     ]);
     wait_for_line(&mut lines, &["worker started"]).await;
@@ -461,8 +443,103 @@ async fn a_worker_older_than_the_database_schema_still_starts() {
     );
     worker.kill().await.unwrap();
     let _ = worker.wait().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
+    scratch.drop().await;
+}
+
+/// PostgreSQL answers the worker's connection and then goes away while the worker applies its
+/// migrations (a database restarting, a failover): the worker waits for it as for one that
+/// refused the connection, and serves once it is back. It does not exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() {
+    let scratch = ScratchDatabase::migrated("payflow_migrating").await;
+    // The migrator reads its table first: holding the table keeps the worker inside its
+    // migration until the gate is closed under it.
+    let mut holder = scratch.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
         .await
         .unwrap();
+    let target = pg_target();
+    let mut pg = TcpGate::closed(&target).await;
+    pg.open().await;
+    let (mut worker, mut lines) = spawn_worker(&[
+        (
+            "DATABASE_URL",
+            scratch.url.replace(&target, &pg.addr.to_string()),
+        ),
+        ("PAYFLOW_SERVICES", "payment,order".to_owned()),
+    ]);
+    eventually(
+        Duration::from_secs(30),
+        "the worker waiting inside its migration",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE relation = '_sqlx_migrations'::regclass AND NOT granted",
+            )
+            .fetch_one(&scratch.pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    pg.close();
+    wait_for_line(&mut lines, &["dependency unavailable", "PostgreSQL"]).await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up after losing PostgreSQL mid-migration"
+    );
+    holder.rollback().await.unwrap();
+    pg.open().await;
+    wait_for_line(&mut lines, &["worker started"]).await;
+    assert!(worker.try_wait().unwrap().is_none());
+    worker.kill().await.unwrap();
+    let _ = worker.wait().await;
+    scratch.drop().await;
+}
+
+/// A database of a test's own, with payflow's migrations applied.
+struct ScratchDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    url: String,
+    pool: sqlx::PgPool,
+}
+
+impl ScratchDatabase {
+    async fn migrated(prefix: &str) -> Self {
+        let admin = payflow_activities::db::connect(&database_url(), 1)
+            .await
+            .unwrap();
+        let name = format!(
+            "{prefix}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let base = database_url()
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap();
+        let url = format!("{base}/{name}");
+        let pool = payflow_activities::db::connect(&url, 2).await.unwrap();
+        payflow_activities::db::migrate(&pool).await.unwrap();
+        Self {
+            admin,
+            name,
+            url,
+            pool,
+        }
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
 }

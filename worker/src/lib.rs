@@ -108,14 +108,11 @@ impl PayflowWorker {
             let pool = until_available_reported(
                 "PostgreSQL",
                 &health,
-                || db::connect(url, config.database.max_connections),
-                db::misconfigured,
+                || db::prepare(url, config.database.max_connections, config.migrate),
+                db::PrepareError::permanent,
             )
             .await
             .context("DATABASE_URL")?;
-            if config.migrate {
-                db::migrate(&pool).await.context("apply migrations")?;
-            }
             Some(pool)
         } else {
             None
