@@ -125,6 +125,10 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
         .await
         .expect_err("the producer failed for good");
     assert!(matches!(failed, PublishError::Kafka { .. }), "{failed}");
+    assert!(
+        !failed.needs_a_person(),
+        "a new producer mends it, no person: {failed:?}"
+    );
     let published = events
         .publish_events(&[event(), event()])
         .await
@@ -132,6 +136,69 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
     assert_eq!(published.len(), 2);
     // The health check asks the new producer too.
     assert_eq!(events.brokers(Duration::from_secs(5)).await, Ok(1));
+}
+
+/// Brokers that refuse payflow's records (no permission to write a topic, here) wait for a
+/// person, not for time: the publish fails as no retry can lift (non-retryable, which raises
+/// the workflow's attention flag while it lasts, as
+/// `a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator_lifts_it` shows for
+/// the registry), and once the permission is back the same events go out. An outage, by
+/// contrast, is retried without a flag (`readyz_and_the_metrics_say_degraded_while_kafka_...`).
+/// Tansu has no permissions to withhold, so librdkafka's in-process mock cluster refuses the
+/// produce request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
+    use rdkafka::{
+        mocking::MockCluster,
+        types::{RDKafkaApiKey, RDKafkaRespErr},
+    };
+    use temporalio_sdk::activities::ActivityError;
+    let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
+    let kafka = mock_kafka(&cluster);
+    for ty in EventType::ALL {
+        cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
+    }
+    let events = EventActivities::new(kafka, None).expect("producer");
+    let id = uuid::Uuid::new_v4().to_string();
+    let batch = [DomainEvent {
+        event_id: id.clone(),
+        event_timestamp: 1,
+        order_id: format!("ORD-ACL-{id}"),
+        body: EventBody::PaymentFailed {
+            payment_id: format!("PAY-{id}"),
+            user_id: "USR-ACL".into(),
+            failure_reason: "TEST".into(),
+            failed_at: 1,
+        },
+    }];
+    // The producer's first produce request meets a broker refusing the topic.
+    assert_eq!(events.brokers(Duration::from_secs(5)).await, Ok(1));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let refused = events
+        .publish_events(&batch)
+        .await
+        .expect_err("the topic refuses payflow");
+    assert!(matches!(refused, PublishError::Kafka { .. }), "{refused}");
+    assert!(refused.needs_a_person(), "{refused:?}");
+    let ActivityError::Application(failure) = refused.into_activity_error() else {
+        panic!("not an application failure");
+    };
+    assert!(failure.is_non_retryable(), "{failure:?}");
+    assert_eq!(failure.type_name(), Some("KafkaRefused"));
+
+    // The permission is back: the same event goes out, with its id, on a later try (the
+    // workflow tries again on a timer; librdkafka answers from the refusal it remembers for a
+    // few tries first).
+    let published = eventually(Duration::from_secs(30), "the event published", || {
+        let events = events.clone();
+        let batch = batch.clone();
+        async move { events.publish_events(&batch).await.ok() }
+    })
+    .await;
+    assert_eq!(published.len(), 1);
 }
 
 /// Where the platform created the topics and payflow may not create any (no CREATE permission),

@@ -154,7 +154,7 @@ pub enum PublishError {
     /// The registry failed (transient or not, see [`RegistryError::is_transient`]).
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// Kafka did not take the record (transient).
+    /// Kafka did not take the record: transient, unless [`PublishError::needs_a_person`].
     #[error("publish to {topic}: {source}")]
     Kafka {
         /// The topic.
@@ -166,16 +166,42 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether only a person can lift it: an event that does not fit its schema, a registry
+    /// that refuses payflow, or brokers that refuse payflow's records (no permission to
+    /// write the topic, credentials refused, a record larger than the topic takes). The
+    /// events still wait and are tried again, but the workflow raises its attention flag
+    /// while this lasts, where an outage only waits.
+    pub fn needs_a_person(&self) -> bool {
+        match self {
+            PublishError::Encoding(_) => true,
+            PublishError::Registry(e) => !e.is_transient(),
+            PublishError::Kafka { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed
+                        | RDKafkaErrorCode::SaslAuthenticationFailed
+                        | RDKafkaErrorCode::Authentication
+                        | RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::MessageBatchTooLarge
+                        | RDKafkaErrorCode::InvalidRecord
+                )
+            ),
+        }
+    }
+
     /// The activity failure: retryable unless a person must act.
     pub fn into_activity_error(self) -> ActivityError {
         let err = self;
-        match &err {
-            PublishError::Encoding(_) => non_retryable("EventEncoding", err.to_string()),
-            PublishError::Registry(e) if !e.is_transient() => {
-                non_retryable("SchemaRegistry", err.to_string())
-            }
-            _ => retryable("publish", err),
+        if !err.needs_a_person() {
+            return retryable("publish", err);
         }
+        let kind = match &err {
+            PublishError::Encoding(_) => "EventEncoding",
+            PublishError::Registry(_) => "SchemaRegistry",
+            PublishError::Kafka { .. } => "KafkaRefused",
+        };
+        non_retryable(kind, err.to_string())
     }
 }
 
