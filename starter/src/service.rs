@@ -329,17 +329,14 @@ impl Payflow {
             .payment_key
             .clone()
             .unwrap_or_else(|| ids::default_payment_key(&order.order_id));
-        let (repeat, payment_key) = match self
+        let repeat = match self
             .payment_keys
             .present(&payment_key, &order.order_id)
             .await?
         {
             Presented::InUse => return Err(PayflowError::PaymentKeyInUse),
-            Presented::Bound => (false, pay.payment_key),
-            Presented::Started => (true, pay.payment_key),
-            // Joined under the order's own key: whichever request starts the workflow, it
-            // confirms the key the order holds.
-            Presented::OrderPaying { key } => (true, Some(key)),
+            Presented::Bound => false,
+            Presented::Started | Presented::OrderPaying => true,
         };
         let decision = self
             .payments
@@ -348,7 +345,7 @@ impl Payflow {
                 user_id: order.user_id,
                 payment_method: pay.payment_method,
                 amount: pay.amount,
-                payment_key,
+                payment_key: pay.payment_key,
                 timings: self.timings,
             })
             .await?;

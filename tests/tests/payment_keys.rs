@@ -3,7 +3,6 @@
 //! order it is presented for, a definite rejection by the PG is final (nothing to void), and an
 //! unknown outcome is voided only for a payment the PG says is this order's.
 
-use payflow_activities::payment::keys::Presented;
 use payflow_starter::service::{Pay, PayflowError};
 use payflow_tests::{Stack, StackOptions, check_history, eventually, own_key};
 use payflow_workflows::types::{PaymentMethod, PaymentRequest, PaymentStage};
@@ -339,108 +338,5 @@ async fn a_repeat_with_another_key_joins_the_payment_under_way_and_takes_no_key(
     assert_eq!(
         stack.outcome(&b.order_id).await.stage,
         PaymentStage::OrderCompleted
-    );
-}
-
-/// Two first requests for one order race with different keys (a second checkout, a client's
-/// mistake, or another order's key): the order keeps the first key presented for it, the
-/// second request joins that payment under it, and the second key stays free for its own
-/// order. Request A is stopped between binding its key and starting the payment (it is the
-/// binding alone); request B then pays with another key.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_key_for_an_order_whose_first_key_is_not_at_the_pg_yet_is_not_bound() {
-    let stack = Stack::start().await;
-    let products = stack.products(&[5]).await;
-    let a = stack.order("USR-TWOKEYS-A", &[(&products[0], 1)]).await;
-    let b = stack.order("USR-TWOKEYS-B", &[(&products[0], 1)]).await;
-    let a_key = own_key("tpk_first");
-    let b_key = own_key("tpk_second");
-    assert_eq!(
-        stack
-            .payflow
-            .payment_keys
-            .present(&a_key, &a.order_id)
-            .await
-            .unwrap(),
-        Presented::Bound
-    );
-
-    let joined = pay_with(&stack, &a, &b_key).await.expect("answered");
-    assert!(joined.approved, "{joined:?}");
-    let keys = stack
-        .rows(
-            "SELECT payment_key FROM payment.payment_keys WHERE order_id = $1",
-            &a.order_id,
-        )
-        .await;
-    assert_eq!(keys.len(), 1, "one key for the order: {keys:?}");
-    assert_eq!(keys[0]["payment_key"], a_key.as_str());
-    let payment = stack
-        .rows(
-            "SELECT payment_key FROM payment.payments WHERE order_id = $1",
-            &a.order_id,
-        )
-        .await;
-    assert_eq!(
-        payment[0]["payment_key"],
-        a_key.as_str(),
-        "paid under A's key"
-    );
-    let books = stack.books(&a.order_id).await;
-    assert_eq!((books.charges, books.cancels), (1, 0), "{books:?}");
-    // A's own request, arriving after all, answers the same payment.
-    let first = pay_with(&stack, &a, &a_key).await.expect("answered");
-    assert_eq!(first.payment_id, joined.payment_id);
-    assert_eq!(first.approval_number, joined.approval_number);
-    assert_eq!(stack.books(&a.order_id).await.charges, 1);
-
-    // The second key was never A's: its own order pays with it.
-    let own = pay_with(&stack, &b, &b_key).await.expect("answered");
-    assert!(own.approved, "{own:?}");
-    assert_eq!(stack.books(&b.order_id).await.charges, 1);
-}
-
-/// The approval keeps the order to one key for payments started without the API (the client
-/// library, straight to Temporal): a payment started under a key other than the one the order
-/// holds is refused before the PG is asked, and nothing is bound or charged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_started_elsewhere_under_another_key_than_the_orders_is_refused() {
-    let stack = Stack::start().await;
-    let products = stack.products(&[5]).await;
-    let a = stack.order("USR-LIBKEY-A", &[(&products[0], 1)]).await;
-    let a_key = own_key("tpk_orders");
-    let other = own_key("tpk_other");
-    stack
-        .payflow
-        .payment_keys
-        .present(&a_key, &a.order_id)
-        .await
-        .unwrap();
-    let decision = stack
-        .payflow
-        .payments
-        .pay(PaymentRequest {
-            order_id: a.order_id.clone(),
-            user_id: "USR-LIBKEY-A".into(),
-            payment_method: PaymentMethod::Card,
-            amount: a.total_amount,
-            payment_key: Some(other.clone()),
-            timings: stack.payflow.timings,
-        })
-        .await
-        .unwrap();
-    assert!(!decision.approved);
-    assert_eq!(decision.failure_code.as_deref(), Some("PAYMENT_KEY_IN_USE"));
-    let books = stack.books(&a.order_id).await;
-    assert_eq!((books.charges, books.cancels), (0, 0), "{books:?}");
-    assert!(
-        stack
-            .rows(
-                "SELECT order_id FROM payment.payment_keys WHERE payment_key = $1",
-                &other,
-            )
-            .await
-            .is_empty(),
-        "the other key was not bound"
     );
 }

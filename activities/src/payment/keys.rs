@@ -3,8 +3,7 @@
 //! A payment key is the client's word, not proof of ownership: the browser hands it to the
 //! backend after the PG's checkout. The first order a key is presented for owns it; the API
 //! refuses it for any other order before anything starts, and the approval refuses it again for
-//! payments started by other means. An order's payment has one key, the first presented for
-//! it. The table's primary key and its unique index on the order make the binding race-free.
+//! payments started by other means. The table's primary key makes the binding race-free.
 
 use sqlx::PgPool;
 
@@ -27,13 +26,9 @@ pub enum Presented {
     Started,
     /// The key belongs to another order.
     InUse,
-    /// This order's payment holds another key (bound by an earlier request, or at the PG
-    /// under it): the request is a repeat of that payment, to be joined under that key, and
-    /// the key it carries was not bound.
-    OrderPaying {
-        /// The order's key.
-        key: String,
-    },
+    /// This order's payment is already at the PG under another key: the request is a repeat
+    /// of that payment, and the key it carries was not bound.
+    OrderPaying,
 }
 
 /// The payment key bindings.
@@ -51,57 +46,46 @@ impl PaymentKeys {
     /// Binds `payment_key` to `order_id` for a payment request, unless it belongs to another
     /// order, in one round trip. Idempotent: presenting a key to its own order again answers
     /// [`Presented::Bound`] (or [`Presented::Started`] once its payment reached the PG step)
-    /// and writes nothing. An order has one key, the first presented for it: a request
-    /// carrying another key (a client's mistake, another order's key, or a second checkout
-    /// racing the first) binds nothing and answers [`Presented::OrderPaying`] with the order's
-    /// key, so it can neither take a key from the order it belongs to nor pay this order
-    /// twice. The table's two unique indexes settle concurrent requests.
+    /// and writes nothing. A key is bound only while the order's payment
+    /// has not reached the PG under another key: a repeated request carrying another key (a
+    /// client's mistake, or another order's key) binds nothing and answers
+    /// [`Presented::OrderPaying`], so it cannot take that key from the order it belongs to.
     pub async fn present(
         &self,
         payment_key: &str,
         order_id: &str,
     ) -> Result<Presented, sqlx::Error> {
         until_settled(|| async {
-            let (owner, order_key, started): (Option<String>, Option<String>, bool) =
-                sqlx::query_as(
-                    "WITH payment AS (
-                         SELECT max(payment_key) FILTER (WHERE payment_key <> $1) AS other_key,
-                                coalesce(bool_or(payment_key = $1), false) AS this_key
-                           FROM payment.payments WHERE order_id = $2),
-                     order_key AS (
-                         SELECT coalesce(
-                                    (SELECT other_key FROM payment),
-                                    (SELECT payment_key FROM payment.payment_keys
-                                      WHERE order_id = $2 AND payment_key <> $1)) AS key),
-                     bound AS (
-                         INSERT INTO payment.payment_keys (payment_key, order_id)
-                         SELECT $1, $2 FROM order_key WHERE order_key.key IS NULL
-                         ON CONFLICT DO NOTHING
-                         RETURNING order_id)
-                     SELECT (SELECT order_id FROM bound
-                             UNION ALL
-                             SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
-                             LIMIT 1),
-                            (SELECT key FROM order_key),
-                            (SELECT other_key IS NOT NULL OR this_key FROM payment)",
-                )
-                .bind(payment_key)
-                .bind(order_id)
-                .fetch_one(&self.db)
-                .await?;
-            Ok(match (owner, order_key) {
-                (Some(owner), _) if binding(&owner, order_id) == KeyBinding::InUse => {
-                    Some(Presented::InUse)
-                }
-                (_, Some(key)) => Some(Presented::OrderPaying { key }),
-                (Some(_), None) => Some(if started {
+            let (owner, paying, started): (Option<String>, bool, bool) = sqlx::query_as(
+                "WITH payment AS (
+                     SELECT coalesce(bool_or(payment_key <> $1), false) AS other_key,
+                            coalesce(bool_or(payment_key = $1), false) AS this_key
+                       FROM payment.payments WHERE order_id = $2),
+                 bound AS (
+                     INSERT INTO payment.payment_keys (payment_key, order_id)
+                     SELECT $1, $2 FROM payment WHERE NOT payment.other_key
+                     ON CONFLICT (payment_key) DO NOTHING
+                     RETURNING order_id)
+                 SELECT (SELECT order_id FROM bound
+                         UNION ALL
+                         SELECT order_id FROM payment.payment_keys WHERE payment_key = $1
+                         LIMIT 1),
+                        (SELECT other_key FROM payment),
+                        (SELECT other_key OR this_key FROM payment)",
+            )
+            .bind(payment_key)
+            .bind(order_id)
+            .fetch_one(&self.db)
+            .await?;
+            Ok(match owner {
+                Some(owner) if binding(&owner, order_id) == KeyBinding::Bound => Some(if started {
                     Presented::Started
                 } else {
                     Presented::Bound
                 }),
-                // A concurrent request bound this key or another one to the order while
-                // this statement waited: ask again, and see it.
-                (None, None) => None,
+                Some(_) => Some(Presented::InUse),
+                None if paying => Some(Presented::OrderPaying),
+                None => None,
             })
         })
         .await

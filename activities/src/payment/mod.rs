@@ -78,11 +78,11 @@ impl PaymentActivities {
         })? {
             Attempt::Recorded(row) => row,
             Attempt::KeyInUse => {
-                tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order, or the order to another key");
+                tracing::warn!(order_id = %p.order_id, payment_id = %p.payment_id, "payment key belongs to another order");
                 return Err(non_retryable(
                     errors::PG_REJECTED,
                     format!(
-                        "{}: the payment key belongs to another order, or the order to another payment key",
+                        "{}: the payment key belongs to another order",
                         codes::PAYMENT_KEY_IN_USE
                     ),
                 ));
@@ -612,8 +612,6 @@ struct AttemptRow {
 #[derive(sqlx::FromRow)]
 struct AttemptAnswer {
     owner: Option<String>,
-    /// Another key the order holds, if any.
-    order_key: Option<String>,
     status: Option<String>,
     approval_number: Option<String>,
     approved_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -624,21 +622,19 @@ struct AttemptAnswer {
 enum Attempt {
     /// The key is this order's; the attempt's row (new or left by an earlier attempt).
     Recorded(AttemptRow),
-    /// The key is another order's, or the order holds another key: nothing was recorded.
+    /// The key is another order's: nothing was recorded.
     KeyInUse,
 }
 
-/// Binds the payment key to the order unless another order owns it or the order holds another
-/// key, and in the same round trip records the attempt as `IN_PROGRESS` (or finds the row an
-/// earlier attempt left). Records nothing when the key is another order's or the order is
-/// another key's (a payment started by other means than the API, which starts every payment
-/// under its order's key).
+/// Binds the payment key to the order unless another order owns it, and in the same round trip
+/// records the attempt as `IN_PROGRESS` (or finds the row an earlier attempt left). Records
+/// nothing when the key is another order's.
 async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx::Error> {
     keys::until_settled(|| async {
         let answer: AttemptAnswer = sqlx::query_as(
             "WITH bound AS (
                  INSERT INTO payment.payment_keys (payment_key, order_id) VALUES ($6, $2)
-                 ON CONFLICT DO NOTHING
+                 ON CONFLICT (payment_key) DO NOTHING
                  RETURNING order_id),
              owner AS (
                  SELECT order_id FROM bound
@@ -651,10 +647,7 @@ async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx
                  SELECT $1, $2, $3, 'IN_PROGRESS', $4, $5, $6 FROM owner WHERE order_id = $2
                  ON CONFLICT (payment_id) DO UPDATE SET updated_at = payment.payments.updated_at
                  RETURNING status, pg_approval_number, approved_at, xmax = 0 AS first)
-             SELECT (SELECT order_id FROM owner) AS owner,
-                    (SELECT payment_key FROM payment.payment_keys
-                      WHERE order_id = $2 AND payment_key <> $6) AS order_key,
-                    a.status,
+             SELECT (SELECT order_id FROM owner) AS owner, a.status,
                     a.pg_approval_number AS approval_number, a.approved_at, a.first
                FROM (SELECT 1) AS one LEFT JOIN attempt AS a ON true",
         )
@@ -667,9 +660,7 @@ async fn record_attempt(db: &PgPool, p: &ApprovePayment) -> Result<Attempt, sqlx
         .fetch_one(db)
         .await?;
         let Some(owner) = answer.owner else {
-            // The order holds another key: nothing was bound or recorded. Neither, if a
-            // concurrent statement bound a key while this one waited: ask again.
-            return Ok(answer.order_key.map(|_| Attempt::KeyInUse));
+            return Ok(None);
         };
         Ok(Some(
             match (keys::binding(&owner, &p.order_id), answer.status) {
