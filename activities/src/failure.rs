@@ -16,6 +16,18 @@ pub fn non_retryable(type_name: &str, message: impl Into<String>) -> ActivityErr
         .into()
 }
 
+/// A failure Temporal retries like a transient one, but with a type name (one of
+/// `payflow_workflows::errors`) that tells the workflow a person must act before a retry can
+/// succeed.
+pub fn retryable_refusal(type_name: &str, message: impl Into<String>) -> ActivityError {
+    let message: String = message.into();
+    ApplicationFailure::builder(anyhow::anyhow!(message))
+        .type_name(type_name.to_owned())
+        .non_retryable(false)
+        .build()
+        .into()
+}
+
 /// A transient failure: Temporal retries it per the activity's retry policy. The cause chain
 /// is kept in the message so the history shows why.
 pub fn retryable(context: &str, err: impl Into<anyhow::Error>) -> ActivityError {

@@ -92,6 +92,9 @@ pub struct StackOptions {
     /// Start the worker with Kafka out of its reach (a closed port), until
     /// [`Stack::restore_kafka`].
     pub kafka_away: bool,
+    /// The worker's Kafka, if not the test broker (librdkafka's in-process mock cluster, to
+    /// answer what Tansu cannot be made to: a refused topic, say).
+    pub kafka_bootstrap: Option<String>,
     /// How long the worker waits for one PG answer (`PG_TIMEOUT_MS`).
     pub pg_request_timeout_ms: u64,
 }
@@ -118,6 +121,7 @@ impl Default for StackOptions {
             encoding: Encoding::Confluent,
             registry_down: false,
             kafka_away: false,
+            kafka_bootstrap: None,
             pg_request_timeout_ms: 2_000,
         }
     }
@@ -425,6 +429,9 @@ impl Stack {
 
         if options.kafka_away {
             worker_config.kafka.bootstrap_servers = closed_port().await?;
+        }
+        if let Some(bootstrap) = &options.kafka_bootstrap {
+            worker_config.kafka.bootstrap_servers = bootstrap.clone();
         }
         let pool = db::connect(&database_url(), 8).await?;
         db::migrate(&pool).await?;

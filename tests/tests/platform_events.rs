@@ -139,15 +139,16 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
 }
 
 /// Brokers that refuse payflow's records (no permission to write a topic, here) wait for a
-/// person, not for time: the publish fails as no retry can lift (non-retryable, which raises
-/// the workflow's attention flag while it lasts, as
-/// `a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator_lifts_it` shows for
-/// the registry), and once the permission is back the same events go out. An outage, by
+/// person, not for time: the publish fails with the type the outbox raises the attention flag
+/// on while it lasts (as it does for a registry refusal,
+/// `a_registry_refusing_payflows_schema_flags_the_payment_until_an_operator_lifts_it`), and
+/// once the permission is back the same events go out. An outage, by
 /// contrast, is retried without a flag (`readyz_and_the_metrics_say_degraded_while_kafka_...`).
 /// Tansu has no permissions to withhold, so librdkafka's in-process mock cluster refuses the
 /// produce request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
+    use payflow_workflows::errors;
     use rdkafka::{
         mocking::MockCluster,
         types::{RDKafkaApiKey, RDKafkaRespErr},
@@ -186,19 +187,79 @@ async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
     let ActivityError::Application(failure) = refused.into_activity_error() else {
         panic!("not an application failure");
     };
-    assert!(failure.is_non_retryable(), "{failure:?}");
-    assert_eq!(failure.type_name(), Some("KafkaRefused"));
+    // Retryable (workflows from before the outbox publish inline and drop what a
+    // non-retryable failure ends), with the type the outbox raises its flag on.
+    assert!(!failure.is_non_retryable(), "{failure:?}");
+    assert_eq!(failure.type_name(), Some(errors::KAFKA_REFUSED));
 
     // The permission is back: the same event goes out, with its id, on a later try (the
-    // workflow tries again on a timer; librdkafka answers from the refusal it remembers for a
-    // few tries first).
+    // workflow tries again on a timer). librdkafka remembers the topic's refusal until its
+    // metadata is read again, which the worker's health check does every few seconds.
     let published = eventually(Duration::from_secs(30), "the event published", || {
         let events = events.clone();
         let batch = batch.clone();
-        async move { events.publish_events(&batch).await.ok() }
+        async move {
+            let _ = events.brokers(Duration::from_secs(5)).await;
+            events.publish_events(&batch).await.ok()
+        }
     })
     .await;
     assert_eq!(published.len(), 1);
+}
+
+/// The same through a payment: brokers refusing payflow's records hold neither the customer
+/// nor the order, raise the payment's attention flag (and list why) while they refuse, and once
+/// they take the records the events go out, the flag comes down with no signal, and the
+/// workflow closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_refusing_payflow_flag_the_payment_until_they_take_its_events() {
+    use rdkafka::{
+        mocking::MockCluster,
+        types::{RDKafkaApiKey, RDKafkaRespErr},
+    };
+    let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+    );
+    let stack = Stack::start_with(StackOptions {
+        kafka_bootstrap: Some(cluster.bootstrap_servers()),
+        ..StackOptions::default()
+    })
+    .await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-KAFKA-ACL", &[(&products[0], 1)]).await;
+    assert!(stack.pay(&order, PaymentMethod::Card, None).await.approved);
+    // The order completes regardless; the flag says why its events wait.
+    let flagged = eventually(
+        Duration::from_secs(60),
+        "the order completed, flagged",
+        || async {
+            let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+            (s.needs_attention && s.stage == PaymentStage::OrderCompleted).then_some(s)
+        },
+    )
+    .await;
+    assert!(flagged.unpublished_events > 0, "{flagged:?}");
+    let reason = flagged.attention_reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("publish ") && reason.contains("TopicAuthorizationFailed"),
+        "{reason}"
+    );
+
+    // The permission is granted: the events go out, the flag comes down, the workflow closes.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let outcome = stack.outcome(&order.order_id).await;
+    assert_eq!(outcome.stage, PaymentStage::OrderCompleted);
+    let status = stack
+        .payflow
+        .payments
+        .status(&order.order_id)
+        .await
+        .expect("status");
+    assert_eq!(status.unpublished_events, 0, "{status:?}");
+    assert!(!status.needs_attention, "{status:?}");
+    assert!(status.attention_reasons.is_empty(), "{status:?}");
 }
 
 /// Where the platform created the topics and payflow may not create any (no CREATE permission),

@@ -18,10 +18,11 @@ pub mod probe;
 pub mod reader;
 pub mod registry;
 
-use crate::failure::{non_retryable, retryable};
+use crate::failure::{non_retryable, retryable, retryable_refusal};
 use crate::span::activity_span;
 use payflow_workflows::{
     activities::markers,
+    errors,
     types::{DomainEvent, EventType, PublishedEvent},
 };
 use rdkafka::{
@@ -167,10 +168,11 @@ pub enum PublishError {
 
 impl PublishError {
     /// Whether only a person can lift it: an event that does not fit its schema, a registry
-    /// that refuses payflow, or brokers that refuse payflow's records (no permission to
-    /// write the topic, credentials refused, a record larger than the topic takes). The
-    /// events still wait and are tried again, but the workflow raises its attention flag
-    /// while this lasts, where an outage only waits.
+    /// that refuses payflow, or brokers that refuse payflow's records (no permission to write
+    /// the topic or to produce at all, credentials the brokers refuse). The events still wait
+    /// and are tried again, but the workflow raises its attention flag while this lasts, where
+    /// an outage only waits. (Size errors are left out: librdkafka reports them for a whole
+    /// batch, other payments' records included.)
     pub fn needs_a_person(&self) -> bool {
         match self {
             PublishError::Encoding(_) => true,
@@ -181,27 +183,23 @@ impl PublishError {
                     RDKafkaErrorCode::TopicAuthorizationFailed
                         | RDKafkaErrorCode::ClusterAuthorizationFailed
                         | RDKafkaErrorCode::SaslAuthenticationFailed
-                        | RDKafkaErrorCode::Authentication
-                        | RDKafkaErrorCode::MessageSizeTooLarge
-                        | RDKafkaErrorCode::MessageBatchTooLarge
-                        | RDKafkaErrorCode::InvalidRecord
                 )
             ),
         }
     }
 
-    /// The activity failure: retryable unless a person must act.
+    /// The activity failure: retryable unless a person must act. Brokers that refuse payflow
+    /// stay retryable (type [`errors::KAFKA_REFUSED`]): the outbox raises its flag on the
+    /// type, and the workflows from before the outbox, which publish inline and drop what a
+    /// non-retryable failure ends, keep retrying as they always have.
     pub fn into_activity_error(self) -> ActivityError {
         let err = self;
-        if !err.needs_a_person() {
-            return retryable("publish", err);
+        match &err {
+            _ if !err.needs_a_person() => retryable("publish", err),
+            PublishError::Encoding(_) => non_retryable("EventEncoding", err.to_string()),
+            PublishError::Registry(_) => non_retryable("SchemaRegistry", err.to_string()),
+            PublishError::Kafka { .. } => retryable_refusal(errors::KAFKA_REFUSED, err.to_string()),
         }
-        let kind = match &err {
-            PublishError::Encoding(_) => "EventEncoding",
-            PublishError::Registry(_) => "SchemaRegistry",
-            PublishError::Kafka { .. } => "KafkaRefused",
-        };
-        non_retryable(kind, err.to_string())
     }
 }
 

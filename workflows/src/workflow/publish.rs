@@ -9,7 +9,7 @@ use super::{
     options::{outbox_options, publish_options},
     saga::{Saga, attention_keys},
 };
-use crate::{activities::EventActivities, ids, types::*};
+use crate::{activities::EventActivities, errors, ids, types::*};
 use std::time::Duration;
 use temporalio_common::error::IncomingError;
 use temporalio_workflow::{
@@ -246,14 +246,17 @@ impl Saga {
     }
 }
 
-/// Whether a failed publication waits for a person: the activity said no retry can help. A
-/// local activity's failure is the application failure itself; a regular one's is its cause.
+/// Whether a failed publication waits for a person: the activity said no retry can help, or
+/// that the brokers refuse payflow ([`errors::KAFKA_REFUSED`], retryable so that the inline
+/// publication of older runs keeps trying). A local activity's failure is the application
+/// failure itself; a regular one's is its cause.
 fn needs_a_person(err: &ActivityExecutionError) -> bool {
     let top = err
         .failure()
         .and_then(|f| f.maybe_application_failure())
-        .is_some_and(|app| app.non_retryable);
-    top || matches!(err.reason(), Some(IncomingError::Application(app)) if app.is_non_retryable())
+        .is_some_and(|app| app.non_retryable || app.r#type == errors::KAFKA_REFUSED);
+    top || matches!(err.reason(), Some(IncomingError::Application(app))
+        if app.is_non_retryable() || app.type_name() == Some(errors::KAFKA_REFUSED))
 }
 
 /// The non-tracker event a batch carries, for summaries.
