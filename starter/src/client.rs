@@ -337,6 +337,8 @@ pub fn decision_from_status(status: &PaymentStatus) -> PaymentDecision {
                 .clone()
                 .or_else(|| status.failure_reason.clone())
         },
-        retryable: !approved,
+        // Not while the PG may still hold a charge it refused to cancel: paying again could
+        // charge the customer twice.
+        retryable: !approved && !status.charge_held,
     }
 }

@@ -158,12 +158,18 @@ async fn a_charge_the_pg_will_not_cancel_is_listed_and_tracked_as_not_compensate
     let decision = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
     assert!(!decision.approved);
     assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    // The PG may still hold the charge: the customer is not told to pay again, now or when
+    // asking again.
+    assert!(!decision.retryable, "{decision:?}");
 
     let outcome = stack.outcome(order_id).await;
     assert_eq!(outcome.stage, PaymentStage::OrderCancelled);
     let books = stack.books(order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 0), "{books:?}");
     let status = status_of(&stack, order_id).await;
+    assert!(status.charge_held, "{status:?}");
+    let repeat = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
+    assert_eq!(repeat, decision, "a repeat answers the same");
     assert!(status.needs_attention, "{status:?}");
     assert_eq!(status.attention_reasons.len(), 1, "{status:?}");
     assert!(
@@ -390,6 +396,42 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
     assert_eq!(types_of(&events), ["order.cancelled", "payment.failed"]);
     assert_conserved(&stack, &products).await;
     check_history(&stack, &order.order_id, "late_charge_voided").await;
+}
+
+/// The PG charges after payflow gave up, and then refuses to cancel that charge. The customer
+/// was told at once that the payment failed and could be tried again; once the second look
+/// finds the charge it cannot take back, the charge is listed for operators, the payment says
+/// the PG may hold it, and a repeated request is no longer told to pay again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_charge_the_pg_will_not_cancel_is_listed_and_not_paid_again() {
+    let stack = late_pg_stack().await;
+    let products = stack.products(&[5]).await;
+    let order = stack.order("USR-LATE-HELD", &[(&products[0], 1)]).await;
+    let key = own_key("tpk_late_uncancelable");
+    let decision = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
+    assert_eq!(decision.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    assert!(decision.retryable, "nothing charged yet: {decision:?}");
+
+    let status = eventually(Duration::from_secs(60), "the second look", || async {
+        let s = stack.payflow.payments.status(&order.order_id).await.ok()?;
+        s.charge_held.then_some(s)
+    })
+    .await;
+    assert!(!status.late_charge_voided, "{status:?}");
+    assert!(status.needs_attention, "{status:?}");
+    assert!(
+        status
+            .attention_reasons
+            .iter()
+            .any(|r| r.starts_with("void late charge failed") && r.contains("NOT_CANCELABLE")),
+        "{status:?}"
+    );
+    let books = stack.books(&order.order_id).await;
+    assert_eq!((books.charges, books.cancels), (1, 0), "{books:?}");
+    let repeat = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
+    assert_eq!(repeat.failure_code.as_deref(), Some("PG_TIMEOUT"));
+    assert!(!repeat.retryable, "the PG may hold the charge: {repeat:?}");
+    assert_conserved(&stack, &products).await;
 }
 
 /// The second look comes while the PG is still deciding (it holds the payment `IN_PROGRESS`):

@@ -605,6 +605,8 @@ struct PaymentView {
     attention_reasons: Vec<String>,
     /// Events not yet taken by Kafka (they follow the order; 0 once all are out).
     unpublished_events: u32,
+    /// The PG may still hold a charge of this payment that it refused to cancel.
+    charge_held: bool,
     stage_times: std::collections::BTreeMap<String, i64>,
 }
 
@@ -625,6 +627,7 @@ impl From<PaymentStatus> for PaymentView {
             needs_attention: s.needs_attention,
             attention_reasons: s.attention_reasons,
             unpublished_events: s.unpublished_events,
+            charge_held: s.charge_held,
             stage_times: s.stage_times,
         }
     }

@@ -217,6 +217,11 @@ pub struct PaymentStatus {
     /// up on), and the workflow's second look cancelled it.
     #[serde(default)]
     pub late_charge_voided: bool,
+    /// The PG may still hold a charge of this payment that it refused to cancel (its outcome
+    /// was unknown, and the void was refused for good): listed for operators, who cancel it at
+    /// the PG. Until then the customer is not told to pay again (`retryable` is false).
+    #[serde(default)]
+    pub charge_held: bool,
     /// The refund failed every try and waits for an operator's `retry_refund` or
     /// `refund_completed_manually`; only while it does are those signals taken.
     #[serde(default)]
@@ -253,6 +258,7 @@ impl PaymentStatus {
             refund_reference: None,
             refunded_by: None,
             late_charge_voided: false,
+            charge_held: false,
             refund_waiting: false,
             stage_times: Default::default(),
         }

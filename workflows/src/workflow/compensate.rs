@@ -63,6 +63,7 @@ impl Saga {
     async fn compensate_unpaid(&self, plan: Compensation) -> Option<VoidPayment> {
         let code = &plan.code;
         let mut found_nothing = None;
+        let mut charge_held = false;
         if plan.money == Money::Void {
             // Same key as the approval: whatever the PG did for it is undone.
             let void = VoidPayment {
@@ -72,6 +73,7 @@ impl Saga {
                 late: false,
             };
             let voided = self.void(void.clone(), "void at PG").await;
+            charge_held = voided.is_none();
             let status = self.compensation_status(voided.is_some());
             if voided.is_some_and(|v| !v.cancelled) {
                 found_nothing = Some(void);
@@ -82,6 +84,7 @@ impl Saga {
             s.status.failure_code = Some(code.clone());
             s.status.failure_reason = Some(plan.order_reason.to_owned());
             s.status.failure_message = Some(plan.message.clone());
+            s.status.charge_held = charge_held;
             s.decision = Some(PaymentDecision {
                 order_id: self.payment.order_id.clone(),
                 payment_id: self.payment.payment_id.clone(),
@@ -89,8 +92,9 @@ impl Saga {
                 approval_number: None,
                 failure_code: Some(code.clone()),
                 failure_message: Some(plan.message.clone()),
-                // A decline can be paid again with other means; a timeout is worth retrying.
-                retryable: true,
+                // A decline can be paid again with other means; a timeout is worth retrying,
+                // unless the PG may still hold its charge (state only: no command changes).
+                retryable: !charge_held,
             });
         });
         self.must(
@@ -145,8 +149,14 @@ impl Saga {
         let voided = self.void(late, "void late charge").await;
         // A reference is the PG's answer to this look's own cancel; a payment someone else
         // cancelled (the approval attempt that heard the late approval) is answered without one.
-        if voided.is_some_and(|v| v.cancelled && v.reference.is_some()) {
-            self.ctx.state_mut(|s| s.status.late_charge_voided = true);
+        match voided {
+            Some(v) if v.cancelled && v.reference.is_some() => {
+                self.ctx.state_mut(|s| s.status.late_charge_voided = true);
+            }
+            Some(_) => {}
+            // Refused for good: listed for operators; a repeated request is no longer told to
+            // pay again.
+            None => self.ctx.state_mut(|s| s.status.charge_held = true),
         }
     }
 
