@@ -69,9 +69,12 @@ impl PrepareError {
 }
 
 /// Whether an error says the connection to PostgreSQL was lost, refused or is not to be had
-/// yet, rather than that a statement was wrong: IO, TLS and pool errors, and the SQLSTATE
-/// classes for connection exceptions (08), insufficient resources (53) and a server shutting
-/// down or starting (57P01-57P03).
+/// yet, or that the server could not do it now, rather than that a statement was wrong: IO,
+/// TLS and pool errors, and the SQLSTATEs of connection exceptions (class 08), insufficient
+/// resources (53), a server shutting down or starting (57P01-57P03), a statement cancelled or
+/// timed out (57014), a lock not to be had (55P03), a serialization failure or deadlock
+/// (40001, 40P01), and a read-only server (25006: a standby, or a primary demoted in a
+/// failover).
 pub fn connection_trouble(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -81,7 +84,12 @@ pub fn connection_trouble(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            c.starts_with("08") || c.starts_with("53") || matches!(&*c, "57P01" | "57P02" | "57P03")
+            c.starts_with("08")
+                || c.starts_with("53")
+                || matches!(
+                    &*c,
+                    "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "40001" | "40P01" | "25006"
+                )
         }),
         _ => false,
     }
@@ -99,7 +107,9 @@ pub async fn prepare(
         .await
         .map_err(PrepareError::Connect)?;
     if migrate && let Err(e) = self::migrate(&pool).await {
-        pool.close().await;
+        // Dropped, not closed: closing waits for the connections to be handed back, and
+        // the one the migration broke may never be.
+        drop(pool);
         return Err(PrepareError::Migrate(e));
     }
     Ok(pool)

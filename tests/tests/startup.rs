@@ -446,16 +446,17 @@ async fn a_worker_older_than_the_database_schema_still_starts() {
     scratch.drop().await;
 }
 
-/// PostgreSQL answers the worker's connection and then goes away while the worker applies its
-/// migrations (a database restarting, a failover): the worker waits for it as for one that
-/// refused the connection, and serves once it is back. It does not exit.
+/// PostgreSQL answers the worker's connection and then goes away while the worker applies a
+/// migration (a database restarting, a failover): the migration rolls back, the worker waits
+/// for PostgreSQL as for one that refused the connection, applies the migration once it is
+/// back, and serves. It does not exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() {
-    let scratch = ScratchDatabase::migrated("payflow_migrating").await;
-    // The migrator reads its table first: holding the table keeps the worker inside its
-    // migration until the gate is closed under it.
+    let (scratch, last) = ScratchDatabase::migrated_but_the_last("payflow_migrating").await;
+    // The last migration alters the orders table: holding the table keeps the worker inside
+    // that migration until the gate is closed under it.
     let mut holder = scratch.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+    sqlx::query("LOCK TABLE orders.orders IN ACCESS SHARE MODE")
         .execute(&mut *holder)
         .await
         .unwrap();
@@ -471,11 +472,11 @@ async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() 
     ]);
     eventually(
         Duration::from_secs(30),
-        "the worker waiting inside its migration",
+        "the worker waiting inside the migration",
         || async {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_locks \
-                 WHERE relation = '_sqlx_migrations'::regclass AND NOT granted",
+                 WHERE relation = 'orders.orders'::regclass AND NOT granted",
             )
             .fetch_one(&scratch.pool)
             .await
@@ -494,6 +495,13 @@ async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() 
     pg.open().await;
     wait_for_line(&mut lines, &["worker started"]).await;
     assert!(worker.try_wait().unwrap().is_none());
+    let applied: Vec<bool> =
+        sqlx::query_scalar("SELECT success FROM _sqlx_migrations WHERE version = $1")
+            .bind(last)
+            .fetch_all(&scratch.pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, [true], "the migration applied once");
     worker.kill().await.unwrap();
     let _ = worker.wait().await;
     scratch.drop().await;
@@ -509,6 +517,15 @@ struct ScratchDatabase {
 
 impl ScratchDatabase {
     async fn migrated(prefix: &str) -> Self {
+        let scratch = Self::created(prefix).await;
+        payflow_activities::db::migrate(&scratch.pool)
+            .await
+            .unwrap();
+        scratch
+    }
+
+    /// Empty.
+    async fn created(prefix: &str) -> Self {
         let admin = payflow_activities::db::connect(&database_url(), 1)
             .await
             .unwrap();
@@ -526,13 +543,24 @@ impl ScratchDatabase {
             .unwrap();
         let url = format!("{base}/{name}");
         let pool = payflow_activities::db::connect(&url, 2).await.unwrap();
-        payflow_activities::db::migrate(&pool).await.unwrap();
         Self {
             admin,
             name,
             url,
             pool,
         }
+    }
+
+    /// With every migration but the last applied; answers that migration's version too.
+    async fn migrated_but_the_last(prefix: &str) -> (Self, i64) {
+        let scratch = Self::created(prefix).await;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../activities/migrations");
+        let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+        let mut migrations = migrator.migrations.to_vec();
+        let last = migrations.pop().expect("migrations").version;
+        migrator.migrations = migrations.into();
+        migrator.run(&scratch.pool).await.unwrap();
+        (scratch, last)
     }
 
     async fn drop(self) {
