@@ -168,23 +168,20 @@ pub enum PublishError {
 
 impl PublishError {
     /// Whether only a person can lift it: an event that does not fit its schema, a registry
-    /// that refuses payflow, or brokers that refuse payflow's records (no permission to write
-    /// the topic or to produce at all, credentials the brokers refuse). The events still wait
-    /// and are tried again, but the workflow raises its attention flag while this lasts, where
-    /// an outage only waits. (Size errors are left out: librdkafka reports them for a whole
-    /// batch, other payments' records included.)
+    /// that refuses payflow, or brokers that refuse payflow's records for want of permission
+    /// to write the topic. The events still wait and are tried again, but the workflow raises
+    /// its attention flag while this lasts, where an outage only waits. (librdkafka reports
+    /// the other refusals otherwise: refused credentials as a failed connection, so the
+    /// records time out as in an outage; no permission to produce at all as the producer's
+    /// fatal error, after which a new producer is built. Size errors are left out: they
+    /// come for a whole batch, other payments' records included.)
     pub fn needs_a_person(&self) -> bool {
         match self {
             PublishError::Encoding(_) => true,
             PublishError::Registry(e) => !e.is_transient(),
-            PublishError::Kafka { source, .. } => matches!(
-                source.rdkafka_error_code(),
-                Some(
-                    RDKafkaErrorCode::TopicAuthorizationFailed
-                        | RDKafkaErrorCode::ClusterAuthorizationFailed
-                        | RDKafkaErrorCode::SaslAuthenticationFailed
-                )
-            ),
+            PublishError::Kafka { source, .. } => {
+                source.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            }
         }
     }
 
