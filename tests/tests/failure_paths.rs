@@ -401,10 +401,24 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
 /// The PG charges after payflow gave up, and then refuses to cancel that charge. The customer
 /// was told at once that the payment failed and could be tried again; once the second look
 /// finds the charge it cannot take back, the charge is listed for operators, the payment says
-/// the PG may hold it, and a repeated request is no longer told to pay again.
+/// the PG holds it, and a repeated request is no longer told to pay again, while the run is
+/// still open (Kafka is away, so its events wait) as after it closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_charge_the_pg_will_not_cancel_is_listed_and_not_paid_again() {
-    let stack = late_pg_stack().await;
+    let mut stack = Stack::start_with(StackOptions {
+        timings: Some(SagaTimings {
+            late_charge_secs: 15,
+            ..fast_timings()
+        }),
+        sandbox: payflow_sandbox::SandboxConfig {
+            late_hold: Duration::from_secs(10),
+            ..payflow_sandbox::SandboxConfig::default()
+        },
+        pg_request_timeout_ms: 1_500,
+        kafka_away: true,
+        ..StackOptions::default()
+    })
+    .await;
     let products = stack.products(&[5]).await;
     let order = stack.order("USR-LATE-HELD", &[(&products[0], 1)]).await;
     let key = own_key("tpk_late_uncancelable");
@@ -428,9 +442,19 @@ async fn a_late_charge_the_pg_will_not_cancel_is_listed_and_not_paid_again() {
     );
     let books = stack.books(&order.order_id).await;
     assert_eq!((books.charges, books.cancels), (1, 0), "{books:?}");
+    assert!(status.unpublished_events > 0, "the run is open: {status:?}");
     let repeat = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
     assert_eq!(repeat.failure_code.as_deref(), Some("PG_TIMEOUT"));
-    assert!(!repeat.retryable, "the PG may hold the charge: {repeat:?}");
+    assert!(!repeat.retryable, "the PG holds the charge: {repeat:?}");
+
+    // Once its events are out the run closes; a repeat still says so.
+    stack.restore_kafka().await;
+    assert_eq!(
+        stack.outcome(&order.order_id).await.stage,
+        PaymentStage::OrderCancelled
+    );
+    let repeat = stack.pay(&order, PaymentMethod::Card, Some(&key)).await;
+    assert!(!repeat.retryable, "{repeat:?}");
     assert_conserved(&stack, &products).await;
 }
 

@@ -217,9 +217,10 @@ pub struct PaymentStatus {
     /// up on), and the workflow's second look cancelled it.
     #[serde(default)]
     pub late_charge_voided: bool,
-    /// The PG may still hold a charge of this payment that it refused to cancel (its outcome
-    /// was unknown, and the void was refused for good): listed for operators, who cancel it at
-    /// the PG. Until then the customer is not told to pay again (`retryable` is false).
+    /// The PG refused for good to cancel a charge of this payment (its outcome was unknown, or
+    /// it charged late): listed for operators, who cancel it at the PG. The customer is not
+    /// told to pay again (`retryable` is false). It stays: the workflow does not learn of a
+    /// cancel made at the PG by hand.
     #[serde(default)]
     pub charge_held: bool,
     /// The refund failed every try and waits for an operator's `retry_refund` or
