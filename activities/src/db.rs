@@ -71,10 +71,10 @@ impl PrepareError {
 /// Whether an error says the connection to PostgreSQL was lost, refused or is not to be had
 /// yet, or that the server could not do it now, rather than that a statement was wrong: IO,
 /// TLS and pool errors, and the SQLSTATEs of connection exceptions (class 08), insufficient
-/// resources (53), a server shutting down or starting (57P01-57P03), a statement cancelled or
-/// timed out (57014), a lock not to be had (55P03), a serialization failure or deadlock
-/// (40001, 40P01), and a read-only server (25006: a standby, or a primary demoted in a
-/// failover).
+/// resources (53), a server shutting down or starting (57P01-57P03), a lock not to be had
+/// (55P03), a serialization failure or deadlock (40001, 40P01). A read-only server (25006)
+/// and a statement timeout (57014) are not among them: a `DATABASE_URL` naming a standby, or
+/// a role whose settings forbid the migrations, fails at once.
 pub fn connection_trouble(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -88,7 +88,7 @@ pub fn connection_trouble(e: &sqlx::Error) -> bool {
                 || c.starts_with("53")
                 || matches!(
                     &*c,
-                    "57P01" | "57P02" | "57P03" | "57014" | "55P03" | "40001" | "40P01" | "25006"
+                    "57P01" | "57P02" | "57P03" | "55P03" | "40001" | "40P01"
                 )
         }),
         _ => false,

@@ -454,7 +454,9 @@ async fn a_worker_older_than_the_database_schema_still_starts() {
 async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() {
     let (scratch, last) = ScratchDatabase::migrated_but_the_last("payflow_migrating").await;
     // The last migration alters the orders table: holding the table keeps the worker inside
-    // that migration until the gate is closed under it.
+    // that migration until the gate is closed under it. (A newer last migration needs the
+    // lock on what it changes.)
+    assert_eq!(last, 20261125000003, "the migration this test holds up");
     let mut holder = scratch.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE orders.orders IN ACCESS SHARE MODE")
         .execute(&mut *holder)
@@ -501,7 +503,16 @@ async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() 
             .fetch_all(&scratch.pool)
             .await
             .unwrap();
-    assert_eq!(applied, [true], "the migration applied once");
+    assert_eq!(applied, [true], "the migration is recorded as applied");
+    let column: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE table_schema = 'orders' AND table_name = 'orders' \
+           AND column_name = 'reservation_expires_at'",
+    )
+    .fetch_one(&scratch.pool)
+    .await
+    .unwrap();
+    assert_eq!(column, 1, "and what it does is done");
     worker.kill().await.unwrap();
     let _ = worker.wait().await;
     scratch.drop().await;
