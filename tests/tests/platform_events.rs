@@ -88,8 +88,9 @@ fn mock_kafka<C: rdkafka::ClientContext>(
 /// restarted the worker. A broker that loses records it acknowledged can cause it, and so can
 /// credentials the cluster refuses for a while; no real broker here can be made to answer
 /// that on demand, so librdkafka's own in-process mock cluster refuses the producer id once.
-/// The publish that meets the failure fails (retryable: the workflow tries again); the next one
-/// builds a new producer and is delivered.
+/// The publish that meets the failure fails, as a refusal (the cluster refused payflow's
+/// producer: the workflow tries again, flagged meanwhile); the next one builds a new producer
+/// and is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_events_go_out() {
     use rdkafka::{
@@ -124,11 +125,17 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
         .publish_events(&[event()])
         .await
         .expect_err("the producer failed for good");
-    assert!(matches!(failed, PublishError::Kafka { .. }), "{failed}");
-    assert!(
-        !failed.needs_a_person(),
-        "a new producer mends it, no person: {failed:?}"
+    // The cluster refused payflow's producer: a refusal (the workflow's flag goes up while it
+    // lasts), not an outage.
+    let PublishError::Kafka { source, .. } = &failed else {
+        panic!("{failed}");
+    };
+    assert_eq!(
+        source.rdkafka_error_code(),
+        Some(rdkafka::error::RDKafkaErrorCode::ClusterAuthorizationFailed),
+        "{failed}"
     );
+    assert!(failed.needs_a_person(), "{failed:?}");
     let published = events
         .publish_events(&[event(), event()])
         .await

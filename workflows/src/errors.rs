@@ -28,7 +28,8 @@ pub const INSUFFICIENT_STOCK: &str = "InsufficientStock";
 pub const INVALID_STATE: &str = "InvalidState";
 /// The order or payment does not exist.
 pub const NOT_FOUND: &str = "NotFound";
-/// Kafka's brokers refuse payflow's records (no permission to write the topic). Retryable: the events wait, and the outbox raises the attention flag while it
+/// Kafka's brokers refuse payflow's records (no permission to write the topic, or to produce
+/// at all). Retryable: the events wait, and the outbox raises the attention flag while it
 /// lasts.
 pub const KAFKA_REFUSED: &str = "KafkaRefused";
 

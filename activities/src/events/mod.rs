@@ -169,19 +169,23 @@ pub enum PublishError {
 impl PublishError {
     /// Whether only a person can lift it: an event that does not fit its schema, a registry
     /// that refuses payflow, or brokers that refuse payflow's records for want of permission
-    /// to write the topic. The events still wait and are tried again, but the workflow raises
-    /// its attention flag while this lasts, where an outage only waits. (librdkafka reports
-    /// the other refusals otherwise: refused credentials as a failed connection, so the
-    /// records time out as in an outage; no permission to produce at all as the producer's
-    /// fatal error, after which a new producer is built. Size errors are left out: they
-    /// come for a whole batch, other payments' records included.)
+    /// (to write the topic, or to produce at all: the producer's fatal error, after which a
+    /// new producer is built and refused again). The events still wait and are tried again,
+    /// but the workflow raises its attention flag while this lasts, where an outage only
+    /// waits. (Refused credentials are left out: librdkafka reports them as a failed
+    /// connection, and the records time out as in an outage. So are size errors: they come
+    /// for a whole batch, other payments' records included.)
     pub fn needs_a_person(&self) -> bool {
         match self {
             PublishError::Encoding(_) => true,
             PublishError::Registry(e) => !e.is_transient(),
-            PublishError::Kafka { source, .. } => {
-                source.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
-            }
+            PublishError::Kafka { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed
+                )
+            ),
         }
     }
 
@@ -197,6 +201,20 @@ impl PublishError {
             PublishError::Registry(_) => non_retryable("SchemaRegistry", err.to_string()),
             PublishError::Kafka { .. } => retryable_refusal(errors::KAFKA_REFUSED, err.to_string()),
         }
+    }
+}
+
+/// A send failed by a producer that librdkafka declared failed for good (its records come
+/// back `Fatal` or purged from the queue), answered with the fatal error's own code: a cluster
+/// that refused payflow's producer is a refusal, a broker that lost acknowledged records is
+/// not.
+fn fatal_cause(
+    producer: &FutureProducer,
+    e: rdkafka::error::KafkaError,
+) -> rdkafka::error::KafkaError {
+    match producer.client().fatal_error() {
+        Some((code, _)) => rdkafka::error::KafkaError::MessageProduction(code),
+        None => e,
     }
 }
 
@@ -379,7 +397,7 @@ impl EventActivities {
         {
             let delivery = delivery.map_err(|(source, _)| PublishError::Kafka {
                 topic: topic.clone(),
-                source,
+                source: fatal_cause(&producer, source),
             })?;
             tracing::info!(
                 order_id = %event.order_id,
