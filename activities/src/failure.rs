@@ -8,22 +8,20 @@ use temporalio_sdk::activities::ActivityError;
 /// A final failure: Temporal does not retry it; the workflow matches on `type_name`
 /// (one of `payflow_workflows::errors`).
 pub fn non_retryable(type_name: &str, message: impl Into<String>) -> ActivityError {
-    let message: String = message.into();
-    ApplicationFailure::builder(anyhow::anyhow!(message))
-        .type_name(type_name.to_owned())
-        .non_retryable(true)
-        .build()
-        .into()
+    typed(type_name, message.into(), true)
 }
 
 /// A failure Temporal retries like a transient one, but with a type name (one of
 /// `payflow_workflows::errors`) that tells the workflow a person must act before a retry can
 /// succeed.
 pub fn retryable_refusal(type_name: &str, message: impl Into<String>) -> ActivityError {
-    let message: String = message.into();
+    typed(type_name, message.into(), false)
+}
+
+fn typed(type_name: &str, message: String, non_retryable: bool) -> ActivityError {
     ApplicationFailure::builder(anyhow::anyhow!(message))
         .type_name(type_name.to_owned())
-        .non_retryable(false)
+        .non_retryable(non_retryable)
         .build()
         .into()
 }

@@ -311,7 +311,7 @@ fn rpc_timeout(timeout: Duration) -> RpcOptions {
 /// What a payment that is past its decision answers a repeated request: approved while the
 /// approval stands; once the payment is being undone or the order is cancelled (a refund
 /// after the approval included), failed with the failure's code and reason, and the approval
-/// number it had.
+/// number it had; not retryable once the PG refused to cancel a charge of it.
 pub fn decision_from_status(status: &PaymentStatus) -> PaymentDecision {
     let undone = matches!(
         status.stage,

@@ -93,7 +93,8 @@ pub struct StackOptions {
     /// [`Stack::restore_kafka`].
     pub kafka_away: bool,
     /// The worker's Kafka, if not the test broker (librdkafka's in-process mock cluster, to
-    /// answer what Tansu cannot be made to: a refused topic, say).
+    /// answer what Tansu cannot be made to: a refused topic, say). Not with `kafka_away`;
+    /// [`Stack::restore_kafka`] points the worker at the test broker.
     pub kafka_bootstrap: Option<String>,
     /// How long the worker waits for one PG answer (`PG_TIMEOUT_MS`).
     pub pg_request_timeout_ms: u64,
@@ -430,6 +431,10 @@ impl Stack {
         if options.kafka_away {
             worker_config.kafka.bootstrap_servers = closed_port().await?;
         }
+        assert!(
+            !(options.kafka_away && options.kafka_bootstrap.is_some()),
+            "Kafka away or elsewhere, not both"
+        );
         if let Some(bootstrap) = &options.kafka_bootstrap {
             worker_config.kafka.bootstrap_servers = bootstrap.clone();
         }

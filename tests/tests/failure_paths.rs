@@ -322,7 +322,12 @@ async fn late_pg_stack() -> Stack {
 /// A stack whose PG charges `tpk_late` `hold` seconds after the first confirm; the workflow
 /// looks again `look` seconds after the order is cancelled.
 async fn late_pg_stack_with(hold: u64, look: u64) -> Stack {
-    Stack::start_with(StackOptions {
+    Stack::start_with(late_pg_options(hold, look)).await
+}
+
+/// The options of [`late_pg_stack_with`].
+fn late_pg_options(hold: u64, look: u64) -> StackOptions {
+    StackOptions {
         timings: Some(SagaTimings {
             late_charge_secs: look,
             ..fast_timings()
@@ -333,8 +338,7 @@ async fn late_pg_stack_with(hold: u64, look: u64) -> Stack {
         },
         pg_request_timeout_ms: 1_500,
         ..StackOptions::default()
-    })
-    .await
+    }
 }
 
 /// The PG charged the order late and the workflow's second look cancelled it: one charge, one
@@ -406,17 +410,8 @@ async fn a_charge_the_pg_completes_after_payflow_gave_up_is_found_and_cancelled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_charge_the_pg_will_not_cancel_is_listed_and_not_paid_again() {
     let mut stack = Stack::start_with(StackOptions {
-        timings: Some(SagaTimings {
-            late_charge_secs: 15,
-            ..fast_timings()
-        }),
-        sandbox: payflow_sandbox::SandboxConfig {
-            late_hold: Duration::from_secs(10),
-            ..payflow_sandbox::SandboxConfig::default()
-        },
-        pg_request_timeout_ms: 1_500,
         kafka_away: true,
-        ..StackOptions::default()
+        ..late_pg_options(10, 15)
     })
     .await;
     let products = stack.products(&[5]).await;

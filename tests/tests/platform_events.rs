@@ -83,11 +83,29 @@ fn mock_kafka<C: rdkafka::ClientContext>(
     }
 }
 
+/// A `payment.failed` event of a fresh order of `user`'s, for publishing straight through the
+/// activities.
+fn failed_payment_event(user: &str) -> DomainEvent {
+    let id = uuid::Uuid::new_v4().to_string();
+    DomainEvent {
+        event_id: id.clone(),
+        event_timestamp: 1,
+        order_id: format!("ORD-{user}-{id}"),
+        body: EventBody::PaymentFailed {
+            payment_id: format!("PAY-{id}"),
+            user_id: user.into(),
+            failure_reason: "TEST".into(),
+            failed_at: 1,
+        },
+    }
+}
+
 /// An idempotent producer that librdkafka declares failed for good fails every later send:
 /// without a new producer, every payment's events would wait in their outboxes until someone
 /// restarted the worker. A broker that loses records it acknowledged can cause it, and so can
-/// credentials the cluster refuses for a while; no real broker here can be made to answer
-/// that on demand, so librdkafka's own in-process mock cluster refuses the producer id once.
+/// a cluster that refuses payflow's producer (no permission) for a while; no real broker here
+/// can be made to answer that on demand, so librdkafka's own in-process mock cluster refuses
+/// the producer id once.
 /// The publish that meets the failure fails, as a refusal (the cluster refused payflow's
 /// producer: the workflow tries again, flagged meanwhile); the next one builds a new producer
 /// and is delivered.
@@ -107,20 +125,7 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
     );
     let events = EventActivities::new(kafka, None).expect("producer");
-    let event = || {
-        let id = uuid::Uuid::new_v4().to_string();
-        DomainEvent {
-            event_id: id.clone(),
-            event_timestamp: 1,
-            order_id: format!("ORD-FATAL-{id}"),
-            body: EventBody::PaymentFailed {
-                payment_id: format!("PAY-{id}"),
-                user_id: "USR-FATAL".into(),
-                failure_reason: "TEST".into(),
-                failed_at: 1,
-            },
-        }
-    };
+    let event = || failed_payment_event("USR-FATAL");
     let failed = events
         .publish_events(&[event()])
         .await
@@ -167,18 +172,7 @@ async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
         cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
     }
     let events = EventActivities::new(kafka, None).expect("producer");
-    let id = uuid::Uuid::new_v4().to_string();
-    let batch = [DomainEvent {
-        event_id: id.clone(),
-        event_timestamp: 1,
-        order_id: format!("ORD-ACL-{id}"),
-        body: EventBody::PaymentFailed {
-            payment_id: format!("PAY-{id}"),
-            user_id: "USR-ACL".into(),
-            failure_reason: "TEST".into(),
-            failed_at: 1,
-        },
-    }];
+    let batch = [failed_payment_event("USR-ACL")];
     // The producer's first produce request meets a broker refusing the topic.
     assert_eq!(events.brokers(Duration::from_secs(5)).await, Ok(1));
     cluster.request_errors(
@@ -199,7 +193,7 @@ async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
     assert!(!failure.is_non_retryable(), "{failure:?}");
     assert_eq!(failure.type_name(), Some(errors::KAFKA_REFUSED));
 
-    // The permission is back: the same event goes out, with its id, on a later try (the
+    // The permission is back: the same event goes out on a later try (the
     // workflow tries again on a timer). librdkafka remembers the topic's refusal until its
     // metadata is read again, which the worker's health check does every few seconds.
     let published = eventually(Duration::from_secs(30), "the event published", || {

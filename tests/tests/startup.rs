@@ -478,7 +478,9 @@ async fn a_worker_that_loses_postgresql_while_migrating_waits_and_then_serves() 
         || async {
             let waiting: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_locks \
-                 WHERE relation = 'orders.orders'::regclass AND NOT granted",
+                 WHERE relation = 'orders.orders'::regclass AND NOT granted \
+                   AND database = (SELECT oid FROM pg_database \
+                                    WHERE datname = current_database())",
             )
             .fetch_one(&scratch.pool)
             .await
@@ -540,6 +542,19 @@ impl ScratchDatabase {
         let admin = payflow_activities::db::connect(&database_url(), 1)
             .await
             .unwrap();
+        // One test per prefix: what a failed earlier run of it left behind goes first.
+        let stale: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+                .bind(format!("{prefix}_"))
+                .fetch_all(&admin)
+                .await
+                .unwrap();
+        for name in stale {
+            sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
         let name = format!(
             "{prefix}_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]

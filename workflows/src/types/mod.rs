@@ -143,7 +143,8 @@ pub struct PaymentDecision {
     pub failure_code: Option<String>,
     /// Human-readable failure message.
     pub failure_message: Option<String>,
-    /// Whether paying again with other means could succeed (a decline) or not.
+    /// Whether paying again with other means could succeed (a decline) or not; false once the
+    /// PG refused to cancel a charge of this payment ([`PaymentStatus::charge_held`]).
     pub retryable: bool,
 }
 

@@ -73,7 +73,8 @@ pub const PLATFORM_EVENTS_PATCH: &str = "platform-events-v3";
 pub const EVENT_OUTBOX_PATCH: &str = "event-outbox-v4";
 
 /// A publication only a person can unblock (the registry refusing payflow's credentials or an
-/// incompatible schema, an event that does not fit its schema) raises the attention flag while
+/// incompatible schema, an event that does not fit its schema, and since `KafkaRefused`
+/// brokers refusing payflow's records) raises the attention flag while
 /// it lasts, and the publication that gets through lowers it; before this patch such a batch
 /// retried on its timer with only `publish_error` in the status to show for it. Checked only
 /// when such a refusal happens, so no other run records it. Only with [`EVENT_OUTBOX_PATCH`].

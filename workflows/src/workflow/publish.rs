@@ -55,7 +55,8 @@ impl Saga {
     /// or the registry refuses it: a retry never holds a workflow task, so the business steps
     /// go on. Same records, same event ids on every try. The status shows the last error while
     /// it lasts. An outage needs no operator; a refusal only a person can lift (the registry
-    /// refusing payflow's credentials or schema, an event that does not fit its schema) also
+    /// refusing payflow's credentials or schema, an event that does not fit its schema, brokers
+    /// refusing payflow's records or producer: [`errors::KAFKA_REFUSED`]) also
     /// raises the attention flag ([`PUBLISH_ATTENTION_PATCH`]), which the publication that
     /// finally gets through lowers again.
     async fn deliver(&self, batch: Vec<DomainEvent>) {
