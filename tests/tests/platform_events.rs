@@ -69,18 +69,29 @@ async fn records_land_on_the_partition_java_producers_choose() {
     assert!(seen.len() > 1, "the keys spread over partitions: {seen:?}");
 }
 
-/// Payflow's Kafka settings for librdkafka's in-process mock cluster (no registry).
-fn mock_kafka<C: rdkafka::ClientContext>(
-    cluster: &rdkafka::mocking::MockCluster<'_, C>,
-) -> payflow_activities::events::KafkaConfig {
-    payflow_activities::events::KafkaConfig {
+/// librdkafka's in-process mock cluster holding every topic of payflow's with `partitions`
+/// partitions, and payflow's Kafka settings for it (no registry).
+fn mock_kafka(
+    partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    payflow_activities::events::KafkaConfig,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("librdkafka's mock cluster");
+    let kafka = payflow_activities::events::KafkaConfig {
         bootstrap_servers: cluster.bootstrap_servers(),
         topic_prefix: String::new(),
         topics: Default::default(),
         partitions: 1,
         replication: 1,
         encoding: Encoding::SingleObject,
+    };
+    for ty in EventType::ALL {
+        cluster
+            .create_topic(&kafka.topic(ty), partitions, 1)
+            .expect("topic");
     }
+    (cluster, kafka)
 }
 
 /// A `payment.failed` event of a fresh order of `user`'s, for publishing straight through the
@@ -111,15 +122,8 @@ fn failed_payment_event(user: &str) -> DomainEvent {
 /// and is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_events_go_out() {
-    use rdkafka::{
-        mocking::MockCluster,
-        types::{RDKafkaApiKey, RDKafkaRespErr},
-    };
-    let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
-    let kafka = mock_kafka(&cluster);
-    for ty in EventType::ALL {
-        cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
-    }
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, kafka) = mock_kafka(1);
     cluster.request_errors(
         RDKafkaApiKey::InitProducerId,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
@@ -161,16 +165,9 @@ async fn a_producer_librdkafka_declared_failed_for_good_is_replaced_and_the_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_payflow_may_not_write_flags_the_publish_for_a_person() {
     use payflow_workflows::errors;
-    use rdkafka::{
-        mocking::MockCluster,
-        types::{RDKafkaApiKey, RDKafkaRespErr},
-    };
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use temporalio_sdk::activities::ActivityError;
-    let cluster = MockCluster::new(1).expect("librdkafka's mock cluster");
-    let kafka = mock_kafka(&cluster);
-    for ty in EventType::ALL {
-        cluster.create_topic(&kafka.topic(ty), 1, 1).expect("topic");
-    }
+    let (cluster, kafka) = mock_kafka(1);
     let events = EventActivities::new(kafka, None).expect("producer");
     let batch = [failed_payment_event("USR-ACL")];
     // The producer's first produce request meets a broker refusing the topic.
@@ -271,11 +268,7 @@ async fn brokers_refusing_payflow_flag_the_payment_until_they_take_its_events() 
 /// is shown on the real broker by `topics_are_the_contracts_with_three_partitions_...`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_the_platform_created_need_no_permission_to_create() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).expect("librdkafka's mock cluster");
-    let kafka = mock_kafka(&cluster);
-    for ty in EventType::ALL {
-        cluster.create_topic(&kafka.topic(ty), 3, 1).expect("topic");
-    }
+    let (_cluster, kafka) = mock_kafka(3);
     EventActivities::ensure_topics(&kafka, None)
         .await
         .expect("nothing to create");
