@@ -23,6 +23,8 @@ pub mod payment;
 pub mod product;
 pub mod secret;
 mod span;
+#[cfg(test)]
+mod test_http;
 
 pub use events::EventActivities;
 pub use order::{OrderActivities, OrderStore};

@@ -229,35 +229,7 @@ mod tests {
 
     /// A server answering every request with `status` and an HTML `page`; its URL.
     fn serve(status: &'static str, page: &'static str) -> String {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for socket in listener.incoming() {
-                let Ok(mut socket) = socket else { return };
-                // The whole request (headers, then the body its length names) before the page.
-                let mut reader = BufReader::new(socket.try_clone().unwrap());
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                let _ = write!(
-                    socket,
-                    "HTTP/1.1 {status}\r\ncontent-type: text/html\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n{page}",
-                    page.len()
-                );
-            }
-        });
-        url
+        crate::test_http::serve(status, "text/html", page)
     }
 
     fn registry_at(url: String) -> SchemaRegistry {
