@@ -95,10 +95,7 @@ impl TemporalArgs {
     /// have) still fails at once.
     pub async fn connect_patiently(&self, health: &Health) -> anyhow::Result<Client> {
         use anyhow::Context;
-        use temporalio_client::{
-            grpc::WorkflowService,
-            tonic::{self, IntoRequest},
-        };
+        use temporalio_client::{grpc::WorkflowService, tonic::IntoRequest};
         use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
         let (connection, client) = self.client_options()?;
         let connection = until_available_reported(
@@ -123,10 +120,12 @@ impl TemporalArgs {
                     WorkflowService::describe_namespace(&mut client, request.into_request()).await
                 }
             },
-            |status: &tonic::Status| status.code() == tonic::Code::NotFound,
+            refuses_configuration,
         )
         .await
-        .with_context(|| format!("TEMPORAL_NAMESPACE {namespace}"))?;
+        .with_context(|| {
+            format!("TEMPORAL_NAMESPACE {namespace} (and the client's API key or identity)")
+        })?;
         Ok(client)
     }
 
@@ -442,6 +441,17 @@ impl KafkaArgs {
     }
 }
 
+/// What Temporal answers to a namespace it does not have (`NotFound`), a key it does not take
+/// (`Unauthenticated`) or a caller it does not let in (`PermissionDenied`): waiting cannot mend
+/// any of them.
+fn refuses_configuration(status: &temporalio_client::tonic::Status) -> bool {
+    use temporalio_client::tonic::Code;
+    matches!(
+        status.code(),
+        Code::NotFound | Code::Unauthenticated | Code::PermissionDenied
+    )
+}
+
 /// Runs `connect` until it succeeds: a dependency that is away while a process starts delays
 /// what needs it and is logged (0.5 s between tries, doubling to 10 s); it never ends the
 /// process. Check the configuration first, so a bad URL still fails at once; an answer that
@@ -499,6 +509,33 @@ where
 
 #[cfg(test)]
 mod tests {
+    /// The dev server asks for no credentials, so only the classification is tested here: a
+    /// refused key or identity ends the wait like an unknown namespace; an outage does not.
+    #[test]
+    fn temporal_refusing_the_key_or_the_namespace_is_a_configuration_error() {
+        use temporalio_client::tonic::{Code, Status};
+        for code in [
+            Code::NotFound,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+        ] {
+            assert!(
+                super::refuses_configuration(&Status::new(code, "")),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+        ] {
+            assert!(
+                !super::refuses_configuration(&Status::new(code, "")),
+                "{code:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_connection_url_is_shown_without_its_password() {
         for (url, shown) in [
