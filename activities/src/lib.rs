@@ -31,3 +31,14 @@ pub use order::{OrderActivities, OrderStore};
 pub use payment::PaymentActivities;
 pub use product::{ProductActivities, ProductStore};
 pub use secret::Secret;
+
+/// Checks the base URL of an HTTP service payflow calls (the PG, the push gateway): an
+/// `http` or `https` URL with a host. Says what is wrong, not the URL.
+pub fn check_http_url(url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("not a URL ({e})"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "http" | "https") && parsed.has_host(),
+        "not an http:// or https:// URL with a host"
+    );
+    Ok(())
+}

@@ -23,7 +23,7 @@ use temporalio_sdk::{
 
 fn env(stack: &Stack) -> ActivityEnvironment {
     let pg = PgClient::new(stack.worker_config.pg.config().unwrap()).unwrap();
-    let push = PushClient::new(stack.worker_config.push.config()).unwrap();
+    let push = PushClient::new(stack.worker_config.push.config().unwrap()).unwrap();
     ActivityEnvironment::builder_with_default()
         .register_activities(PaymentActivities::new(pg, stack.pool.clone()))
         .register_activities(ProductActivities::new(

@@ -87,14 +87,24 @@ async fn a_worker_started_while_postgresql_and_redis_are_away_waits_and_then_ser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_database_url_fails_at_once_with_a_clear_message() {
-    let (mut worker, mut lines) = spawn_worker(&[("DATABASE_URL", "postgres://[::1".to_owned())]);
-    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
-        .await
-        .expect("the worker exits at once")
-        .unwrap();
-    assert!(!status.success());
-    wait_for_line(&mut lines, &["DATABASE_URL"]).await;
+async fn a_malformed_url_fails_at_once_with_a_clear_message() {
+    for (setting, value) in [
+        ("DATABASE_URL", "postgres://[::1"),
+        // No scheme: not a URL the PG client can call.
+        ("PG_BASE_URL", "api.tosspayments.com"),
+        ("PUSH_BASE_URL", "push-gateway:8443"),
+    ] {
+        let (mut worker, mut lines) = spawn_worker(&[
+            (setting, value.to_owned()),
+            ("PG_SECRET_KEY", "test_sk_payflow".to_owned()),
+        ]);
+        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the worker exits at once on a malformed {setting}"))
+            .unwrap();
+        assert!(!status.success(), "{setting}");
+        wait_for_line(&mut lines, &[setting]).await;
+    }
 }
 
 /// A worker pointed at a PG other than the local sandbox, with no secret key configured, stops

@@ -2,9 +2,12 @@
 //! metrics and health listeners. What every process shares (Temporal, PostgreSQL, Redis, Kafka)
 //! is in [`payflow_common::config`].
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use payflow_activities::{Secret, order::PushConfig, payment::pg::PgConfig};
-use payflow_common::config::{DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, defaults};
+use payflow_common::config::{
+    DatabaseArgs, KafkaArgs, RedisArgs, TemporalArgs, defaults, without_password,
+};
 use std::{net::SocketAddr, time::Duration};
 
 /// The PG.
@@ -41,6 +44,8 @@ impl PgArgs {
     /// the local sandbox.
     pub fn config(&self) -> anyhow::Result<PgConfig> {
         let base_url = self.base_url.trim_end_matches('/').to_owned();
+        payflow_activities::check_http_url(&base_url)
+            .with_context(|| format!("PG_BASE_URL {}", without_password(&base_url)))?;
         let secret_key = match self.secret_key.as_ref().filter(|k| !k.expose().is_empty()) {
             Some(key) => key.clone(),
             None if base_url == defaults::SANDBOX_URL => SANDBOX_SECRET_KEY
@@ -84,12 +89,15 @@ pub struct PushArgs {
 
 impl PushArgs {
     /// The push client's configuration.
-    pub fn config(&self) -> PushConfig {
-        PushConfig {
-            base_url: self.base_url.trim_end_matches('/').to_owned(),
+    pub fn config(&self) -> anyhow::Result<PushConfig> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        payflow_activities::check_http_url(&base_url)
+            .with_context(|| format!("PUSH_BASE_URL {}", without_password(&base_url)))?;
+        Ok(PushConfig {
+            base_url,
             api_key: self.api_key.clone(),
             timeout: Duration::from_secs(5),
-        }
+        })
     }
 }
 

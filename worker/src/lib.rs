@@ -72,6 +72,11 @@ impl PayflowWorker {
             None
         };
         let kafka_config = config.kafka.config()?;
+        let push_config = if config.hosts(Service::Order) {
+            Some(config.push.config()?)
+        } else {
+            None
+        };
         // The registry's settings too (its URL, a password without a user), before waiting
         // for anything.
         config.kafka.registry()?;
@@ -172,7 +177,7 @@ impl PayflowWorker {
         }
         if config.hosts(Service::Order) {
             let pool = pool.clone().expect("database pool");
-            let push = PushClient::new(config.push.config())?;
+            let push = PushClient::new(push_config.clone().expect("checked above"))?;
             let mut options = worker_options(&queues.order, config, false);
             options.register_activities(
                 OrderActivities::new(pool, push).with_metrics(metrics.clone()),
