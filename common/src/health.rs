@@ -4,8 +4,9 @@
 //! - `/healthz`: 200 while the process runs.
 //! - `/readyz`: 503 `starting` while a dependency the hosted services need (Temporal,
 //!   PostgreSQL, Redis) is away; then 200, `ready`, or `degraded` while Temporal, Kafka, the
-//!   schema registry, PostgreSQL or Redis is away (the workers reconnect; the workflows run on,
-//!   their events follow, and the activities retry). The body names each
+//!   schema registry, PostgreSQL, Redis or the PG is away, or the PG refuses payflow's secret
+//!   key (the workers reconnect; the workflows run on, their events follow, and the activities
+//!   retry). The body names each
 //!   dependency's state and, while it waits, the last error.
 
 use axum::{Json, Router, http::StatusCode, routing::get};

@@ -875,6 +875,38 @@ impl Drop for Stack {
     }
 }
 
+/// A PG/push sandbox of a test's own (in memory), for a worker process to talk to.
+pub struct OwnSandbox {
+    /// Its address, `host:port`.
+    pub addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OwnSandbox {
+    /// Serves a sandbox with the default settings on a free port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("an address");
+        Self {
+            addr,
+            _stop: serve_sandbox(listener, SandboxConfig::default()),
+        }
+    }
+
+    /// Changes its settings (`secretKey`, `latencyMs`, ...), as `/sandbox/config` takes them.
+    pub async fn configure(&self, settings: serde_json::Value) {
+        reqwest::Client::new()
+            .post(format!("http://{}/sandbox/config", self.addr))
+            .json(&settings)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("sandbox reachable");
+    }
+}
+
 /// Serves the sandbox on `listener` until the answered sender is used or dropped.
 fn serve_sandbox(
     listener: tokio::net::TcpListener,

@@ -2,8 +2,8 @@
 //! serves once it is back: it never exits on it. A malformed URL still fails at once.
 
 use payflow_tests::{
-    OwnBroker, TcpGate, TestRegistry, database_url, eventually, free_port, kafka_bootstrap,
-    redis_url, spawn, temporal_address, wait_for_line,
+    OwnBroker, OwnSandbox, TcpGate, TestRegistry, database_url, eventually, free_port,
+    kafka_bootstrap, redis_url, spawn, temporal_address, wait_for_line,
 };
 use std::time::Duration;
 use tokio::{process::Child, sync::mpsc};
@@ -123,6 +123,107 @@ async fn a_pg_elsewhere_without_a_secret_key_fails_at_once() {
         .unwrap();
     assert!(!status.success());
     wait_for_line(&mut lines, &["PG_SECRET_KEY is not set"]).await;
+}
+
+/// A PG that refuses the secret key, or a base URL where no PG answers its look-ups, is not an
+/// outage: waiting cannot mend it, and every payment would fail and its order be cancelled. The
+/// worker stops at once and names the settings, and never prints the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_at_once() {
+    let sandbox = OwnSandbox::start().await;
+    // An HTTP server that is not a PG: it answers the look-up 404 in its own words.
+    let not_a_pg = TestRegistry::start(true).await.unwrap();
+    let wrong_key = "live_sk_not_the_merchants_4f1c";
+    for (url, key, answer) in [
+        (
+            format!("http://{}", sandbox.addr),
+            wrong_key,
+            "HTTP 401 UNAUTHORIZED_KEY",
+        ),
+        (
+            not_a_pg.url.clone(),
+            "test_sk_payflow",
+            "HTTP 404 to a payment look-up",
+        ),
+    ] {
+        let (mut worker, mut lines) = spawn_worker(&[
+            ("PAYFLOW_SERVICES", "payment".to_owned()),
+            ("PG_BASE_URL", url.clone()),
+            ("PG_SECRET_KEY", key.to_owned()),
+        ]);
+        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the worker exits at once with the PG at {url}"))
+            .unwrap();
+        assert!(!status.success(), "{url}");
+        let mut said = Vec::new();
+        while let Some(line) = lines.recv().await {
+            said.push(line);
+        }
+        let said = said.join("\n");
+        assert!(
+            said.contains("refuses payflow's configuration")
+                && said.contains(answer)
+                && said.contains("PG_SECRET_KEY and PG_BASE_URL"),
+            "{said}"
+        );
+        assert!(!said.contains(key), "the key is never printed: {said}");
+    }
+}
+
+/// A PG that is away when the worker starts holds nothing up: the worker starts and `/readyz`
+/// says `degraded` (the PG waited for) until the PG answers. A PG that refuses the key later
+/// (rotated under a running worker) shows the same way, in the PG's words, until the key is
+/// right again, and so does a PG that goes away after start; the worker stays up throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_the_metrics_say_degraded_while_the_pg_is_away_or_refuses_the_key() {
+    let sandbox = OwnSandbox::start().await;
+    let mut gate = TcpGate::closed(&sandbox.addr.to_string()).await;
+    let health = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "payment".to_owned()),
+        ("PG_BASE_URL", format!("http://{}", gate.addr)),
+        ("PG_SECRET_KEY", "test_sk_payflow".to_owned()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+        ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    expect_dependency(&health, &metrics, "PG", "waiting").await;
+
+    gate.open().await;
+    expect_dependency(&health, &metrics, "PG", "up").await;
+
+    sandbox
+        .configure(serde_json::json!({ "secretKey": "test_sk_rotated" }))
+        .await;
+    expect_dependency(&health, &metrics, "PG", "waiting").await;
+    let (_, body) = readyz_answer(&format!("http://{health}/readyz"))
+        .await
+        .expect("/readyz");
+    let why = body["checks"]["PG"]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("refuses payflow's secret key") && why.contains("UNAUTHORIZED_KEY"),
+        "{body}"
+    );
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
+    );
+
+    sandbox
+        .configure(serde_json::json!({ "secretKey": "test_sk_payflow" }))
+        .await;
+    expect_dependency(&health, &metrics, "PG", "up").await;
+
+    // Away after start: two checks without an answer.
+    gate.close();
+    expect_dependency(&health, &metrics, "PG", "waiting").await;
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker is still up"
+    );
+    worker.kill().await.unwrap();
 }
 
 /// A database that does not exist, a Redis password refused or missing, or a Temporal namespace
@@ -280,6 +381,8 @@ async fn readyz_and_the_metrics_say_degraded_while_postgresql_is_away_after_star
     let target = pg_target();
     let mut pg = TcpGate::closed(&target).await;
     pg.open().await;
+    // The payment service's PG, so that everything but PostgreSQL answers.
+    let sandbox = OwnSandbox::start().await;
     let health = format!("127.0.0.1:{}", free_port());
     let metrics = format!("127.0.0.1:{}", free_port());
     let (mut worker, mut lines) = spawn_worker(&[
@@ -288,6 +391,8 @@ async fn readyz_and_the_metrics_say_degraded_while_postgresql_is_away_after_star
             "DATABASE_URL",
             database_url().replace(&target, &pg.addr.to_string()),
         ),
+        ("PG_BASE_URL", format!("http://{}", sandbox.addr)),
+        ("PG_SECRET_KEY", "test_sk_payflow".to_owned()),
         ("PAYFLOW_HEALTH_LISTEN", health.clone()),
         ("PAYFLOW_METRICS_LISTEN", metrics.clone()),
     ]);

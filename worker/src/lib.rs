@@ -20,7 +20,7 @@ use payflow_activities::{
     events::{KafkaConfig, registry::SchemaRegistry},
     metrics::Metrics,
     order::PushClient,
-    payment::pg::PgClient,
+    payment::{self, pg::PgClient},
     product::reservation::Reservations,
 };
 use payflow_common::{config::until_available_reported, health};
@@ -59,9 +59,10 @@ impl std::fmt::Debug for PayflowWorker {
 
 impl PayflowWorker {
     /// Connects to everything the hosted services need, applies migrations if asked, and
-    /// registers the workers. A dependency that is away (Temporal, PostgreSQL, Redis; Kafka and
-    /// the registry are waited for in the background) is waited for, logged, never a reason to
-    /// exit; a configuration error (a bad URL or key) fails at once.
+    /// registers the workers. A dependency that is away (Temporal, PostgreSQL, Redis; Kafka,
+    /// the registry and the PG are waited for in the background) is waited for, logged, never a
+    /// reason to exit; a configuration error (a bad URL or key, a PG secret key the PG refuses)
+    /// fails at once.
     pub async fn start(config: &WorkerConfig) -> anyhow::Result<Self> {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
         db::check_url(&config.database.url).context("DATABASE_URL")?;
@@ -71,12 +72,12 @@ impl PayflowWorker {
         } else {
             None
         };
-        let kafka_config = config.kafka.config()?;
         let push_config = if config.hosts(Service::Order) {
             Some(config.push.config()?)
         } else {
             None
         };
+        let kafka_config = config.kafka.config()?;
         // The registry's settings too (its URL, a password without a user), before waiting
         // for anything.
         config.kafka.registry()?;
@@ -147,7 +148,11 @@ impl PayflowWorker {
         }
         if config.hosts(Service::Payment) {
             let pool = pool.clone().expect("database pool");
-            let pg = PgClient::new(pg_config.clone().expect("checked above"))?;
+            let pg_health = PgHealth::new(health.clone());
+            let pg = PgClient::new(pg_config.clone().expect("checked above"))?
+                .observe_credentials(pg_health.observer());
+            check_pg(&pg, &pg_health).await?;
+            background.push(spawn_pg_checks(pg.clone(), pg_health));
             let mut options = worker_options(&queues.payment, config, false);
             options.register_activities(
                 PaymentActivities::new(pg, pool).with_metrics(metrics.clone()),
@@ -426,6 +431,125 @@ async fn prepare_events(
         }
     }
 }
+
+/// The PG's part of `/readyz` and `payflow_dependency_up`: `waiting` while the PG refuses
+/// payflow's secret key (every answer tells, [`PgClient::observe_credentials`]) or is away (the
+/// checks of [`spawn_pg_checks`]), `up` otherwise. The two are kept apart, so that a payment's
+/// answer does not clear an outage the checks found, nor a check's answer a refused key.
+#[derive(Clone)]
+struct PgHealth {
+    health: health::Health,
+    state: Arc<std::sync::Mutex<PgState>>,
+}
+
+#[derive(Default)]
+struct PgState {
+    refused: Option<String>,
+    away: Option<String>,
+}
+
+impl PgHealth {
+    fn new(health: health::Health) -> Self {
+        Self {
+            health,
+            state: Arc::default(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut PgState)) {
+        let mut state = self.state.lock().expect("PG health lock");
+        change(&mut state);
+        match state.refused.as_ref().or(state.away.as_ref()) {
+            Some(why) => self.health.waiting(PG, why.clone()),
+            None => self.health.up(PG),
+        }
+    }
+
+    /// What the PG's answers say of the key; logged when it changes, not on every payment.
+    fn observer(&self) -> payment::pg::CredentialsObserver {
+        let this = self.clone();
+        Arc::new(move |credentials| {
+            this.update(|state| match credentials {
+                Ok(()) => {
+                    if state.refused.take().is_some() {
+                        tracing::info!("the PG takes payflow's secret key again");
+                    }
+                }
+                Err(refused) => {
+                    if state.refused.is_none() {
+                        tracing::error!(
+                            error = %refused,
+                            "the PG refuses payflow's secret key: payments fail until PG_SECRET_KEY is right"
+                        );
+                    }
+                    state.refused = Some(refused);
+                }
+            })
+        })
+    }
+
+    /// The PG is away (`Some`, why) or answers (`None`).
+    fn away(&self, why: Option<String>) {
+        if let Some(why) = &why {
+            tracing::warn!(dependency = PG, error = %why, "dependency not answering");
+        }
+        self.update(|state| state.away = why);
+    }
+}
+
+/// Asks the PG at start whether it takes payflow's configuration (its secret key, and that a
+/// PG answers at the base URL), so that a wrong key stops the worker at once instead of failing
+/// every customer's payment. A PG that is away, or answers that it cannot serve yet, is waited
+/// for in the background ([`spawn_pg_checks`]); the payments it holds up retry on their own.
+async fn check_pg(pg: &PgClient, health: &PgHealth) -> anyhow::Result<()> {
+    use payment::pg::PgCheckError;
+    let url = payflow_common::config::without_password(pg.base_url());
+    match tokio::time::timeout(STORE_CHECK_EVERY, pg.check()).await {
+        Ok(Ok(())) => health.away(None),
+        Ok(Err(PgCheckError::KeyRefused(e) | PgCheckError::NotAPg(e))) => anyhow::bail!(
+            "the PG at {url} refuses payflow's configuration: {e} (check PG_SECRET_KEY and PG_BASE_URL)"
+        ),
+        Ok(Err(PgCheckError::Away(e))) => health.away(Some(e)),
+        Err(_) => health.away(Some(format!("no answer in {STORE_CHECK_EVERY:?}"))),
+    }
+    Ok(())
+}
+
+/// Asks the PG every [`PG_CHECK_EVERY`] whether it answers (the same look-up, within the PG
+/// client's own timeout), so `/readyz` says `degraded` while it is away: twice without an
+/// answer is an outage, as for Temporal. Whether it takes the key, every answer tells.
+fn spawn_pg_checks(pg: PgClient, health: PgHealth) -> tokio::task::JoinHandle<()> {
+    use payment::pg::PgCheckError;
+    tokio::spawn(async move {
+        let mut misses = 0u32;
+        let mut tick = tokio::time::interval(PG_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match pg.check().await {
+                // A refusal of the key is an answer: the observer has it.
+                Ok(()) | Err(PgCheckError::KeyRefused(_)) => {
+                    misses = 0;
+                    health.away(None);
+                }
+                Err(PgCheckError::Away(e) | PgCheckError::NotAPg(e)) => {
+                    misses += 1;
+                    if misses >= 2 {
+                        health.away(Some(e));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// The PG's name on `/readyz` and in `payflow_dependency_up`.
+const PG: &str = "PG";
+
+/// How often the worker asks whether the PG answers: a real PG meters its API, so less often
+/// than the stores.
+const PG_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Asks Temporal, PostgreSQL and Redis (those the hosted services use) every
 /// [`STORE_CHECK_EVERY`] whether they answer, so `/readyz` (`degraded`) and

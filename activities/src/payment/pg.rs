@@ -144,12 +144,30 @@ struct ErrorBody {
     message: String,
 }
 
+/// Told, after each answer from the PG that says so, whether it took payflow's secret key:
+/// `Err` with the PG's words for a `401` (or the PG's codes for a wrong key), `Ok` for a 2xx or
+/// another 4xx with the PG's error object. A 5xx, 408, 409 or 429, or a 4xx whose body is not
+/// the PG's, says nothing of the key.
+pub type CredentialsObserver = std::sync::Arc<dyn Fn(Result<(), String>) + Send + Sync>;
+
 /// The PG client. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgClient {
     http: reqwest::Client,
     config: PgConfig,
+    credentials: Option<CredentialsObserver>,
 }
+
+impl std::fmt::Debug for PgClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the base URL: it could hold credentials of its own.
+        f.debug_struct("PgClient").finish_non_exhaustive()
+    }
+}
+
+/// The order the credentials check looks up: no order of payflow's has this id (theirs start
+/// with `ORD-`), so the PG answers `404 NOT_FOUND_PAYMENT` when it takes the key.
+pub const CREDENTIALS_CHECK_ORDER: &str = "payflow-credentials-check";
 
 impl PgClient {
     /// Builds a client with a connection pool kept warm between payments.
@@ -159,7 +177,22 @@ impl PgClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, config })
+        Ok(Self {
+            http,
+            config,
+            credentials: None,
+        })
+    }
+
+    /// Tells `observer` whether the PG takes the secret key, after each answer that says so.
+    pub fn observe_credentials(mut self, observer: CredentialsObserver) -> Self {
+        self.credentials = Some(observer);
+        self
+    }
+
+    /// The PG's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.config.base_url
     }
 
     /// Confirms (approves) a payment. Same `idempotency_key`, same answer, one charge.
@@ -224,7 +257,7 @@ impl PgClient {
             .http
             .get(url)
             .basic_auth(self.config.secret_key.expose(), Some(""));
-        match Self::send(request).await {
+        match self.send(request).await {
             Ok(payment) => Ok(Some(payment)),
             Err(e) if e.code() == Some("NOT_FOUND_PAYMENT") => Ok(None),
             Err(e) => Err(e),
@@ -243,10 +276,10 @@ impl PgClient {
             .basic_auth(self.config.secret_key.expose(), Some(""))
             .header("Idempotency-Key", idempotency_key)
             .json(body);
-        Self::send(request).await
+        self.send(request).await
     }
 
-    async fn send(request: reqwest::RequestBuilder) -> Result<PgPayment, PgError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<PgPayment, PgError> {
         let response = request
             .send()
             .await
@@ -254,18 +287,22 @@ impl PgClient {
             .map_err(|e| PgError::Unavailable(describe(&e)))?;
         let status = response.status();
         if status.is_success() {
+            self.observe(Ok(()));
             return response
                 .json::<PgPayment>()
                 .await
                 .map_err(|e| PgError::Unavailable(format!("unreadable answer: {}", describe(&e))));
         }
-        if status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 429) {
+        if says_nothing(status) {
             return Err(PgError::Unavailable(format!("HTTP {}", status.as_u16())));
         }
-        let error = response.json::<ErrorBody>().await.unwrap_or(ErrorBody {
-            code: "UNKNOWN".into(),
-            message: format!("HTTP {}", status.as_u16()),
-        });
+        let error = self
+            .error_of(status, response)
+            .await
+            .unwrap_or_else(|| ErrorBody {
+                code: "UNKNOWN".into(),
+                message: format!("HTTP {}", status.as_u16()),
+            });
         if DECLINE_CODES.contains(&error.code.as_str()) {
             Err(PgError::Declined {
                 code: error.code,
@@ -278,6 +315,115 @@ impl PgClient {
                 message: error.message,
             })
         }
+    }
+
+    /// Whether the PG answers and takes payflow's configuration, asked without touching any
+    /// payment: a look-up of [`CREDENTIALS_CHECK_ORDER`], which the PG answers "no such
+    /// payment" when it takes the key.
+    pub async fn check(&self) -> Result<(), PgCheckError> {
+        let url = format!(
+            "{}/v1/payments/orders/{CREDENTIALS_CHECK_ORDER}",
+            self.config.base_url
+        );
+        let response = self
+            .http
+            .get(&url)
+            .basic_auth(self.config.secret_key.expose(), Some(""))
+            .send()
+            .await
+            .map_err(|e| PgCheckError::Away(describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            self.observe(Ok(()));
+            return Ok(());
+        }
+        if says_nothing(status) {
+            return Err(PgCheckError::Away(format!("HTTP {}", status.as_u16())));
+        }
+        let error = self.error_of(status, response).await;
+        match error {
+            _ if refuses_key(status, error.as_ref()) => {
+                Err(PgCheckError::KeyRefused(refusal(status, error.as_ref())))
+            }
+            None => Err(PgCheckError::NotAPg(format!(
+                "HTTP {} to a payment look-up, with no PG error in its body",
+                status.as_u16()
+            ))),
+            // The PG's "no such payment", whatever its code.
+            Some(_) if status == reqwest::StatusCode::NOT_FOUND => Ok(()),
+            // A PG's own refusal of something else (`PROVIDER_ERROR`, too many requests in a
+            // row): it answers, and is asked again.
+            Some(e) => Err(PgCheckError::Away(format!(
+                "HTTP {} {}: {}",
+                status.as_u16(),
+                e.code,
+                e.message
+            ))),
+        }
+    }
+
+    /// The PG's error object of a 4xx answer (`None`: the body is not one, so no PG may have
+    /// written it), after telling the observer what it says of the key.
+    async fn error_of(
+        &self,
+        status: reqwest::StatusCode,
+        response: reqwest::Response,
+    ) -> Option<ErrorBody> {
+        let error = response.json::<ErrorBody>().await.ok();
+        if refuses_key(status, error.as_ref()) {
+            self.observe(Err(refusal(status, error.as_ref())));
+        } else if error.is_some() {
+            self.observe(Ok(()));
+        }
+        error
+    }
+
+    fn observe(&self, credentials: Result<(), String>) {
+        if let Some(observer) = &self.credentials {
+            observer(credentials);
+        }
+    }
+}
+
+/// What [`PgClient::check`] found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum PgCheckError {
+    /// The PG refuses payflow's secret key.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// What answers at the base URL is no PG: a 4xx without a PG's error object.
+    #[error("{0}")]
+    NotAPg(String),
+    /// The PG does not answer, or not yet.
+    #[error("{0}")]
+    Away(String),
+}
+
+/// 5xx, 408, 409 (the same idempotency key still in progress) and 429: the PG (or what stands
+/// before it) did not take the request up, and says nothing of the key.
+fn says_nothing(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 408 | 409 | 429)
+}
+
+/// Whether an answer refuses payflow's secret key: `401`, or the PG's codes for a wrong key.
+fn refuses_key(status: reqwest::StatusCode, error: Option<&ErrorBody>) -> bool {
+    status == reqwest::StatusCode::UNAUTHORIZED
+        || error.is_some_and(|e| matches!(e.code.as_str(), "UNAUTHORIZED_KEY" | "INVALID_API_KEY"))
+}
+
+/// A refusal of the key, in the PG's words (never the key's).
+fn refusal(status: reqwest::StatusCode, error: Option<&ErrorBody>) -> String {
+    match error {
+        Some(e) => format!(
+            "the PG refuses payflow's secret key (HTTP {} {}: {})",
+            status.as_u16(),
+            e.code,
+            e.message
+        ),
+        None => format!(
+            "the PG refuses payflow's secret key (HTTP {})",
+            status.as_u16()
+        ),
     }
 }
 
@@ -322,4 +468,114 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_http::serve;
+    use std::sync::{Arc, Mutex};
+
+    /// What a PG, or what stands before it, may answer the credentials check, and what payflow
+    /// makes of it: the key taken, the key refused (stop at start), no PG at all (stop at
+    /// start), or a PG that cannot serve yet (wait); and what the answer tells the observer.
+    #[tokio::test]
+    async fn the_check_tells_a_refused_key_from_no_pg_and_from_a_pg_that_cannot_serve_yet() {
+        const JSON: &str = "application/json";
+        let cases: [(&str, &str, &str, &str, Option<bool>); 9] = [
+            (
+                "404 Not Found",
+                JSON,
+                r#"{"code":"NOT_FOUND_PAYMENT","message":"no payment"}"#,
+                "ok",
+                Some(true),
+            ),
+            (
+                "404 Not Found",
+                JSON,
+                r#"{"code":"NOT_FOUND","message":"no such order"}"#,
+                "ok",
+                Some(true),
+            ),
+            (
+                "401 Unauthorized",
+                JSON,
+                r#"{"code":"UNAUTHORIZED_KEY","message":"invalid key"}"#,
+                "refused",
+                Some(false),
+            ),
+            (
+                "400 Bad Request",
+                JSON,
+                r#"{"code":"INVALID_API_KEY","message":"wrong key"}"#,
+                "refused",
+                Some(false),
+            ),
+            (
+                "401 Unauthorized",
+                "text/html",
+                "<html>401</html>",
+                "refused",
+                Some(false),
+            ),
+            (
+                "400 Bad Request",
+                JSON,
+                r#"{"code":"PROVIDER_ERROR","message":"try again"}"#,
+                "away",
+                Some(true),
+            ),
+            (
+                "404 Not Found",
+                "text/html",
+                "<html>no such page</html>",
+                "no PG",
+                None,
+            ),
+            (
+                "503 Service Unavailable",
+                "text/html",
+                "<html>down</html>",
+                "away",
+                None,
+            ),
+            (
+                "429 Too Many Requests",
+                JSON,
+                r#"{"code":"TOO_MANY","message":"slow down"}"#,
+                "away",
+                None,
+            ),
+        ];
+        for (status, content_type, body, found, tells) in cases {
+            let url = serve(status, content_type, body);
+            let told = Arc::new(Mutex::new(Vec::new()));
+            let pg = PgClient::new(PgConfig {
+                base_url: url,
+                secret_key: "live_sk_x".parse().unwrap(),
+                timeout: Duration::from_secs(5),
+            })
+            .unwrap()
+            .observe_credentials({
+                let told = told.clone();
+                Arc::new(move |c: Result<(), String>| told.lock().unwrap().push(c.is_ok()))
+            });
+            let answer = match pg.check().await {
+                Ok(()) => "ok",
+                Err(PgCheckError::KeyRefused(why)) => {
+                    assert!(why.contains("refuses payflow's secret key"), "{why}");
+                    assert!(!why.contains("live_sk_x"), "{why}");
+                    "refused"
+                }
+                Err(PgCheckError::NotAPg(_)) => "no PG",
+                Err(PgCheckError::Away(_)) => "away",
+            };
+            assert_eq!(answer, found, "{status} {body}");
+            assert_eq!(
+                told.lock().unwrap().clone(),
+                tells.into_iter().collect::<Vec<_>>(),
+                "what {status} {body} tells of the key"
+            );
+        }
+    }
 }
