@@ -17,6 +17,10 @@
 //! | `POST /compatibility/subjects/{subject}/versions/{version or latest}` | `{"is_compatible": b}` |
 //! | `GET`/`PUT /config`, `/config/{subject}` | the compatibility level (default `BACKWARD`) |
 //!
+//! With [`Registry::with_basic_auth`] (`payflow-registry --basic-auth USER:PASSWORD`) every
+//! request but `/healthz` needs those credentials, as a Confluent registry with basic
+//! authentication does, and is answered `401` without them.
+//!
 //! Schema ids are global: one schema (by its JSON, whitespace aside) has one id under every
 //! subject, and an id never changes once given. The state is written to a JSON file after
 //! every change (write and rename), so ids survive restarts. Only Avro schemas are accepted.
@@ -68,6 +72,8 @@ struct Stored {
 pub struct Registry {
     state: Arc<Mutex<Stored>>,
     file: Option<PathBuf>,
+    /// The `Authorization` header every request but `/healthz` must carry, if any.
+    basic_auth: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -89,7 +95,17 @@ impl Registry {
         Ok(Self {
             state: Arc::new(Mutex::new(state)),
             file,
+            basic_auth: None,
         })
+    }
+
+    /// Asks every request but `/healthz` for HTTP basic auth with `user` and `password`, as a
+    /// Confluent registry with `authentication.method=BASIC` does: `401` without them.
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.basic_auth = Some(format!("Basic {token}").into());
+        self
     }
 
     fn save(&self, state: &Stored) -> Result<(), Failure> {
@@ -529,7 +545,39 @@ pub fn router(registry: Registry) -> Router {
             "/config/{subject}",
             get(get_subject_config).put(put_subject_config),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            registry.basic_auth.clone(),
+            authorized,
+        ))
         .with_state(registry)
+}
+
+/// Lets a request through if the registry asks for no credentials, it carries the right ones,
+/// or it asks `/healthz`; answers `401` (Confluent's shape) otherwise.
+async fn authorized(
+    State(expected): State<Option<Arc<str>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let carried = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match expected {
+        Some(expected) if request.uri().path() != "/healthz" && carried != Some(&*expected) => {
+            let mut refused = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error_code": 401, "message": "Unauthorized" })),
+            )
+                .into_response();
+            refused.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"SchemaRegistry\""),
+            );
+            refused
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Serves until `shutdown` resolves.

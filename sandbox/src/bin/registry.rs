@@ -15,6 +15,9 @@ struct Args {
     /// JSON file keeping the registered schemas across restarts (none: memory only).
     #[arg(long, env = "REGISTRY_STATE")]
     state: Option<PathBuf>,
+    /// `USER:PASSWORD` every request but `/healthz` must carry (HTTP basic auth); none: open.
+    #[arg(long, env = "REGISTRY_BASIC_AUTH", hide_env_values = true)]
+    basic_auth: Option<String>,
 }
 
 #[tokio::main]
@@ -23,7 +26,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let registry = Registry::open(args.state)?;
+    let mut registry = Registry::open(args.state)?;
+    if let Some(credentials) = &args.basic_auth {
+        let Some((user, password)) = credentials.split_once(':') else {
+            anyhow::bail!("--basic-auth takes USER:PASSWORD");
+        };
+        registry = registry.with_basic_auth(user, password);
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "schema registry listening");
     run(listener, registry, async {
