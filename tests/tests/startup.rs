@@ -226,6 +226,86 @@ async fn readyz_and_the_metrics_say_degraded_while_the_pg_is_away_or_refuses_the
     worker.kill().await.unwrap();
 }
 
+/// A schema registry that refuses payflow's credentials stops the worker at once (the workflows
+/// would run on, and no event would ever go out), naming the settings and never printing the
+/// password; with the right credentials the worker registers its schemas and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_refuses_the_credentials_stops_the_worker_and_the_right_ones_serve() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut registry, _) = spawn(
+        "payflow-registry",
+        &["--listen", &addr, "--basic-auth", "payflow:registry-s3cret"],
+        &[],
+    );
+    eventually(Duration::from_secs(10), "the registry", || async {
+        tokio::net::TcpStream::connect(&addr).await.ok()
+    })
+    .await;
+    let url = format!("http://{addr}");
+    let wrong = "not-the-registry-password-7d2";
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "workflow".to_owned()),
+        ("SCHEMA_REGISTRY_URL", url.clone()),
+        ("SCHEMA_REGISTRY_USER", "payflow".to_owned()),
+        ("SCHEMA_REGISTRY_PASSWORD", wrong.to_owned()),
+    ]);
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker exits at once")
+        .unwrap();
+    assert!(!status.success());
+    let mut said = Vec::new();
+    while let Some(line) = lines.recv().await {
+        said.push(line);
+    }
+    let said = said.join("\n");
+    assert!(
+        said.contains("schema registry at")
+            && said.contains("refuses payflow's configuration")
+            && said.contains("401")
+            && said.contains("SCHEMA_REGISTRY_PASSWORD"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(wrong),
+        "the password is never printed: {said}"
+    );
+
+    let health = format!("127.0.0.1:{}", free_port());
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "workflow".to_owned()),
+        ("SCHEMA_REGISTRY_URL", url.clone()),
+        ("SCHEMA_REGISTRY_USER", "payflow".to_owned()),
+        ("SCHEMA_REGISTRY_PASSWORD", "registry-s3cret".to_owned()),
+        ("PAYFLOW_HEALTH_LISTEN", health.clone()),
+    ]);
+    wait_for_line(&mut lines, &["worker started"]).await;
+    let readyz = format!("http://{health}/readyz");
+    eventually(Duration::from_secs(30), "the registry up", || async {
+        readyz_answer(&readyz)
+            .await
+            .filter(|(_, b)| b["checks"]["schema registry"]["state"] == "up")
+    })
+    .await;
+    let subjects: Vec<String> = reqwest::Client::new()
+        .get(format!("{url}/subjects"))
+        .basic_auth("payflow", Some("registry-s3cret"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.ends_with("payment.completed-value")),
+        "the worker registered its schemas: {subjects:?}"
+    );
+    worker.kill().await.unwrap();
+    registry.kill().await.unwrap();
+}
+
 /// A database that does not exist, a Redis password refused or missing, or a Temporal namespace
 /// the server does not have is not an outage: waiting cannot mend it, so the worker stops at once and says
 /// which setting is wrong.

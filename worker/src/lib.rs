@@ -128,6 +128,9 @@ impl PayflowWorker {
         let mut background = Vec::new();
         let mut redis_checked = None;
         if config.hosts(Service::Workflow) {
+            if let Some(registry) = config.kafka.registry()? {
+                check_registry(&registry, &config.kafka.registry_url).await?;
+            }
             let kafka = kafka_config.clone();
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
                 .context("Kafka producer")?
@@ -550,6 +553,27 @@ const PG: &str = "PG";
 /// How often the worker asks whether the PG answers: a real PG meters its API, so less often
 /// than the stores.
 const PG_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Asks the schema registry at start whether it takes payflow's configuration, so that
+/// credentials it refuses (or a URL where no registry answers) stop the worker at once: the
+/// workflows would run on, but no event would ever go out. A registry that is away is waited
+/// for in the background ([`prepare_events`]).
+async fn check_registry(registry: &SchemaRegistry, url: &str) -> anyhow::Result<()> {
+    use payflow_activities::events::registry::RegistryError;
+    match tokio::time::timeout(STORE_CHECK_EVERY, registry.answers()).await {
+        Ok(Err(
+            e @ RegistryError::Refused {
+                status: 401 | 403 | 404,
+                ..
+            },
+        )) => anyhow::bail!(
+            "the schema registry at {} refuses payflow's configuration: {e} (check \
+             SCHEMA_REGISTRY_URL, SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD)",
+            payflow_common::config::without_password(url)
+        ),
+        _ => Ok(()),
+    }
+}
 
 /// Asks Temporal, PostgreSQL and Redis (those the hosted services use) every
 /// [`STORE_CHECK_EVERY`] whether they answer, so `/readyz` (`degraded`) and
