@@ -126,8 +126,8 @@ async fn a_pg_elsewhere_without_a_secret_key_fails_at_once() {
 }
 
 /// A PG that refuses the secret key, or a base URL where no PG answers its look-ups, is not an
-/// outage: waiting cannot mend it, and every payment would fail and its order be cancelled. The
-/// worker stops at once and names the settings, and never prints the key.
+/// outage: every payment would fail and its order be cancelled. The worker asks again for 30 s
+/// (a key still propagating), then stops and names the settings, and never prints the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_at_once() {
     let sandbox = OwnSandbox::start().await;
@@ -151,9 +151,9 @@ async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_at_once()
             ("PG_BASE_URL", url.clone()),
             ("PG_SECRET_KEY", key.to_owned()),
         ]);
-        let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        let status = tokio::time::timeout(Duration::from_secs(90), worker.wait())
             .await
-            .unwrap_or_else(|_| panic!("the worker exits at once with the PG at {url}"))
+            .unwrap_or_else(|_| panic!("the worker stops with the PG at {url}"))
             .unwrap();
         assert!(!status.success(), "{url}");
         let mut said = Vec::new();
@@ -162,13 +162,40 @@ async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_at_once()
         }
         let said = said.join("\n");
         assert!(
-            said.contains("refuses payflow's configuration")
+            said.contains("refused; asking again before giving up")
+                && said.contains("refuses payflow's configuration")
                 && said.contains(answer)
                 && said.contains("PG_SECRET_KEY and PG_BASE_URL"),
             "{said}"
         );
         assert!(!said.contains(key), "the key is never printed: {said}");
     }
+}
+
+/// A key the PG refuses only for a moment at start (a rotation still reaching every PG node)
+/// is asked again, and the worker starts once the PG takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pg_key_refused_for_a_moment_at_start_is_asked_again_and_the_worker_serves() {
+    let sandbox = OwnSandbox::start().await;
+    sandbox
+        .configure(serde_json::json!({ "secretKey": "test_sk_not_yet" }))
+        .await;
+    let (mut worker, mut lines) = spawn_worker(&[
+        ("PAYFLOW_SERVICES", "payment".to_owned()),
+        ("PG_BASE_URL", format!("http://{}", sandbox.addr)),
+        ("PG_SECRET_KEY", "test_sk_payflow".to_owned()),
+    ]);
+    wait_for_line(
+        &mut lines,
+        &["refused; asking again before giving up", "PG"],
+    )
+    .await;
+    sandbox
+        .configure(serde_json::json!({ "secretKey": "test_sk_payflow" }))
+        .await;
+    wait_for_line(&mut lines, &["worker started"]).await;
+    assert!(worker.try_wait().unwrap().is_none(), "the worker is up");
+    worker.kill().await.unwrap();
 }
 
 /// A PG that is away when the worker starts holds nothing up: the worker starts and `/readyz`
@@ -226,7 +253,7 @@ async fn readyz_and_the_metrics_say_degraded_while_the_pg_is_away_or_refuses_the
     worker.kill().await.unwrap();
 }
 
-/// A schema registry that refuses payflow's credentials stops the worker at once (the workflows
+/// A schema registry that refuses payflow's credentials for 30 s stops the worker (the workflows
 /// would run on, and no event would ever go out), naming the settings and never printing the
 /// password; with the right credentials the worker registers its schemas and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,9 +276,9 @@ async fn a_registry_that_refuses_the_credentials_stops_the_worker_and_the_right_
         ("SCHEMA_REGISTRY_USER", "payflow".to_owned()),
         ("SCHEMA_REGISTRY_PASSWORD", wrong.to_owned()),
     ]);
-    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+    let status = tokio::time::timeout(Duration::from_secs(90), worker.wait())
         .await
-        .expect("the worker exits at once")
+        .expect("the worker stops")
         .unwrap();
     assert!(!status.success());
     let mut said = Vec::new();
@@ -260,7 +287,8 @@ async fn a_registry_that_refuses_the_credentials_stops_the_worker_and_the_right_
     }
     let said = said.join("\n");
     assert!(
-        said.contains("schema registry at")
+        said.contains("refused; asking again before giving up")
+            && said.contains("schema registry at")
             && said.contains("refuses payflow's configuration")
             && said.contains("401")
             && said.contains("SCHEMA_REGISTRY_PASSWORD"),

@@ -128,13 +128,11 @@ impl PayflowWorker {
         let mut background = Vec::new();
         let mut redis_checked = None;
         if config.hosts(Service::Workflow) {
-            if let Some(registry) = config.kafka.registry()? {
-                check_registry(&registry, &config.kafka.registry_url).await?;
-            }
             let kafka = kafka_config.clone();
             let events = EventActivities::new(kafka.clone(), config.kafka.registry()?)
                 .context("Kafka producer")?
                 .with_metrics(metrics.clone());
+            check_registry(&events, &config.kafka.registry_url, &health).await?;
             // Kafka and the registry may be down while the worker starts: the workflows and
             // the other services run regardless, and publishing retries until they are back.
             tokio::spawn(prepare_events(
@@ -409,14 +407,8 @@ async fn prepare_events(
     loop {
         tick.tick().await;
         // Side by side: a registry that hangs does not delay the brokers' check.
-        let registry_answers = async {
-            match &registry {
-                Some(registry) => Some(registry.answers().await),
-                None => None,
-            }
-        };
         let (brokers, registry_answers) =
-            tokio::join!(events.brokers(KAFKA_CHECK_EVERY), registry_answers);
+            tokio::join!(events.brokers(KAFKA_CHECK_EVERY), events.registry_answers());
         match brokers {
             Ok(_) => health.up("Kafka"),
             Err(e) => {
@@ -425,9 +417,9 @@ async fn prepare_events(
             }
         }
         match registry_answers {
-            Some(Ok(())) => health.up("schema registry"),
+            Some(Ok(())) => health.up(REGISTRY),
             Some(Err(e)) => {
-                health.waiting("schema registry", e.to_string());
+                health.waiting(REGISTRY, e.to_string());
                 tracing::warn!(error = %e, "schema registry not answering; known schema ids keep publishing");
             }
             None => {}
@@ -501,21 +493,31 @@ impl PgHealth {
 }
 
 /// Asks the PG at start whether it takes payflow's configuration (its secret key, and that a
-/// PG answers at the base URL), so that a wrong key stops the worker at once instead of failing
-/// every customer's payment. A PG that is away, or answers that it cannot serve yet, is waited
-/// for in the background ([`spawn_pg_checks`]); the payments it holds up retry on their own.
+/// PG answers at the base URL), so that a wrong key stops the worker instead of failing every
+/// customer's payment; a refusal is asked again for [`REFUSED_FOR`] first. A PG that is away,
+/// or answers that it cannot serve yet, is waited for in the background ([`spawn_pg_checks`]);
+/// the payments it holds up retry on their own.
 async fn check_pg(pg: &PgClient, health: &PgHealth) -> anyhow::Result<()> {
     use payment::pg::PgCheckError;
-    let url = payflow_common::config::without_password(pg.base_url());
-    match tokio::time::timeout(STORE_CHECK_EVERY, pg.check()).await {
-        Ok(Ok(())) => health.away(None),
-        Ok(Err(PgCheckError::KeyRefused(e) | PgCheckError::NotAPg(e))) => anyhow::bail!(
-            "the PG at {url} refuses payflow's configuration: {e} (check PG_SECRET_KEY and PG_BASE_URL)"
+    let answer = unless_refused_throughout(PG, &health.health, || async {
+        match tokio::time::timeout(STORE_CHECK_EVERY, pg.check()).await {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(PgCheckError::KeyRefused(e) | PgCheckError::NotAPg(e))) => Err(e),
+            Ok(Err(PgCheckError::Away(e))) => Ok(Some(e)),
+            Err(_) => Ok(Some(format!("no answer in {STORE_CHECK_EVERY:?}"))),
+        }
+    })
+    .await;
+    match answer {
+        Ok(away) => {
+            health.away(away);
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "the PG at {} refuses payflow's configuration: {e} (check PG_SECRET_KEY and PG_BASE_URL)",
+            payflow_common::config::without_password(pg.base_url())
         ),
-        Ok(Err(PgCheckError::Away(e))) => health.away(Some(e)),
-        Err(_) => health.away(Some(format!("no answer in {STORE_CHECK_EVERY:?}"))),
     }
-    Ok(())
 }
 
 /// Asks the PG every [`PG_CHECK_EVERY`] whether it answers (the same look-up, within the PG
@@ -554,26 +556,78 @@ const PG: &str = "PG";
 /// than the stores.
 const PG_CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// Asks the schema registry at start whether it takes payflow's configuration, so that
-/// credentials it refuses (or a URL where no registry answers) stop the worker at once: the
-/// workflows would run on, but no event would ever go out. A registry that is away is waited
-/// for in the background ([`prepare_events`]).
-async fn check_registry(registry: &SchemaRegistry, url: &str) -> anyhow::Result<()> {
+/// Asks the schema registry at start whether it takes payflow's configuration (the look-up
+/// it will make, [`EventActivities::registry_answers`]), so that credentials it refuses, or a
+/// URL where no registry answers, stop the worker: the workflows would run on, but no event
+/// would ever go out. A refusal is asked again for [`REFUSED_FOR`] first; a registry that is
+/// away is waited for in the background ([`prepare_events`]).
+async fn check_registry(
+    events: &EventActivities,
+    url: &str,
+    health: &health::Health,
+) -> anyhow::Result<()> {
     use payflow_activities::events::registry::RegistryError;
-    match tokio::time::timeout(STORE_CHECK_EVERY, registry.answers()).await {
-        Ok(Err(
-            e @ RegistryError::Refused {
-                status: 401 | 403 | 404,
-                ..
-            },
-        )) => anyhow::bail!(
+    let answer = unless_refused_throughout(REGISTRY, health, || async {
+        match tokio::time::timeout(STORE_CHECK_EVERY, events.registry_answers()).await {
+            Ok(Some(Err(
+                e @ RegistryError::Refused {
+                    status: 401 | 403 | 404,
+                    ..
+                },
+            ))) => Err(e.to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    answer.map_err(|e| {
+        anyhow::anyhow!(
             "the schema registry at {} refuses payflow's configuration: {e} (check \
-             SCHEMA_REGISTRY_URL, SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD)",
+             SCHEMA_REGISTRY_URL, SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD, and that \
+             they may read payflow's subjects)",
             payflow_common::config::without_password(url)
-        ),
-        _ => Ok(()),
+        )
+    })
+}
+
+/// Asks `ask` again while it answers that `dependency` refuses payflow's configuration (`Err`,
+/// in the dependency's words), for up to [`REFUSED_FOR`]: a key still propagating, a proxy
+/// without a route for a moment. The refusal if it lasted throughout; else the other answer.
+async fn unless_refused_throughout<T, F, Fut>(
+    dependency: &'static str,
+    health: &health::Health,
+    mut ask: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let since = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let refused = match ask().await {
+            Ok(answer) => return Ok(answer),
+            Err(refused) => refused,
+        };
+        if since.elapsed() >= REFUSED_FOR {
+            return Err(refused);
+        }
+        health.waiting(dependency, refused.clone());
+        tracing::warn!(
+            dependency,
+            error = %refused,
+            retry_in_ms = pause.as_millis() as u64,
+            "refused; asking again before giving up"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(8));
     }
 }
+
+/// How long a dependency may refuse payflow's configuration at start before the worker stops.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+
+/// The registry's name on `/readyz` and in `payflow_dependency_up`.
+const REGISTRY: &str = "schema registry";
 
 /// Asks Temporal, PostgreSQL and Redis (those the hosted services use) every
 /// [`STORE_CHECK_EVERY`] whether they answer, so `/readyz` (`degraded`) and

@@ -310,6 +310,16 @@ impl EventActivities {
         }
     }
 
+    /// Whether the schema registry answers payflow as it will be asked: a look-up of its first
+    /// event type's schema under that type's subject ([`SchemaRegistry::answers_for`]);
+    /// `None` without a registry.
+    pub async fn registry_answers(&self) -> Option<Result<(), registry::RegistryError>> {
+        let registry = self.registry.as_ref()?;
+        let ty = EventType::ALL[0];
+        let subject = value_subject(&self.config.topic(ty));
+        Some(registry.answers_for(&subject, avro::schema_text(ty)).await)
+    }
+
     /// How many brokers answer the producer's metadata request within `timeout` (what the
     /// worker's `/readyz` reports after start).
     pub async fn brokers(&self, timeout: Duration) -> Result<usize, String> {

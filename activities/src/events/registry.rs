@@ -131,16 +131,35 @@ impl SchemaRegistry {
         Ok(body.and_then(|b| b["schema"].as_str().map(str::to_owned)))
     }
 
-    /// Whether the registry answers (its subject list, as a deserializer's first request
-    /// would be answered): what the worker's `/readyz` reports after start. Ids already
-    /// cached keep publishing while it is away.
-    pub async fn answers(&self) -> Result<(), RegistryError> {
-        let url = format!("{}/subjects", self.base());
-        match self.send("list subjects", self.http.get(url)).await? {
-            Some(_) => Ok(()),
-            // A registry always lists its subjects: a 404 is another server, or a wrong path.
-            None => Err(RegistryError::Refused {
-                what: "list subjects".to_owned(),
+    /// Whether the registry answers payflow as it will be asked: a look-up of `schema` under
+    /// one of payflow's own `subject`s, which credentials allowed to read only payflow's
+    /// subjects may make (listing every subject needs more). Registered or not, any answer of
+    /// the registry's own is `Ok`; a 404 that is not the registry's ("subject" or "schema not
+    /// found") means no registry answers at this URL. What the worker checks at start and
+    /// `/readyz` reports after; ids already cached keep publishing while it is away.
+    pub async fn answers_for(&self, subject: &str, schema: &str) -> Result<(), RegistryError> {
+        let what = format!("look-up {subject}");
+        let url = format!("{}/subjects/{subject}", self.base());
+        let request = self
+            .authorized(self.http.post(url))
+            .json(&json!({ "schema": schema }));
+        let response = request
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status.as_u16() != 404 {
+            return Self::failure(&what, status, response).await;
+        }
+        let body: Option<Value> = response.json().await.ok();
+        match body.as_ref().and_then(|b| b["error_code"].as_u64()) {
+            // Subject not found, schema not found: the registry's own answers.
+            Some(40401 | 40403) => Ok(()),
+            _ => Err(RegistryError::Refused {
+                what,
                 status: 404,
                 message: "no schema registry answers at this URL".to_owned(),
             }),
@@ -166,28 +185,25 @@ impl SchemaRegistry {
         self.config.url.trim_end_matches('/')
     }
 
-    /// Sends a request; 404 answers `None`.
-    async fn send(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Option<Value>, RegistryError> {
+    /// `request` with the registry's media type and payflow's credentials, if any.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         let request = request.header("accept", "application/vnd.schemaregistry.v1+json");
-        let request = match &self.config.username {
+        match &self.config.username {
             Some(user) => {
                 request.basic_auth(user, self.config.password.as_ref().map(Secret::expose))
             }
             None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
-        let status = response.status();
-        if status.as_u16() == 404 {
-            return Ok(None);
         }
-        if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+    }
+
+    /// The error of an answer that is neither a success nor a 404: a registry (or what stands
+    /// before it) that is away, or a refusal.
+    async fn failure<T>(
+        what: &str,
+        status: reqwest::StatusCode,
+        response: reqwest::Response,
+    ) -> Result<T, RegistryError> {
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
             return Err(RegistryError::Unavailable(format!("{what}: HTTP {status}")));
         }
         let text = response
@@ -195,20 +211,42 @@ impl SchemaRegistry {
             .await
             .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
-        if !status.is_success() {
-            // A gateway's refusal (401/403 from a proxy) may not be JSON: still a refusal.
-            return Err(RegistryError::Refused {
-                what: what.to_owned(),
-                status: status.as_u16(),
-                message: match body.as_ref().and_then(|b| b["message"].as_str()) {
-                    Some(message) => message.to_owned(),
-                    None => text.chars().take(100).collect(),
-                },
-            });
-        }
-        body.map(Some).ok_or_else(|| {
-            RegistryError::Unavailable(format!("{what}: an answer that is not JSON"))
+        // A gateway's refusal (401/403 from a proxy) may not be JSON: still a refusal.
+        Err(RegistryError::Refused {
+            what: what.to_owned(),
+            status: status.as_u16(),
+            message: match body.as_ref().and_then(|b| b["message"].as_str()) {
+                Some(message) => message.to_owned(),
+                None => text.chars().take(100).collect(),
+            },
         })
+    }
+
+    /// Sends a request; 404 answers `None`.
+    async fn send(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Option<Value>, RegistryError> {
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        let status = response.status();
+        if status.as_u16() == 404 {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Self::failure(what, status, response).await;
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
+        serde_json::from_str::<Value>(&text)
+            .map(Some)
+            .map_err(|_| RegistryError::Unavailable(format!("{what}: an answer that is not JSON")))
     }
 }
 
@@ -259,15 +297,28 @@ mod tests {
         assert!(!refused.is_transient());
     }
 
-    /// A URL with a wrong path (or another server) answers 404 where a registry lists its
-    /// subjects: the health check says so instead of reporting the registry up.
+    /// A URL with a wrong path (or another server) answers a look-up 404 in words that are
+    /// not the registry's: the health check says so instead of reporting the registry up. The
+    /// registry's own "subject not found" is an answer.
     #[tokio::test]
-    async fn a_url_where_no_registry_lists_subjects_is_not_a_registry_that_answers() {
+    async fn a_url_where_no_registry_answers_look_ups_is_not_a_registry_that_answers() {
         let url = serve("404 Not Found", "<html><body>no such page</body></html>");
-        let refused = registry_at(url).answers().await.unwrap_err();
+        let refused = registry_at(url)
+            .answers_for("t-value", "\"string\"")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&refused, RegistryError::Refused { status: 404, .. }),
             "{refused:?}"
         );
+        let url = crate::test_http::serve(
+            "404 Not Found",
+            "application/vnd.schemaregistry.v1+json",
+            r#"{"error_code":40401,"message":"Subject 't-value' not found."}"#,
+        );
+        registry_at(url)
+            .answers_for("t-value", "\"string\"")
+            .await
+            .expect("the registry's own answer");
     }
 }
