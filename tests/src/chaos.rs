@@ -35,7 +35,10 @@ use payflow_starter::client::PaymentClient;
 use payflow_workflows::types::PaymentStage;
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -234,6 +237,8 @@ pub struct Report {
     pub audit_missing: usize,
     /// Events the audit published again.
     pub audit_republished: usize,
+    /// Times the run's broker guard restarted a broker that took no record.
+    pub broker_restarts: usize,
     /// The checks.
     pub checks: Vec<Check>,
     /// Where the parts' logs are.
@@ -253,7 +258,8 @@ impl Report {
             "payments {}: completed {}, cancelled {} ({} not by a declined card, {} of them \
              charged late by the PG and cancelled by the second look); \
              client retries {}; load {}; all final {} later\n\
-             audit: {} events missing from their topics, {} republished\n\n",
+             audit: {} events missing from their topics, {} republished; \
+             broker restarts by its guard: {}\n\n",
             self.payments,
             self.completed,
             self.cancelled,
@@ -264,6 +270,7 @@ impl Report {
             secs(self.settle_took),
             self.audit_missing,
             self.audit_republished,
+            self.broker_restarts,
         );
         out.push_str(
             "| # | fault | at | lasted | failed requests (retried) | slowest decision | \
@@ -447,7 +454,11 @@ async fn wait_ready(what: &str, url: &str, limit: Duration) -> anyhow::Result<()
 /// The stack of one run.
 struct Parts {
     temporal: Part,
-    broker: Part,
+    /// Shared with its guard ([`guard_broker`]).
+    broker: Arc<tokio::sync::Mutex<Part>>,
+    /// How often the guard restarted a broker that took no record.
+    broker_restarts: Arc<AtomicUsize>,
+    broker_guard: tokio::task::JoinHandle<()>,
     redis: Part,
     registry: Part,
     sandbox: Part,
@@ -632,9 +643,19 @@ impl Parts {
             ],
             dir,
         );
+        let mut broker = broker;
+        broker.start()?;
+        let broker = Arc::new(tokio::sync::Mutex::new(broker));
+        let broker_restarts = Arc::new(AtomicUsize::new(0));
         let mut parts = Self {
             temporal,
+            broker_guard: guard_broker(
+                broker.clone(),
+                kafka_address.clone(),
+                broker_restarts.clone(),
+            ),
             broker,
+            broker_restarts,
             redis,
             registry,
             sandbox,
@@ -651,7 +672,6 @@ impl Parts {
         };
         for part in [
             &mut parts.temporal,
-            &mut parts.broker,
             &mut parts.redis,
             &mut parts.registry,
             &mut parts.sandbox,
@@ -731,7 +751,7 @@ impl Parts {
                 let address = self.temporal_address.clone();
                 keep_listening(&mut self.temporal, &address, Duration::from_secs(60)).await?;
             }
-            Fault::KillBroker => restart(&mut self.broker, down).await?,
+            Fault::KillBroker => restart(&mut *self.broker.lock().await, down).await?,
             Fault::KillSandbox => restart(&mut self.sandbox, down).await?,
             Fault::RegistryAway => {
                 self.registry.kill();
@@ -765,6 +785,57 @@ impl Parts {
         Ok(())
     }
 }
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        self.broker_guard.abort();
+    }
+}
+
+/// The dev stack's broker guard (`scripts/broker-guard.sh`) for the run's own broker: every
+/// [`GUARD_EVERY`] it asks the broker to take a probe record, and when the broker has exited or
+/// took none in three probes in a row, it stops it (SIGTERM, SIGKILL after 15 s) and starts it
+/// again. Tansu on SQLite can wedge after a SIGKILL under load (RELIABILITY.md); the dev stack
+/// heals that without a person, and so does the run, which counts the restarts.
+fn guard_broker(
+    broker: Arc<tokio::sync::Mutex<Part>>,
+    address: String,
+    restarts: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut misses = 0u32;
+        loop {
+            tokio::time::sleep(GUARD_EVERY).await;
+            let took = payflow_activities::events::probe::probe(&address, GUARD_EVERY)
+                .await
+                .is_ok();
+            misses = if took { 0 } else { misses + 1 };
+            let mut part = broker.lock().await;
+            if misses < 3 && !part.exited() {
+                continue;
+            }
+            eprintln!(
+                "payflow-chaos: the broker took no probe record {misses} times in a row (or \
+                 exited); restarting it, as the dev stack's guard does"
+            );
+            part.signal("TERM");
+            part.signal("CONT");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !part.exited() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            part.kill();
+            if let Err(e) = part.start() {
+                eprintln!("payflow-chaos: the broker did not start again: {e:#}");
+            }
+            restarts.fetch_add(1, Ordering::Relaxed);
+            misses = 0;
+        }
+    })
+}
+
+/// How often the run's broker guard probes, and how long a probe may take (as the dev stack's).
+const GUARD_EVERY: Duration = Duration::from_secs(5);
 
 async fn restart(part: &mut Part, down: Duration) -> anyhow::Result<()> {
     part.kill();
@@ -1171,6 +1242,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         settle_took,
         audit_missing,
         audit_republished,
+        broker_restarts: parts.broker_restarts.load(Ordering::Relaxed),
         checks,
         dir: plan.dir.clone(),
     })
