@@ -789,6 +789,11 @@ impl Parts {
 impl Drop for Parts {
     fn drop(&mut self) {
         self.broker_guard.abort();
+        // The aborted guard's clone of the broker goes only when the runtime drops the task:
+        // stop the broker now, not at some later moment (or never, on `process::exit`).
+        if let Ok(mut broker) = self.broker.try_lock() {
+            broker.kill();
+        }
     }
 }
 
@@ -818,17 +823,22 @@ fn guard_broker(
                 "payflow-chaos: the broker took no probe record {misses} times in a row (or \
                  exited); restarting it, as the dev stack's guard does"
             );
-            part.signal("TERM");
-            part.signal("CONT");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while !part.exited() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            // Only a broker still running is signalled: an exited one's pid may be another's.
+            if part.child.is_some() && !part.exited() {
+                part.signal("TERM");
+                part.signal("CONT");
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !part.exited() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
             part.kill();
-            if let Err(e) = part.start() {
-                eprintln!("payflow-chaos: the broker did not start again: {e:#}");
+            match part.start() {
+                Ok(()) => {
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => eprintln!("payflow-chaos: the broker did not start again: {e:#}"),
             }
-            restarts.fetch_add(1, Ordering::Relaxed);
             misses = 0;
         }
     })
@@ -1167,9 +1177,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
             outcomes.len()
         ));
     }
-    // Only a broker that was killed may have lost what it acknowledged: without such a kill, a
-    // missing event is payflow's own loss, which the republishing must not hide.
-    if audit_missing > 0 && !plan.faults.contains(&Fault::KillBroker) {
+    // Only a broker that was killed (by the plan or by its guard) may have lost what it
+    // acknowledged: without such a kill, a missing event is payflow's own loss, which the
+    // republishing must not hide.
+    let broker_restarts = parts.broker_restarts.load(Ordering::Relaxed);
+    if audit_missing > 0 && !plan.faults.contains(&Fault::KillBroker) && broker_restarts == 0 {
         audit_violations.push(format!(
             "{audit_missing} events missing though the broker was never killed: {}",
             audit_report["missing"]
@@ -1242,7 +1254,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
         settle_took,
         audit_missing,
         audit_republished,
-        broker_restarts: parts.broker_restarts.load(Ordering::Relaxed),
+        broker_restarts,
         checks,
         dir: plan.dir.clone(),
     })
