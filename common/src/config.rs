@@ -92,7 +92,7 @@ impl TemporalArgs {
     /// Connects a client, waiting (logged, with backoff) while the server is away, until it
     /// describes the namespace (a worker's first request, which gives up after a few seconds of
     /// its own); a configuration error (address, codec keys, a namespace the server does not
-    /// have) still fails at once.
+    /// have, an API key or caller it refuses) still fails at once.
     pub async fn connect_patiently(&self, health: &Health) -> anyhow::Result<Client> {
         use anyhow::Context;
         use temporalio_client::{grpc::WorkflowService, tonic::IntoRequest};
@@ -102,9 +102,15 @@ impl TemporalArgs {
             "Temporal",
             health,
             || Connection::connect(connection.clone()),
-            |_| false,
+            // The connection's first call (GetSystemInfo) is where a server that checks
+            // credentials (Temporal Cloud) refuses a missing or wrong API key.
+            |e: &temporalio_client::errors::ClientConnectError| {
+                matches!(e, temporalio_client::errors::ClientConnectError::SystemInfoCallError(s)
+                    if refuses_credentials(s))
+            },
         )
-        .await?;
+        .await
+        .context("the Temporal client's API key or identity")?;
         let client = Client::new(connection, client)?;
         let namespace = self.namespace();
         until_available_reported(
@@ -445,10 +451,15 @@ impl KafkaArgs {
 /// (`Unauthenticated`) or a caller it does not let in (`PermissionDenied`): waiting cannot mend
 /// any of them.
 fn refuses_configuration(status: &temporalio_client::tonic::Status) -> bool {
+    status.code() == temporalio_client::tonic::Code::NotFound || refuses_credentials(status)
+}
+
+/// A key Temporal does not take, or a caller it does not let in.
+fn refuses_credentials(status: &temporalio_client::tonic::Status) -> bool {
     use temporalio_client::tonic::Code;
     matches!(
         status.code(),
-        Code::NotFound | Code::Unauthenticated | Code::PermissionDenied
+        Code::Unauthenticated | Code::PermissionDenied
     )
 }
 

@@ -129,7 +129,7 @@ async fn a_pg_elsewhere_without_a_secret_key_fails_at_once() {
 /// outage: every payment would fail and its order be cancelled. The worker asks again for 30 s
 /// (a key still propagating), then stops and names the settings, and never prints the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_at_once() {
+async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_after_asking_again() {
     let sandbox = OwnSandbox::start().await;
     // An HTTP server that is not a PG: it answers the look-up 404 in its own words.
     let not_a_pg = TestRegistry::start(true).await.unwrap();

@@ -61,8 +61,8 @@ impl PayflowWorker {
     /// Connects to everything the hosted services need, applies migrations if asked, and
     /// registers the workers. A dependency that is away (Temporal, PostgreSQL, Redis; Kafka,
     /// the registry and the PG are waited for in the background) is waited for, logged, never a
-    /// reason to exit; a configuration error (a bad URL or key, a PG secret key the PG refuses)
-    /// fails at once.
+    /// reason to exit; a configuration error (a bad URL or key) fails at once, and a PG or
+    /// registry that refuses payflow's key is asked again for [`REFUSED_FOR`] first.
     pub async fn start(config: &WorkerConfig) -> anyhow::Result<Self> {
         let (runtime, metrics_addr, metrics) = runtime(config)?;
         db::check_url(&config.database.url).context("DATABASE_URL")?;
@@ -515,7 +515,7 @@ async fn check_pg(pg: &PgClient, health: &PgHealth) -> anyhow::Result<()> {
         }
         Err(e) => anyhow::bail!(
             "the PG at {} refuses payflow's configuration: {e} (check PG_SECRET_KEY and PG_BASE_URL)",
-            payflow_common::config::without_password(pg.base_url())
+            pg.shown_base_url()
         ),
     }
 }
@@ -567,6 +567,7 @@ async fn check_registry(
     health: &health::Health,
 ) -> anyhow::Result<()> {
     use payflow_activities::events::registry::RegistryError;
+    let refused = std::cell::Cell::new(false);
     let answer = unless_refused_throughout(REGISTRY, health, || async {
         match tokio::time::timeout(STORE_CHECK_EVERY, events.registry_answers()).await {
             Ok(Some(Err(
@@ -574,12 +575,21 @@ async fn check_registry(
                     status: 401 | 403 | 404,
                     ..
                 },
-            ))) => Err(e.to_string()),
-            _ => Ok(()),
+            ))) => {
+                refused.set(true);
+                Err(e.to_string())
+            }
+            Ok(Some(Ok(()))) => Ok(true),
+            _ => Ok(false),
         }
     })
     .await;
-    answer.map_err(|e| {
+    // A refusal that cleared is not left on `/readyz` until the background checks begin (which
+    // report the registry once the topics and schemas are ready).
+    if refused.get() && answer == Ok(true) {
+        health.up(REGISTRY);
+    }
+    answer.map(|_| ()).map_err(|e| {
         anyhow::anyhow!(
             "the schema registry at {} refuses payflow's configuration: {e} (check \
              SCHEMA_REGISTRY_URL, SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD, and that \
