@@ -151,16 +151,7 @@ async fn a_pg_that_refuses_the_secret_key_or_is_no_pg_stops_the_worker_after_ask
             ("PG_BASE_URL", url.clone()),
             ("PG_SECRET_KEY", key.to_owned()),
         ]);
-        let status = tokio::time::timeout(Duration::from_secs(90), worker.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the worker stops with the PG at {url}"))
-            .unwrap();
-        assert!(!status.success(), "{url}");
-        let mut said = Vec::new();
-        while let Some(line) = lines.recv().await {
-            said.push(line);
-        }
-        let said = said.join("\n");
+        let said = stops_saying(&mut worker, &mut lines, &format!("with the PG at {url}")).await;
         assert!(
             said.contains("refused; asking again before giving up")
                 && said.contains("refuses payflow's configuration")
@@ -276,16 +267,7 @@ async fn a_registry_that_refuses_the_credentials_stops_the_worker_and_the_right_
         ("SCHEMA_REGISTRY_USER", "payflow".to_owned()),
         ("SCHEMA_REGISTRY_PASSWORD", wrong.to_owned()),
     ]);
-    let status = tokio::time::timeout(Duration::from_secs(90), worker.wait())
-        .await
-        .expect("the worker stops")
-        .unwrap();
-    assert!(!status.success());
-    let mut said = Vec::new();
-    while let Some(line) = lines.recv().await {
-        said.push(line);
-    }
-    let said = said.join("\n");
+    let said = stops_saying(&mut worker, &mut lines, "with a wrong registry password").await;
     assert!(
         said.contains("refused; asking again before giving up")
             && said.contains("schema registry at")
@@ -392,6 +374,25 @@ async fn a_worker_told_by_its_environment_to_log_json_starts_and_logs_json() {
     assert_eq!(json["level"], "INFO", "{line}");
     assert!(worker.try_wait().unwrap().is_none(), "the worker is up");
     worker.kill().await.unwrap();
+}
+
+/// Waits (90 s at most: a refusal is asked again for 30 s first) until the worker stops with
+/// a failure; answers everything it logged.
+async fn stops_saying(
+    worker: &mut Child,
+    lines: &mut mpsc::UnboundedReceiver<String>,
+    how: &str,
+) -> String {
+    let status = tokio::time::timeout(Duration::from_secs(90), worker.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the worker stops {how}"))
+        .unwrap();
+    assert!(!status.success(), "{how}");
+    let mut said = Vec::new();
+    while let Some(line) = lines.recv().await {
+        said.push(line);
+    }
+    said.join("\n")
 }
 
 /// `host:port` of the test database.
