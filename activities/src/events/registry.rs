@@ -149,6 +149,16 @@ impl SchemaRegistry {
             .map_err(|e| RegistryError::Unavailable(format!("{what}: {}", e.without_url())))?;
         let status = response.status();
         if status.is_success() {
+            // The id it answers is the one publishing needs: kept, so the warm-up after the
+            // worker's start-up check does not ask again.
+            if let Ok(body) = response.json::<Value>().await
+                && let Ok(id) = schema_id(&body, subject)
+            {
+                self.ids
+                    .write()
+                    .expect("id cache")
+                    .insert(subject.to_owned(), id);
+            }
             return Ok(());
         }
         if status.as_u16() != 404 {
